@@ -1,0 +1,322 @@
+"""The one windowed-attention core behind SwinIR, Uformer and DehazeFormer.
+
+An architecture's attention module subclasses :class:`WindowAttentionBase`, keeps its official parameter names,
+projects tokens to per-window q, k, v and calls :meth:`WindowAttentionBase.attend`, which runs the selected
+implementation:
+
+- ``"softmax"``: the original math, operation for operation (scores, + bias, + mask, softmax, @ v);
+- ``"sdpa"``: the same function through ``torch.nn.functional.scaled_dot_product_attention`` with the position
+  bias as additive mask; only the windows a shift mask cuts get their mask (the others' mask is all zeros);
+- ``"nystra"``: PnP-Nystra (:mod:`.nystrom`), with documented choices for the bias and the mask
+  (:class:`NystraParams`).
+
+The position bias depends only on parameters and the window: it is computed once and cached until a source
+tensor changes (in-place update, ``load_state_dict``, ``.to()``), and recomputed every call while gradients flow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .nystrom import landmark_grid, nystrom_attention, pool_bias
+from .windows import WindowMask, relative_position_index, to_2tuple
+
+ATTN_IMPLS = ("softmax", "sdpa", "nystra")
+NYSTRA_BIAS_MODES = ("pooled", "drop")
+NYSTRA_MASK_MODES = ("exact", "drop")
+
+
+@dataclass(frozen=True)
+class NystraParams:
+    """Parameters of the Nyström path.
+
+    landmarks: number m of pooled landmark queries/keys per window (a grid that divides the window).
+    iters: iterations of the pseudo-inverse (the reference uses 2 for SwinIR, 3-6 for Uformer).
+    tau: kernel threshold τ: φ(x) = exp(min(x, τ)) + relu(x − τ) (reference: 5 SwinIR, 0 Uformer).
+    bias: "pooled" keeps the relative-position bias, pooled over landmark blocks exactly like the landmarks
+        themselves (a landmark's logit is the mean of its block's logits, content and position alike);
+        "drop" ignores it, as the paper and its code do.
+    mask: "exact" computes the windows a shifted-window mask cuts with exact attention and everything else
+        with Nyström (a small fraction of windows: the last row and column); "drop" ignores the mask, as the
+        paper does, letting tokens attend across the cyclic-shift seam.
+    Use ``NystraParams.paper()`` for the paper's behaviour (bias and mask dropped).
+    """
+
+    landmarks: int = 16
+    iters: int = 2
+    tau: float = 5.0
+    bias: str = "pooled"
+    mask: str = "exact"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.landmarks, bool) or not isinstance(self.landmarks, int) or self.landmarks < 1:
+            raise ValueError(f"nystra landmarks must be a positive int, got {self.landmarks!r}")
+        if isinstance(self.iters, bool) or not isinstance(self.iters, int) or self.iters < 0:
+            raise ValueError(f"nystra iters must be a non-negative int, got {self.iters!r}")
+        if isinstance(self.tau, bool) or not isinstance(self.tau, (int, float)) or self.tau != self.tau:
+            raise ValueError(f"nystra tau must be a number, got {self.tau!r}")
+        if self.bias not in NYSTRA_BIAS_MODES:
+            raise ValueError(f"nystra bias must be one of {NYSTRA_BIAS_MODES}, got {self.bias!r}")
+        if self.mask not in NYSTRA_MASK_MODES:
+            raise ValueError(f"nystra mask must be one of {NYSTRA_MASK_MODES}, got {self.mask!r}")
+
+    @classmethod
+    def paper(cls, **overrides) -> NystraParams:
+        """The published method: position bias and shift mask ignored."""
+        return cls(**{"bias": "drop", "mask": "drop", **overrides})
+
+    def replace(self, **overrides) -> NystraParams:
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise TypeError(f"unknown nystra parameter(s) {unknown}; valid: {sorted(names)}")
+        return dataclasses.replace(self, **overrides)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def check_attn_impl(name: str) -> str:
+    if name not in ATTN_IMPLS:
+        raise ValueError(f"attn_impl must be one of {ATTN_IMPLS}, got {name!r}")
+    return name
+
+
+class WindowAttentionBase(nn.Module):
+    """Multi-head attention inside windows, with an additive position bias and optional per-window masks.
+
+    Subclasses own the parameters (official names) and implement :meth:`compute_position_bias` (``(heads, N, N)``
+    or None) and :meth:`position_bias_sources` (the tensors it is computed from, for cache invalidation).
+    """
+
+    def __init__(
+        self,
+        window_size: int | tuple[int, int],
+        num_heads: int,
+        scale: float,
+        attn_impl: str = "softmax",
+        nystra: NystraParams | None = None,
+    ) -> None:
+        super().__init__()
+        self.window_size = to_2tuple(window_size)
+        self.num_heads = num_heads
+        self.scale = scale
+        self.attn_impl = check_attn_impl(attn_impl)
+        self.nystra = nystra if nystra is not None else NystraParams()
+        self._bias_cache: tuple[tuple, Tensor | None] | None = None
+        self._pooled_cache: tuple[tuple, tuple[Tensor, Tensor, Tensor]] | None = None
+
+    # -- to implement per architecture -----------------------------------------------------------------------
+    def compute_position_bias(self) -> Tensor | None:
+        raise NotImplementedError
+
+    def position_bias_sources(self) -> list[Tensor]:
+        raise NotImplementedError
+
+    # -- switching ---------------------------------------------------------------------------------------------
+    def set_attn_impl(self, attn_impl: str, nystra: NystraParams | None = None) -> None:
+        self.attn_impl = check_attn_impl(attn_impl)
+        if nystra is not None:
+            self.nystra = nystra
+
+    def extra_repr(self) -> str:
+        extra = f", nystra={self.nystra}" if self.attn_impl == "nystra" else ""
+        return f"window_size={self.window_size}, num_heads={self.num_heads}, attn_impl={self.attn_impl}{extra}"
+
+    # -- cached, input-independent terms ----------------------------------------------------------------------
+    def _needs_grad(self) -> bool:
+        return torch.is_grad_enabled() and any(t.requires_grad for t in self.position_bias_sources())
+
+    def _cache_key(self, dtype: torch.dtype, device: torch.device) -> tuple:
+        sources = self.position_bias_sources()
+        return (dtype, device, self.window_size, tuple((t.data_ptr(), t._version) for t in sources))
+
+    def position_bias(self, dtype: torch.dtype, device: torch.device) -> Tensor | None:
+        """(heads, N, N) additive bias in ``dtype``; cached while no gradient flows through it."""
+        if self._needs_grad():
+            bias = self.compute_position_bias()
+            return None if bias is None else bias.to(dtype)
+        key = self._cache_key(dtype, device)
+        if self._bias_cache is None or self._bias_cache[0] != key:
+            # Built outside inference mode so the cached tensor stays usable in any later mode.
+            with torch.inference_mode(False), torch.no_grad():
+                bias = self.compute_position_bias()
+                bias = None if bias is None else bias.to(device=device, dtype=dtype).contiguous()
+            self._bias_cache = (key, bias)
+        return self._bias_cache[1]
+
+    def pooled_position_bias(
+        self, bias: Tensor, grid: tuple[int, int]
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        if self._needs_grad():
+            return pool_bias(bias, self.window_size, grid)
+        key = (*self._cache_key(bias.dtype, bias.device), grid)
+        if self._pooled_cache is None or self._pooled_cache[0] != key:
+            with torch.inference_mode(False), torch.no_grad():
+                self._pooled_cache = (key, pool_bias(bias, self.window_size, grid))
+        return self._pooled_cache[1]
+
+    # -- the three implementations ---------------------------------------------------------------------------
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: WindowMask | None = None) -> Tensor:
+        """q, k, v: (B·nW, heads, N, d), q unscaled, windows batch-major as :func:`window_partition` makes them.
+
+        ``mask``: additive per-window mask shared by every image of the batch, or None.
+        Returns (B·nW, heads, N, d).
+        """
+        bias = self.position_bias(q.dtype, q.device)
+        if mask is not None:
+            mask = mask.to(q.dtype)
+            if q.shape[0] % mask.num_windows:
+                raise ValueError(f"{q.shape[0]} windows cannot be split into images of {mask.num_windows}")
+        if self.attn_impl == "softmax":
+            return self._softmax(q, k, v, bias, mask)
+        if self.attn_impl == "sdpa" or self.nystra.landmarks >= q.shape[-2]:
+            # Nyström with as many landmarks as tokens saves nothing: exact is cheaper and exact.
+            return self._sdpa(q, k, v, bias, mask)
+        return self._nystra(q, k, v, bias, mask)
+
+    def _softmax(self, q, k, v, bias, mask):
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        if bias is not None:
+            attn = attn + bias.unsqueeze(0)
+        if mask is not None:
+            n_w, n = mask.num_windows, q.shape[-2]
+            attn = attn.view(-1, n_w, self.num_heads, n, n) + mask.additive.unsqueeze(1).unsqueeze(0)
+            attn = attn.view(-1, self.num_heads, n, n)
+        return attn.softmax(dim=-1) @ v
+
+    def _sdpa(self, q, k, v, bias, mask):
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+        if mask is not None and mask.cut.numel():
+            self._redo_exact(out, q, k, v, bias, mask, self._cut_window_indices(q.shape[0], mask))
+        return out
+
+    def _nystra(self, q, k, v, bias, mask):
+        params = self.nystra
+        grid = landmark_grid(self.window_size, params.landmarks)
+        pooled = None
+        if params.bias == "pooled" and bias is not None:
+            pooled = self.pooled_position_bias(bias, grid)
+        out, trustworthy = nystrom_attention(
+            q, k, v, window=self.window_size, landmarks=params.landmarks, iters=params.iters,
+            tau=params.tau, scale=self.scale, pooled_bias=pooled,
+        )
+        redo = (~trustworthy).flatten(1).any(dim=1).nonzero().flatten()
+        if mask is not None and params.mask == "exact" and mask.cut.numel():
+            redo = torch.cat([redo, self._cut_window_indices(q.shape[0], mask)]).unique()
+        if redo.numel():
+            # Untrustworthy denominators are recomputed with the true mask whatever the mask mode: a safety net
+            # must not be wrong on purpose.
+            self._redo_exact(out, q, k, v, bias, mask, redo)
+        return out
+
+    @staticmethod
+    def _cut_window_indices(total_windows: int, mask: WindowMask) -> Tensor:
+        n_w = mask.num_windows
+        offsets = torch.arange(0, total_windows, n_w, device=mask.cut.device)
+        return (offsets[:, None] + mask.cut[None, :]).flatten()
+
+    def _redo_exact(self, out, q, k, v, bias, mask, windows: Tensor) -> None:
+        """Overwrite ``out`` at the given flat window indices with exact attention (bias and mask applied)."""
+        windows = windows.to(q.device)
+        attn_mask = None if bias is None else bias.unsqueeze(0)
+        if mask is not None:
+            window_mask = mask.additive.index_select(0, windows % mask.num_windows).unsqueeze(1)
+            attn_mask = window_mask if attn_mask is None else attn_mask + window_mask
+        exact = F.scaled_dot_product_attention(
+            q.index_select(0, windows), k.index_select(0, windows), v.index_select(0, windows),
+            attn_mask=attn_mask, scale=self.scale,
+        )
+        out.index_copy_(0, windows, exact.to(out.dtype))
+
+
+def attention_modules(model: nn.Module) -> Iterator[tuple[str, WindowAttentionBase]]:
+    for name, module in model.named_modules():
+        if isinstance(module, WindowAttentionBase):
+            yield name, module
+
+
+def set_attn_impl(model: nn.Module, attn_impl: str, **nystra_overrides) -> nn.Module:
+    """Switch every attention module of ``model`` in place; nystra overrides apply on top of each module's
+    current parameters (so a per-layer plan survives a switch to softmax and back)."""
+    check_attn_impl(attn_impl)
+    modules = list(attention_modules(model))
+    updated = [(module, module.nystra.replace(**nystra_overrides)) for _, module in modules]  # validate first
+    for module, params in updated:
+        module.set_attn_impl(attn_impl, params)
+    return model
+
+
+WINDOW_RESIZE_METHODS = ("bicubic", "geometric", "centre")
+
+
+class TableBiasWindowAttention(WindowAttentionBase):
+    """Window attention with a learned ((2wh−1)(2ww−1), heads) bias table, the Swin scheme (SwinIR, Uformer).
+
+    Official names: ``relative_position_bias_table`` (parameter), ``relative_position_index`` (int64 buffer).
+    """
+
+    def __init__(self, window_size, num_heads, scale, attn_impl="softmax", nystra=None) -> None:
+        super().__init__(window_size, num_heads, scale, attn_impl, nystra)
+        wh, ww = self.window_size
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * wh - 1) * (2 * ww - 1), num_heads))
+        self.register_buffer("relative_position_index", relative_position_index(self.window_size))
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def compute_position_bias(self) -> Tensor:
+        n = self.window_size[0] * self.window_size[1]
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        return bias.view(n, n, -1).permute(2, 0, 1)
+
+    def position_bias_sources(self) -> list[Tensor]:
+        return [self.relative_position_bias_table, self.relative_position_index]
+
+    def reset_position_index(self) -> None:
+        """Rebuild the index buffer (after meta-device initialisation it holds garbage)."""
+        with torch.no_grad():
+            index = relative_position_index(self.window_size).to(self.relative_position_index.device)
+            self.relative_position_index.copy_(index)
+
+    @torch.no_grad()
+    def set_window_size(self, window_size: int | tuple[int, int], method: str = "bicubic") -> None:
+        """Run this trained module at another window: resize the bias table, rebuild the index.
+
+        method: "bicubic" (Swin's resize: the whole table stretched, timm's simple resize), "geometric" (BEiT's
+        geometric-progression interpolation, timm's resize, denser near the centre), "centre" (the trained
+        offsets keep their exact values; offsets beyond them take the value of the nearest trained offset).
+        """
+        if method not in WINDOW_RESIZE_METHODS:
+            raise ValueError(f"window resize method must be one of {WINDOW_RESIZE_METHODS}, got {method!r}")
+        new = to_2tuple(window_size)
+        old = self.window_size
+        if new == old:
+            return
+        table = self.relative_position_bias_table.data
+        new_shape = ((2 * new[0] - 1) * (2 * new[1] - 1), self.num_heads)
+        if method == "bicubic":
+            from timm.layers import resize_rel_pos_bias_table_simple
+
+            if old[0] != old[1]:
+                raise ValueError("bicubic table resizing needs a square trained window; use 'centre'")
+            resized = resize_rel_pos_bias_table_simple(table, new, new_shape)
+        elif method == "geometric":
+            from timm.layers import resize_rel_pos_bias_table
+
+            resized = resize_rel_pos_bias_table(table, new, new_shape, old_window_size=old)
+        else:
+            dy = torch.arange(-(new[0] - 1), new[0]).clamp(-(old[0] - 1), old[0] - 1) + old[0] - 1
+            dx = torch.arange(-(new[1] - 1), new[1]).clamp(-(old[1] - 1), old[1] - 1) + old[1] - 1
+            old_rows = (dy[:, None] * (2 * old[1] - 1) + dx[None, :]).flatten()
+            resized = table[old_rows.to(table.device)]
+        self.relative_position_bias_table = nn.Parameter(
+            resized.to(table.dtype).contiguous(), requires_grad=self.relative_position_bias_table.requires_grad
+        )
+        self.window_size = new
+        self.relative_position_index = relative_position_index(new).to(table.device)
+        self._bias_cache = self._pooled_cache = None

@@ -1,0 +1,126 @@
+"""Window geometry shared by every architecture: partition/reverse, shifted-window masks.
+
+Everything here depends only on the window, the shift and the feature-map size, so the masks are built once per
+(size, window, shift, device, dtype) and cached process-wide (the official SwinIR and Uformer rebuild them for
+every block on every forward).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+from torch import Tensor
+
+# The official code marks cross-region pairs of a shifted window with -100 (not -inf): exp(-100) is not exactly 0,
+# so the exact paths must add this very value to reproduce the released models' outputs.
+SHIFT_MASK_VALUE = -100.0
+
+
+def to_2tuple(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    if isinstance(value, int):
+        return (value, value)
+    a, b = value
+    return (int(a), int(b))
+
+
+def window_partition(x: Tensor, window: tuple[int, int]) -> Tensor:
+    """(B, H, W, C) -> (B * nW, wh * ww, C); windows in row-major order, batch outermost (as the official code)."""
+    b, h, w, c = x.shape
+    wh, ww = window
+    x = x.view(b, h // wh, wh, w // ww, ww, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, wh * ww, c)
+
+
+def window_reverse(windows: Tensor, window: tuple[int, int], h: int, w: int) -> Tensor:
+    """(B * nW, wh * ww, C) -> (B, H, W, C); inverse of :func:`window_partition`."""
+    wh, ww = window
+    c = windows.shape[-1]
+    x = windows.view(-1, h // wh, w // ww, wh, ww, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)
+
+
+@dataclass(frozen=True)
+class WindowMask:
+    """An additive attention mask per window plus what the fast paths need to avoid applying it everywhere.
+
+    ``additive`` is (nW, N, N) with 0 where attention is allowed. Only the windows listed in ``cut`` contain
+    non-zero entries (for a shifted-window mask: the last row and column of windows), so exact fused attention
+    and Nyström run mask-free on all windows and redo only the cut ones with their mask.
+    """
+
+    additive: Tensor
+    cut: Tensor  # int64 (n_cut,) indices of windows with at least one masked pair
+    cut_additive: Tensor  # (n_cut, N, N)
+
+    @property
+    def num_windows(self) -> int:
+        return self.additive.shape[0]
+
+    @classmethod
+    def from_additive(cls, additive: Tensor) -> WindowMask:
+        cut = (additive != 0).flatten(1).any(dim=1).nonzero().flatten()
+        return cls(additive=additive, cut=cut, cut_additive=additive.index_select(0, cut))
+
+    def to(self, dtype: torch.dtype) -> WindowMask:
+        if self.additive.dtype == dtype:
+            return self
+        return WindowMask(self.additive.to(dtype), self.cut, self.cut_additive.to(dtype))
+
+
+def shift_region_labels(h: int, w: int, window: tuple[int, int], shift: tuple[int, int]) -> Tensor:
+    """(H, W) int labels of the regions a cyclic shift glues together (official slicing, 9 regions)."""
+    wh, ww = window
+    sh, sw = shift
+    labels = torch.zeros(h, w, dtype=torch.int64)
+    h_slices = (slice(0, -wh), slice(-wh, -sh), slice(-sh, None))
+    w_slices = (slice(0, -ww), slice(-ww, -sw), slice(-sw, None))
+    count = 0
+    for hs in h_slices:
+        for ws in w_slices:
+            labels[hs, ws] = count
+            count += 1
+    return labels
+
+
+@lru_cache(maxsize=64)
+def _shifted_window_mask(
+    h: int, w: int, window: tuple[int, int], shift: tuple[int, int], device: torch.device, dtype: torch.dtype
+) -> WindowMask:
+    labels = shift_region_labels(h, w, window, shift)
+    windows = window_partition(labels.view(1, h, w, 1), window).squeeze(-1)  # (nW, N)
+    differs = windows.unsqueeze(1) != windows.unsqueeze(2)
+    additive = torch.zeros(differs.shape, dtype=dtype).masked_fill_(differs, SHIFT_MASK_VALUE)
+    return WindowMask.from_additive(additive.to(device))
+
+
+def shifted_window_mask(
+    h: int,
+    w: int,
+    window: tuple[int, int],
+    shift: tuple[int, int],
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> WindowMask:
+    """The Swin shifted-window mask for an (h, w) map, cached per (size, window, shift, device, dtype)."""
+    if h % window[0] or w % window[1]:
+        raise ValueError(f"feature map {h}x{w} is not a multiple of the window {window[0]}x{window[1]}")
+    return _shifted_window_mask(h, w, tuple(window), tuple(shift), torch.device(device), dtype)
+
+
+def relative_position_index(window: tuple[int, int]) -> Tensor:
+    """(N, N) int64 index into a ((2wh-1)(2ww-1), heads) bias table, the Swin convention."""
+    # timm's helper is the Swin formula; reuse it rather than keep a copy.
+    from timm.layers import gen_relative_position_index
+
+    return gen_relative_position_index(tuple(window))
+
+
+def log_relative_positions(window: tuple[int, int]) -> Tensor:
+    """(N, N, 2) float sign(d)*log(1+|d|) of token offsets, DehazeFormer's MLP bias input."""
+    coords = torch.stack(
+        torch.meshgrid(torch.arange(window[0]), torch.arange(window[1]), indexing="ij")
+    ).flatten(1)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0).contiguous()
+    return torch.sign(rel) * torch.log(1.0 + rel.abs())

@@ -1,0 +1,115 @@
+"""Strict loading of released checkpoints (.pth as published, or .safetensors conversions of them).
+
+Containers understood: ``{'params_ema': ..., 'params': ...}`` (SwinIR GAN/real-SR; params_ema wins, as in the
+official test script and spandrel), ``{'params': ...}``, ``{'state_dict': ...}`` (Uformer, DehazeFormer) with or
+without ``module.`` prefixes, and a bare state dict. Nothing is ever loaded with ``strict=False`` and nothing is
+filtered by shape: any missing, unexpected or mis-shaped key raises :class:`CheckpointMismatchError` naming them.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+CONTAINER_KEYS = ("params_ema", "params", "state_dict", "model")
+
+
+class CheckpointError(ValueError):
+    """The file cannot be read as a checkpoint (corrupt, wrong format, non-tensor entries, non-finite values)."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """The checkpoint's keys or shapes differ from the model's."""
+
+    def __init__(self, source: str, missing: list[str], unexpected: list[str], mismatched: list[tuple]) -> None:
+        self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
+        parts = [f"checkpoint {source} does not match the model:"]
+
+        def listing(title: str, items: list[str]) -> None:
+            if items:
+                shown = ", ".join(items[:12]) + (f", ... ({len(items) - 12} more)" if len(items) > 12 else "")
+                parts.append(f"  {title} ({len(items)}): {shown}")
+
+        listing("missing keys", missing)
+        listing("unexpected keys", unexpected)
+        listing(
+            "mis-shaped keys",
+            [f"{k} (checkpoint {tuple(a)} vs model {tuple(b)})" for k, a, b in mismatched],
+        )
+        super().__init__("\n".join(parts))
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
+    """Read a .pth/.pt/.ckpt or .safetensors file and unwrap it to a flat state dict with official keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            raw = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise CheckpointError(f"cannot read {path} as safetensors: {err}") from err
+    else:
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError) as err:
+            raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint: {err}") from err
+    return unwrap_state_dict(raw, source=str(path))
+
+
+def unwrap_state_dict(raw: object, source: str = "checkpoint") -> dict[str, Tensor]:
+    if not isinstance(raw, Mapping):
+        raise CheckpointError(f"{source}: expected a dict of tensors, got {type(raw).__name__}")
+    state = raw
+    for key in CONTAINER_KEYS:
+        if key in raw and isinstance(raw[key], Mapping):
+            state = raw[key]
+            break
+    bad = [k for k, v in state.items() if not isinstance(v, Tensor)]
+    if bad:
+        raise CheckpointError(
+            f"{source}: not a state dict (non-tensor entries {bad[:5]}); containers understood: {CONTAINER_KEYS}"
+        )
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return dict(state)
+
+
+def check_state_dict(model: nn.Module, state: Mapping[str, Tensor], source: str = "checkpoint") -> None:
+    """Raise unless ``state`` has exactly the model's keys and shapes and only finite values."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = sorted(
+        (k, tuple(state[k].shape), tuple(own[k].shape)) for k in set(own) & set(state)
+        if state[k].shape != own[k].shape
+    )
+    if missing or unexpected or mismatched:
+        raise CheckpointMismatchError(source, missing, unexpected, mismatched)
+    non_finite = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if non_finite:
+        raise CheckpointError(f"{source}: non-finite values (NaN/Inf) in {non_finite[:8]}")
+
+
+def load_state_dict_strict(model: nn.Module, state: Mapping[str, Tensor], source: str = "checkpoint") -> nn.Module:
+    state = dict(state)
+    adapt = getattr(model, "adapt_state_dict", None)
+    if adapt is not None:
+        state = adapt(state)
+    check_state_dict(model, state, source)
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def load_original_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load a released checkpoint (any container above, .pth or .safetensors) into ``model`` strictly."""
+    return load_state_dict_strict(model, read_state_dict(path), source=str(path))

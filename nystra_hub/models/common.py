@@ -1,0 +1,87 @@
+"""What the three top-level models share: attention switching, window resizing, input checks."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ..attention import NystraParams, attention_modules, check_attn_impl, set_attn_impl
+
+
+class RestorationModel(nn.Module):
+    """Base of SwinIR, Uformer and DehazeFormer.
+
+    ``official_kwargs`` holds the official constructor arguments the model was built from (hub configs rebuild it
+    from them). Subclasses set ``arch`` and ``default_nystra`` (the reference's parameters for that architecture).
+    """
+
+    arch: str = ""
+    default_nystra = NystraParams()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.official_kwargs: dict = {}
+        # Input checks cost one reduction over the image; off only for tracing/compilation.
+        self.validate_inputs = True
+
+    # -- attention ---------------------------------------------------------------------------------------------
+    def set_attn_impl(self, attn_impl: str, **nystra_params) -> RestorationModel:
+        """Switch every attention module in place (``"softmax"``, ``"sdpa"``, ``"nystra"``).
+
+        Keyword arguments override the Nyström parameters (landmarks, iters, tau, bias, mask) of every module.
+        """
+        return set_attn_impl(self, attn_impl, **nystra_params)
+
+    @property
+    def attn_impl(self) -> str:
+        impls = {m.attn_impl for _, m in attention_modules(self)}
+        return impls.pop() if len(impls) == 1 else ("mixed" if impls else "none")
+
+    def _init_attention(self, attn_impl: str, nystra: NystraParams | dict | None) -> None:
+        """Apply the construction-time choice to every attention module (after they exist)."""
+        check_attn_impl(attn_impl)
+        params = self.default_nystra
+        if isinstance(nystra, NystraParams):
+            params = nystra
+        elif nystra:
+            params = params.replace(**nystra)
+        for _, module in attention_modules(self):
+            module.set_attn_impl(attn_impl, params)
+
+    def adapt_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Architecture-specific, documented exceptions to key/shape equality (none by default)."""
+        return state
+
+    # -- input checks -----------------------------------------------------------------------------------------
+    def check_input(self, x: Tensor, channels: int, min_size: int) -> None:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{type(self).__name__} expects a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 4:
+            raise ValueError(
+                f"{type(self).__name__} expects a 4-D tensor (batch, channels, height, width), "
+                f"got shape {tuple(x.shape)}"
+            )
+        if not torch.is_floating_point(x):
+            raise TypeError(
+                f"{type(self).__name__} expects a floating-point tensor, got {x.dtype}; convert images with "
+                f"x.float() / 255 (8-bit) or use nystra_hub.restore(), which handles integer images"
+            )
+        if x.shape[1] != channels:
+            raise ValueError(
+                f"{type(self).__name__} was built for {channels} input channel(s), got {x.shape[1]} "
+                f"(shape {tuple(x.shape)})"
+            )
+        h, w = x.shape[-2:]
+        if h < min_size or w < min_size:
+            raise ValueError(
+                f"image is {h}x{w} but {type(self).__name__} needs at least {min_size}x{min_size} pixels"
+            )
+        if self.validate_inputs and not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{type(self).__name__} input contains NaN or Inf values")
+
+
+def check_divisible(h: int, w: int, multiple: int) -> tuple[int, int]:
+    """Padding (bottom, right) to reach a multiple."""
+    return (math.ceil(h / multiple) * multiple - h, math.ceil(w / multiple) * multiple - w)

@@ -1,0 +1,418 @@
+"""SwinIR (Liang et al., 2021), re-implemented on the shared attention core.
+
+Module names, state-dict keys and the forward computation follow the official
+``models/network_swinir.py`` (github.com/JingyunLiang/SwinIR), so released checkpoints load strictly and produce
+the official outputs. Differences, all without effect on released checkpoints at inference:
+- attention goes through :class:`~nystra_hub.attention.WindowAttentionBase` (softmax / sdpa / nystra);
+- shifted-window masks come from a process-wide cache instead of being rebuilt per block and forward; the
+  ``attn_mask`` buffers stay (they are in every released state dict) and are checked, not trusted, on load;
+- dropout and stochastic depth (training-only, no parameters, 0 at inference) are left out;
+- ``mean`` is a non-persistent buffer rather than a plain attribute, so ``.to()`` and meta-device init work.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..attention import (
+    NystraParams,
+    TableBiasWindowAttention,
+    shifted_window_mask,
+    to_2tuple,
+    window_partition,
+    window_reverse,
+)
+from .common import RestorationModel
+
+DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
+
+
+class Mlp(nn.Module):
+    def __init__(self, in_features: int, hidden_features: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_features, in_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class WindowAttention(TableBiasWindowAttention):
+    """W-MSA with relative position bias: one ``qkv`` Linear(C, 3C) and ``proj``."""
+
+    def __init__(self, dim, window_size, num_heads, qkv_bias=True, qk_scale=None, attn_impl="softmax", nystra=None):
+        head_dim = dim // num_heads
+        super().__init__(window_size, num_heads, qk_scale or head_dim**-0.5, attn_impl, nystra)
+        self.dim = dim
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, mask=None) -> Tensor:
+        b_, n, c = x.shape
+        qkv = self.qkv(x).reshape(b_, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        out = self.attend(qkv[0], qkv[1], qkv[2], mask)
+        return self.proj(out.transpose(1, 2).reshape(b_, n, c))
+
+
+def _official_shift_mask(resolution: tuple[int, int], window: int, shift: int) -> Tensor:
+    return shifted_window_mask(*resolution, (window, window), (shift, shift)).additive.clone()
+
+
+class SwinTransformerBlock(nn.Module):
+    def __init__(
+        self, dim, input_resolution, num_heads, window_size=7, shift_size=0, mlp_ratio=4.0, qkv_bias=True,
+        qk_scale=None, norm_layer=nn.LayerNorm,
+    ) -> None:
+        super().__init__()
+        self.dim = dim
+        self.input_resolution = tuple(input_resolution)
+        self.num_heads = num_heads
+        self.window_size = window_size
+        self.shift_size = shift_size
+        self.mlp_ratio = mlp_ratio
+        if min(self.input_resolution) <= self.window_size:
+            # Official: a training patch no larger than the window means one unshifted window.
+            self.shift_size = 0
+            self.window_size = min(self.input_resolution)
+        if not 0 <= self.shift_size < self.window_size:
+            raise ValueError(f"shift_size {self.shift_size} must be in [0, window_size {self.window_size})")
+        self.norm1 = norm_layer(dim)
+        self.attn = WindowAttention(dim, to_2tuple(self.window_size), num_heads, qkv_bias, qk_scale)
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        attn_mask = None
+        if self.shift_size > 0:
+            attn_mask = _official_shift_mask(self.input_resolution, self.window_size, self.shift_size)
+        # Kept for state-dict compatibility only; forward uses the cached mask for the actual size.
+        self.register_buffer("attn_mask", attn_mask)
+
+    def reset_attn_mask(self) -> None:
+        """Recompute the buffer (meta-device initialisation leaves garbage in it)."""
+        if self.attn_mask is not None:
+            mask = _official_shift_mask(self.input_resolution, self.window_size, self.shift_size)
+            self.attn_mask.copy_(mask.to(self.attn_mask.device))
+
+    def forward(self, x: Tensor, x_size: tuple[int, int]) -> Tensor:
+        h, w = x_size
+        b, _, c = x.shape
+        window = (self.window_size, self.window_size)
+        shortcut = x
+        x = self.norm1(x).view(b, h, w, c)
+        mask = None
+        if self.shift_size > 0:
+            x = torch.roll(x, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
+            mask = shifted_window_mask(h, w, window, (self.shift_size, self.shift_size), x.device)
+        attn_windows = self.attn(window_partition(x, window), mask=mask)
+        x = window_reverse(attn_windows, window, h, w)
+        if self.shift_size > 0:
+            x = torch.roll(x, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
+        x = shortcut + x.reshape(b, h * w, c)
+        return x + self.mlp(self.norm2(x))
+
+    @torch.no_grad()
+    def set_window_size(self, window_size: int, method: str = "bicubic") -> None:
+        shifted = self.shift_size > 0
+        self.attn.set_window_size(window_size, method)
+        self.window_size = window_size
+        self.shift_size = window_size // 2 if shifted else 0
+        # The training-patch mask buffer has no meaning at another window; it leaves the state dict.
+        self.attn_mask = None
+
+
+def is_official_shift_mask(mask: Tensor, window: int, shift: int) -> bool:
+    """True when ``mask`` is the official SwinIR mask for some square training patch."""
+    if mask.dim() != 3 or mask.shape[1:] != (window * window, window * window) or shift <= 0:
+        return False
+    per_side = math.isqrt(mask.shape[0])
+    if per_side * per_side != mask.shape[0]:
+        return False
+    expected = _official_shift_mask((per_side * window, per_side * window), window, shift)
+    return torch.equal(mask.detach().cpu().float(), expected)
+
+
+class BasicLayer(nn.Module):
+    def __init__(self, dim, input_resolution, depth, num_heads, window_size, mlp_ratio=4.0, qkv_bias=True,
+                 qk_scale=None, norm_layer=nn.LayerNorm) -> None:
+        super().__init__()
+        self.dim = dim
+        self.input_resolution = input_resolution
+        self.depth = depth
+        self.blocks = nn.ModuleList(
+            SwinTransformerBlock(
+                dim=dim, input_resolution=input_resolution, num_heads=num_heads, window_size=window_size,
+                shift_size=0 if i % 2 == 0 else window_size // 2, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                qk_scale=qk_scale, norm_layer=norm_layer,
+            )
+            for i in range(depth)
+        )
+
+    def forward(self, x: Tensor, x_size: tuple[int, int]) -> Tensor:
+        for blk in self.blocks:
+            x = blk(x, x_size)
+        return x
+
+
+def _resi_conv(dim: int, resi_connection: str) -> nn.Module:
+    if resi_connection == "1conv":
+        return nn.Conv2d(dim, dim, 3, 1, 1)
+    if resi_connection == "3conv":
+        return nn.Sequential(
+            nn.Conv2d(dim, dim // 4, 3, 1, 1), nn.LeakyReLU(negative_slope=0.2, inplace=True),
+            nn.Conv2d(dim // 4, dim // 4, 1, 1, 0), nn.LeakyReLU(negative_slope=0.2, inplace=True),
+            nn.Conv2d(dim // 4, dim, 3, 1, 1),
+        )
+    raise ValueError(f"resi_connection must be '1conv' or '3conv', got {resi_connection!r}")
+
+
+class PatchEmbed(nn.Module):
+    """(B, C, H, W) -> (B, HW, C) with optional norm (official name; patch_size 1 in every release)."""
+
+    def __init__(self, embed_dim: int, norm_layer=None) -> None:
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.norm = norm_layer(embed_dim) if norm_layer is not None else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.flatten(2).transpose(1, 2)
+        return self.norm(x) if self.norm is not None else x
+
+
+class PatchUnEmbed(nn.Module):
+    def __init__(self, embed_dim: int) -> None:
+        super().__init__()
+        self.embed_dim = embed_dim
+
+    def forward(self, x: Tensor, x_size: tuple[int, int]) -> Tensor:
+        return x.transpose(1, 2).reshape(x.shape[0], self.embed_dim, x_size[0], x_size[1])
+
+
+class RSTB(nn.Module):
+    """Residual Swin Transformer Block."""
+
+    def __init__(self, dim, input_resolution, depth, num_heads, window_size, mlp_ratio=4.0, qkv_bias=True,
+                 qk_scale=None, norm_layer=nn.LayerNorm, resi_connection="1conv") -> None:
+        super().__init__()
+        self.dim = dim
+        self.input_resolution = input_resolution
+        self.residual_group = BasicLayer(dim, input_resolution, depth, num_heads, window_size, mlp_ratio,
+                                         qkv_bias, qk_scale, norm_layer)
+        self.conv = _resi_conv(dim, resi_connection)
+        self.patch_embed = PatchEmbed(dim)
+        self.patch_unembed = PatchUnEmbed(dim)
+
+    def forward(self, x: Tensor, x_size: tuple[int, int]) -> Tensor:
+        return self.patch_embed(self.conv(self.patch_unembed(self.residual_group(x, x_size), x_size))) + x
+
+
+class Upsample(nn.Sequential):
+    def __init__(self, scale: int, num_feat: int) -> None:
+        m: list[nn.Module] = []
+        if scale & (scale - 1) == 0:
+            for _ in range(int(math.log2(scale))):
+                m += [nn.Conv2d(num_feat, 4 * num_feat, 3, 1, 1), nn.PixelShuffle(2)]
+        elif scale == 3:
+            m += [nn.Conv2d(num_feat, 9 * num_feat, 3, 1, 1), nn.PixelShuffle(3)]
+        else:
+            raise ValueError(f"scale {scale} is not supported; supported scales: 2^n and 3")
+        super().__init__(*m)
+
+
+class UpsampleOneStep(nn.Sequential):
+    def __init__(self, scale: int, num_feat: int, num_out_ch: int) -> None:
+        super().__init__(nn.Conv2d(num_feat, scale**2 * num_out_ch, 3, 1, 1), nn.PixelShuffle(scale))
+
+
+UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect", "nearest+conv", "")
+
+
+class SwinIR(RestorationModel):
+    """SwinIR with the official constructor arguments (``build_model("swinir", **case_kwargs)``).
+
+    Input: (B, in_chans, H, W) float in [0, 1]; output (B, in_chans, H·upscale, W·upscale), not clamped (the
+    official test script clamps; :func:`nystra_hub.restore` does).
+    """
+
+    arch = "swinir"
+    default_nystra = NystraParams(landmarks=16, iters=2, tau=5.0)  # the reference's SwinIR recipe
+
+    def __init__(
+        self, img_size=64, patch_size=1, in_chans=3, embed_dim=96, depths=(6, 6, 6, 6), num_heads=(6, 6, 6, 6),
+        window_size=7, mlp_ratio=4.0, qkv_bias=True, qk_scale=None, drop_rate=0.0, attn_drop_rate=0.0,
+        drop_path_rate=0.1, norm_layer=nn.LayerNorm, ape=False, patch_norm=True, use_checkpoint=False, upscale=2,
+        img_range=1.0, upsampler="", resi_connection="1conv", *, attn_impl: str = "softmax",
+        nystra: NystraParams | dict | None = None,
+    ) -> None:
+        super().__init__()
+        if patch_size != 1:
+            raise ValueError("SwinIR releases use patch_size=1; other patch sizes are not supported")
+        if upsampler not in UPSAMPLERS:
+            raise ValueError(f"upsampler must be one of {UPSAMPLERS}, got {upsampler!r}")
+        if len(depths) != len(num_heads):
+            raise ValueError(f"depths {list(depths)} and num_heads {list(num_heads)} differ in length")
+        if upsampler == "nearest+conv" and upscale not in (2, 4, 8):
+            raise ValueError(f"nearest+conv supports upscale 2, 4 or 8, got {upscale}")
+        if upsampler == "" and upscale != 1:
+            raise ValueError(f"upsampler '' (denoising / JPEG) needs upscale=1, got {upscale}")
+        img_size = to_2tuple(img_size)
+        self.official_kwargs = dict(
+            img_size=img_size[0] if img_size[0] == img_size[1] else list(img_size), patch_size=patch_size,
+            in_chans=in_chans, embed_dim=embed_dim, depths=list(depths), num_heads=list(num_heads),
+            window_size=window_size, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, ape=ape,
+            patch_norm=patch_norm, upscale=upscale, img_range=img_range, upsampler=upsampler,
+            resi_connection=resi_connection,
+        )
+        num_feat = 64
+        self.in_chans = in_chans
+        self.img_range = img_range
+        mean = DIV2K_RGB_MEAN if in_chans == 3 else (0.0,)
+        self.register_buffer("mean", torch.tensor(mean).view(1, len(mean), 1, 1), persistent=False)
+        self.upscale = upscale
+        self.upsampler = upsampler
+        self.window_size = window_size
+        self.conv_first = nn.Conv2d(in_chans, embed_dim, 3, 1, 1)
+        self.num_layers = len(depths)
+        self.embed_dim = embed_dim
+        self.ape = ape
+        self.patch_norm = patch_norm
+        self.num_features = embed_dim
+        self.mlp_ratio = mlp_ratio
+        self.patch_embed = PatchEmbed(embed_dim, norm_layer if patch_norm else None)
+        self.patches_resolution = list(img_size)
+        self.patch_unembed = PatchUnEmbed(embed_dim)
+        if ape:
+            self.absolute_pos_embed = nn.Parameter(torch.zeros(1, img_size[0] * img_size[1], embed_dim))
+            nn.init.trunc_normal_(self.absolute_pos_embed, std=0.02)
+        self.layers = nn.ModuleList(
+            RSTB(embed_dim, tuple(img_size), depths[i], num_heads[i], window_size, mlp_ratio, qkv_bias, qk_scale,
+                 norm_layer, resi_connection)
+            for i in range(self.num_layers)
+        )
+        self.norm = norm_layer(self.num_features)
+        self.conv_after_body = _resi_conv(embed_dim, resi_connection)
+        if upsampler == "pixelshuffle":
+            self.conv_before_upsample = nn.Sequential(nn.Conv2d(embed_dim, num_feat, 3, 1, 1),
+                                                      nn.LeakyReLU(inplace=True))
+            self.upsample = Upsample(upscale, num_feat)
+            self.conv_last = nn.Conv2d(num_feat, in_chans, 3, 1, 1)
+        elif upsampler == "pixelshuffledirect":
+            self.upsample = UpsampleOneStep(upscale, embed_dim, in_chans)
+        elif upsampler == "nearest+conv":
+            self.conv_before_upsample = nn.Sequential(nn.Conv2d(embed_dim, num_feat, 3, 1, 1),
+                                                      nn.LeakyReLU(inplace=True))
+            self.conv_up1 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+            if upscale >= 4:
+                self.conv_up2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+            if upscale == 8:
+                self.conv_up3 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+            self.conv_hr = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+            self.conv_last = nn.Conv2d(num_feat, in_chans, 3, 1, 1)
+            self.lrelu = nn.LeakyReLU(negative_slope=0.2, inplace=True)
+        else:
+            self.conv_last = nn.Conv2d(embed_dim, in_chans, 3, 1, 1)
+        self.apply(self._init_weights)
+        self._init_attention(attn_impl, nystra)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.constant_(m.bias, 0)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.constant_(m.bias, 0)
+            nn.init.constant_(m.weight, 1.0)
+
+    def reset_constants(self) -> None:
+        """Recompute every tensor that is derived, not learned (after meta-device initialisation)."""
+        with torch.no_grad():
+            mean = DIV2K_RGB_MEAN if self.in_chans == 3 else (0.0,)
+            self.mean.copy_(torch.tensor(mean, device=self.mean.device).view(1, len(mean), 1, 1))
+            for layer in self.layers:
+                for blk in layer.residual_group.blocks:
+                    blk.attn.reset_position_index()
+                    blk.reset_attn_mask()
+
+    def adapt_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Accept ``attn_mask`` buffers saved for another training patch (48, 64, 126, 128...) when each is
+        exactly the official mask of its patch; every other key stays under the strict check."""
+        state = dict(state)
+        for name, buffer in self.named_buffers():
+            incoming = state.get(name)
+            if (name.endswith(".attn_mask") and incoming is not None and incoming.shape != buffer.shape):
+                block = self.get_submodule(name.rsplit(".", 1)[0])
+                if is_official_shift_mask(incoming, block.window_size, block.shift_size):
+                    state[name] = buffer.detach().clone()
+        return state
+
+    # -- windows -------------------------------------------------------------------------------------------------
+    def window_sizes(self) -> list[int]:
+        return [blk.window_size for layer in self.layers for blk in layer.residual_group.blocks]
+
+    @property
+    def pad_multiple(self) -> int:
+        return math.lcm(*self.window_sizes())
+
+    @torch.no_grad()
+    def set_window_size(self, window_size: int, method: str = "bicubic", layers: list[int] | None = None) -> None:
+        """Run at another window (the trained one is ``window_size`` at build): bias tables resized with
+        ``method`` (see :meth:`TableBiasWindowAttention.set_window_size`), masks rebuilt. ``layers`` selects RSTB
+        indices (default: all)."""
+        for i, layer in enumerate(self.layers):
+            if layers is None or i in layers:
+                for blk in layer.residual_group.blocks:
+                    blk.set_window_size(window_size, method)
+
+    # -- forward ---------------------------------------------------------------------------------------------------
+    def check_image_size(self, x: Tensor) -> Tensor:
+        _, _, h, w = x.size()
+        multiple = self.pad_multiple
+        mod_pad_h = (multiple - h % multiple) % multiple
+        mod_pad_w = (multiple - w % multiple) % multiple
+        return F.pad(x, (0, mod_pad_w, 0, mod_pad_h), "reflect")
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        x_size = (x.shape[2], x.shape[3])
+        x = self.patch_embed(x)
+        if self.ape:
+            x = x + self.absolute_pos_embed
+        for layer in self.layers:
+            x = layer(x, x_size)
+        x = self.norm(x)
+        return self.patch_unembed(x, x_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.check_input(x, self.in_chans, self.pad_multiple)
+        h, w = x.shape[2:]
+        x = self.check_image_size(x)
+        mean = self.mean.type_as(x)
+        x = (x - mean) * self.img_range
+        if self.upsampler == "pixelshuffle":
+            x = self.conv_first(x)
+            x = self.conv_after_body(self.forward_features(x)) + x
+            x = self.conv_before_upsample(x)
+            x = self.conv_last(self.upsample(x))
+        elif self.upsampler == "pixelshuffledirect":
+            x = self.conv_first(x)
+            x = self.conv_after_body(self.forward_features(x)) + x
+            x = self.upsample(x)
+        elif self.upsampler == "nearest+conv":
+            x = self.conv_first(x)
+            x = self.conv_after_body(self.forward_features(x)) + x
+            x = self.conv_before_upsample(x)
+            x = self.lrelu(self.conv_up1(F.interpolate(x, scale_factor=2, mode="nearest")))
+            if self.upscale >= 4:
+                x = self.lrelu(self.conv_up2(F.interpolate(x, scale_factor=2, mode="nearest")))
+            if self.upscale == 8:
+                x = self.lrelu(self.conv_up3(F.interpolate(x, scale_factor=2, mode="nearest")))
+            x = self.conv_last(self.lrelu(self.conv_hr(x)))
+        else:
+            x_first = self.conv_first(x)
+            res = self.conv_after_body(self.forward_features(x_first)) + x_first
+            x = x + self.conv_last(res)
+        x = x / self.img_range + mean
+        return x[:, :, : h * self.upscale, : w * self.upscale]
