@@ -8,6 +8,7 @@ from .core import (
     WindowAttentionBase,
     attention_modules,
     check_attn_impl,
+    register_attn_impl,
     set_attn_impl,
 )
 from .nystrom import iterative_pinv, landmark_grid, nystrom_attention, pool_bias, pool_tokens, thresholded_exp
@@ -38,6 +39,7 @@ __all__ = [
     "nystrom_attention",
     "pool_bias",
     "pool_tokens",
+    "register_attn_impl",
     "relative_position_index",
     "set_attn_impl",
     "shifted_window_mask",

@@ -17,7 +17,7 @@ tensor changes (in-place update, ``load_state_dict``, ``.to()``), and recomputed
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -82,9 +82,20 @@ class NystraParams:
         return dataclasses.asdict(self)
 
 
+# Comparison baselines (e.g. other training-free linear attentions) register here by name. Each is called as
+# fn(module, q, k, v, bias, mask) with the same tensors :meth:`WindowAttentionBase.attend` receives.
+EXTRA_IMPLS: dict[str, Callable] = {}
+
+
+def register_attn_impl(name: str, fn: Callable) -> None:
+    if name in ATTN_IMPLS:
+        raise ValueError(f"{name!r} is a built-in attention implementation")
+    EXTRA_IMPLS[name] = fn
+
+
 def check_attn_impl(name: str) -> str:
-    if name not in ATTN_IMPLS:
-        raise ValueError(f"attn_impl must be one of {ATTN_IMPLS}, got {name!r}")
+    if name not in ATTN_IMPLS and name not in EXTRA_IMPLS:
+        raise ValueError(f"attn_impl must be one of {ATTN_IMPLS + tuple(EXTRA_IMPLS)}, got {name!r}")
     return name
 
 
@@ -176,6 +187,8 @@ class WindowAttentionBase(nn.Module):
                 raise ValueError(f"{q.shape[0]} windows cannot be split into images of {mask.num_windows}")
         if self.attn_impl == "softmax":
             return self._softmax(q, k, v, bias, mask)
+        if self.attn_impl in EXTRA_IMPLS:
+            return EXTRA_IMPLS[self.attn_impl](self, q, k, v, bias, mask)
         if self.attn_impl == "sdpa" or self.nystra.landmarks >= q.shape[-2]:
             # Nyström with as many landmarks as tokens saves nothing: exact is cheaper and exact.
             return self._sdpa(q, k, v, bias, mask)

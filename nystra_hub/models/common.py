@@ -26,6 +26,22 @@ class RestorationModel(nn.Module):
         # Input checks cost one reduction over the image; off only for tracing/compilation.
         self.validate_inputs = True
 
+    # -- what restore/tiling/hub code needs to know, uniformly ---------------------------------------------------
+    @property
+    def scale(self) -> int:
+        """Output size / input size."""
+        return 1
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.official_kwargs.get("in_chans", 3))
+
+    def official_inference(self, x: Tensor) -> Tensor:
+        """The official test script's protocol on a [0, 1] batch of any size: padding, the model, crop, clamp.
+
+        Returns [0, 1] images of size (H·scale, W·scale)."""
+        raise NotImplementedError
+
     # -- attention ---------------------------------------------------------------------------------------------
     def set_attn_impl(self, attn_impl: str, **nystra_params) -> RestorationModel:
         """Switch every attention module in place (``"softmax"``, ``"sdpa"``, ``"nystra"``).

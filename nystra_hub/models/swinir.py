@@ -367,6 +367,24 @@ class SwinIR(RestorationModel):
                 for blk in layer.residual_group.blocks:
                     blk.set_window_size(window_size, method)
 
+    @property
+    def scale(self) -> int:
+        return self.upscale
+
+    def official_inference(self, x: Tensor) -> Tensor:
+        """main_test_swinir.py: flip-concatenate to the next window multiple (always 1..ws pixels more), run,
+        crop to (H·scale, W·scale), clamp to [0, 1]."""
+        self.check_input(x, self.in_chans, 1)
+        h, w = x.shape[-2:]
+        multiple = self.pad_multiple
+        padded_h, padded_w = (h // multiple + 1) * multiple, (w // multiple + 1) * multiple
+        while x.shape[-2] < padded_h:  # one flip suffices unless the image is smaller than the pad
+            x = torch.cat([x, torch.flip(x, [2])], 2)
+        while x.shape[-1] < padded_w:
+            x = torch.cat([x, torch.flip(x, [3])], 3)
+        out = self(x[:, :, :padded_h, :padded_w])
+        return out[..., : h * self.upscale, : w * self.upscale].clamp(0, 1)
+
     # -- forward ---------------------------------------------------------------------------------------------------
     def check_image_size(self, x: Tensor) -> Tensor:
         _, _, h, w = x.size()
