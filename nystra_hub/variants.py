@@ -189,9 +189,11 @@ for _dataset, _sizes in _DEHAZE_RELEASES.items():
         ))
 
 # Short aliases users reach for.
-ALIASES = {"swinir-m-x2": "swinir-x2", "swinir-m-x3": "swinir-x3", "swinir-m-x4": "swinir-x4", "swinir-m-x8": "swinir-x8",
-           "uformer-b": "uformer-b-sidd", "dehazeformer-t": "dehazeformer-t-indoor",
-           "dehazeformer-b": "dehazeformer-b-indoor"}
+ALIASES = {
+    **{f"swinir-m-x{s}": f"swinir-x{s}" for s in (2, 3, 4, 8)},
+    "uformer-b": "uformer-b-sidd",
+    **{f"dehazeformer-{s}": f"dehazeformer-{s}-indoor" for s in "tsbmlwd"},
+}
 
 
 def get_variant(name: str) -> Variant:
