@@ -226,9 +226,9 @@ def test_position_bias_cached_until_table_changes():
     calls = []
     original = module.compute_position_bias
 
-    def counting():
+    def counting(window):
         calls.append(1)
-        return original()
+        return original(window)
 
     module.compute_position_bias = counting
     q, k, v = _block_inputs(1)

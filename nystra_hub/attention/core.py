@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .nystrom import landmark_grid, nystrom_attention, pool_bias
-from .windows import WindowMask, relative_position_index, to_2tuple
+from .windows import WindowMask, relative_position_index, sub_window_index, to_2tuple
 
 ATTN_IMPLS = ("softmax", "sdpa", "nystra")
 NYSTRA_BIAS_MODES = ("pooled", "drop")
@@ -83,7 +83,7 @@ class NystraParams:
 
 
 # Comparison baselines (e.g. other training-free linear attentions) register here by name. Each is called as
-# fn(module, q, k, v, bias, mask) with the same tensors :meth:`WindowAttentionBase.attend` receives.
+# fn(module, q, k, v, bias, mask, window) with the tensors :meth:`WindowAttentionBase.attend` works on.
 EXTRA_IMPLS: dict[str, Callable] = {}
 
 
@@ -120,11 +120,14 @@ class WindowAttentionBase(nn.Module):
         self.scale = scale
         self.attn_impl = check_attn_impl(attn_impl)
         self.nystra = nystra if nystra is not None else NystraParams()
-        self._bias_cache: tuple[tuple, Tensor | None] | None = None
-        self._pooled_cache: tuple[tuple, tuple[Tensor, Tensor, Tensor]] | None = None
+        # Input-independent terms per (window, dtype, device, source versions); a few windows at most.
+        self._bias_cache: dict[tuple, Tensor | None] = {}
+        self._pooled_cache: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
 
     # -- to implement per architecture -----------------------------------------------------------------------
-    def compute_position_bias(self) -> Tensor | None:
+    def compute_position_bias(self, window: tuple[int, int]) -> Tensor | None:
+        """(heads, N, N) bias for ``window``: the module's own window, or a smaller one (a feature map smaller
+        than the window attends as one window of its own size)."""
         raise NotImplementedError
 
     def position_bias_sources(self) -> list[Tensor]:
@@ -144,43 +147,62 @@ class WindowAttentionBase(nn.Module):
     def _needs_grad(self) -> bool:
         return torch.is_grad_enabled() and any(t.requires_grad for t in self.position_bias_sources())
 
-    def _cache_key(self, dtype: torch.dtype, device: torch.device) -> tuple:
+    def _cache_key(self, window: tuple[int, int], dtype: torch.dtype, device: torch.device) -> tuple:
         sources = self.position_bias_sources()
-        return (dtype, device, self.window_size, tuple((t.data_ptr(), t._version) for t in sources))
+        return (window, dtype, device, tuple((t.data_ptr(), t._version) for t in sources))
 
-    def position_bias(self, dtype: torch.dtype, device: torch.device) -> Tensor | None:
+    def clear_caches(self) -> None:
+        self._bias_cache.clear()
+        self._pooled_cache.clear()
+
+    def _check_window(self, window: tuple[int, int]) -> None:
+        if window[0] > self.window_size[0] or window[1] > self.window_size[1]:
+            raise ValueError(f"cannot attend a {window} window with a module built for {self.window_size}")
+
+    def position_bias(
+        self, dtype: torch.dtype, device: torch.device, window: tuple[int, int] | None = None
+    ) -> Tensor | None:
         """(heads, N, N) additive bias in ``dtype``; cached while no gradient flows through it."""
+        window = self.window_size if window is None else window
         if self._needs_grad():
-            bias = self.compute_position_bias()
+            bias = self.compute_position_bias(window)
             return None if bias is None else bias.to(dtype)
-        key = self._cache_key(dtype, device)
-        if self._bias_cache is None or self._bias_cache[0] != key:
+        key = self._cache_key(window, dtype, device)
+        if key not in self._bias_cache:
+            if len(self._bias_cache) >= 4:  # stale versions of the sources: drop them
+                self.clear_caches()
             # Built outside inference mode so the cached tensor stays usable in any later mode.
             with torch.inference_mode(False), torch.no_grad():
-                bias = self.compute_position_bias()
-                bias = None if bias is None else bias.to(device=device, dtype=dtype).contiguous()
-            self._bias_cache = (key, bias)
-        return self._bias_cache[1]
+                bias = self.compute_position_bias(window)
+                self._bias_cache[key] = None if bias is None else bias.to(device=device, dtype=dtype).contiguous()
+        return self._bias_cache[key]
 
     def pooled_position_bias(
-        self, bias: Tensor, grid: tuple[int, int]
+        self, bias: Tensor, window: tuple[int, int], grid: tuple[int, int]
     ) -> tuple[Tensor, Tensor, Tensor]:
         if self._needs_grad():
-            return pool_bias(bias, self.window_size, grid)
-        key = (*self._cache_key(bias.dtype, bias.device), grid)
-        if self._pooled_cache is None or self._pooled_cache[0] != key:
+            return pool_bias(bias, window, grid)
+        key = (*self._cache_key(window, bias.dtype, bias.device), grid)
+        if key not in self._pooled_cache:
+            if len(self._pooled_cache) >= 4:
+                self._pooled_cache.clear()
             with torch.inference_mode(False), torch.no_grad():
-                self._pooled_cache = (key, pool_bias(bias, self.window_size, grid))
-        return self._pooled_cache[1]
+                self._pooled_cache[key] = pool_bias(bias, window, grid)
+        return self._pooled_cache[key]
 
     # -- the three implementations ---------------------------------------------------------------------------
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: WindowMask | None = None) -> Tensor:
+    def attend(
+        self, q: Tensor, k: Tensor, v: Tensor, mask: WindowMask | None = None, window: tuple[int, int] | None = None
+    ) -> Tensor:
         """q, k, v: (B·nW, heads, N, d), q unscaled, windows batch-major as :func:`window_partition` makes them.
 
         ``mask``: additive per-window mask shared by every image of the batch, or None.
+        ``window``: the window the tokens come from when it is smaller than the module's (default: the module's).
         Returns (B·nW, heads, N, d).
         """
-        bias = self.position_bias(q.dtype, q.device)
+        window = self.window_size if window is None else tuple(window)
+        self._check_window(window)
+        bias = self.position_bias(q.dtype, q.device, window)
         if mask is not None:
             mask = mask.to(q.dtype)
             if q.shape[0] % mask.num_windows:
@@ -188,11 +210,11 @@ class WindowAttentionBase(nn.Module):
         if self.attn_impl == "softmax":
             return self._softmax(q, k, v, bias, mask)
         if self.attn_impl in EXTRA_IMPLS:
-            return EXTRA_IMPLS[self.attn_impl](self, q, k, v, bias, mask)
+            return EXTRA_IMPLS[self.attn_impl](self, q, k, v, bias, mask, window)
         if self.attn_impl == "sdpa" or self.nystra.landmarks >= q.shape[-2]:
             # Nyström with as many landmarks as tokens saves nothing: exact is cheaper and exact.
             return self._sdpa(q, k, v, bias, mask)
-        return self._nystra(q, k, v, bias, mask)
+        return self._nystra(q, k, v, bias, mask, window)
 
     def _softmax(self, q, k, v, bias, mask):
         attn = (q * self.scale) @ k.transpose(-2, -1)
@@ -210,14 +232,14 @@ class WindowAttentionBase(nn.Module):
             self._redo_exact(out, q, k, v, bias, mask, self._cut_window_indices(q.shape[0], mask))
         return out
 
-    def _nystra(self, q, k, v, bias, mask):
+    def _nystra(self, q, k, v, bias, mask, window):
         params = self.nystra
-        grid = landmark_grid(self.window_size, params.landmarks)
+        grid = landmark_grid(window, params.landmarks)
         pooled = None
         if params.bias == "pooled" and bias is not None:
-            pooled = self.pooled_position_bias(bias, grid)
+            pooled = self.pooled_position_bias(bias, window, grid)
         out, trustworthy = nystrom_attention(
-            q, k, v, window=self.window_size, landmarks=params.landmarks, iters=params.iters,
+            q, k, v, window=window, landmarks=params.landmarks, iters=params.iters,
             tau=params.tau, scale=self.scale, pooled_bias=pooled,
         )
         redo = (~trustworthy).flatten(1).any(dim=1).nonzero().flatten()
@@ -282,9 +304,15 @@ class TableBiasWindowAttention(WindowAttentionBase):
         self.register_buffer("relative_position_index", relative_position_index(self.window_size))
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
-    def compute_position_bias(self) -> Tensor:
-        n = self.window_size[0] * self.window_size[1]
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+    def compute_position_bias(self, window: tuple[int, int]) -> Tensor:
+        n = window[0] * window[1]
+        if window == self.window_size:
+            index = self.relative_position_index
+        else:
+            # A smaller window's offsets are all offsets of the trained window: take their exact table rows
+            # (the centre of the table), nothing interpolated.
+            index = sub_window_index(window, self.window_size).to(self.relative_position_index.device)
+        bias = self.relative_position_bias_table[index.reshape(-1)]
         return bias.view(n, n, -1).permute(2, 0, 1)
 
     def position_bias_sources(self) -> list[Tensor]:
@@ -332,4 +360,4 @@ class TableBiasWindowAttention(WindowAttentionBase):
         )
         self.window_size = new
         self.relative_position_index = relative_position_index(new).to(table.device)
-        self._bias_cache = self._pooled_cache = None
+        self.clear_caches()

@@ -117,6 +117,15 @@ def relative_position_index(window: tuple[int, int]) -> Tensor:
     return gen_relative_position_index(tuple(window))
 
 
+def sub_window_index(window: tuple[int, int], table_window: tuple[int, int]) -> Tensor:
+    """(n, n) index of a smaller window's token offsets into the bias table of a larger ``table_window``."""
+    coords = torch.stack(
+        torch.meshgrid(torch.arange(window[0]), torch.arange(window[1]), indexing="ij")
+    ).flatten(1)
+    rel = coords[:, :, None] - coords[:, None, :]
+    return (rel[0] + table_window[0] - 1) * (2 * table_window[1] - 1) + rel[1] + table_window[1] - 1
+
+
 def log_relative_positions(window: tuple[int, int]) -> Tensor:
     """(N, N, 2) float sign(d)*log(1+|d|) of token offsets, DehazeFormer's MLP bias input."""
     coords = torch.stack(

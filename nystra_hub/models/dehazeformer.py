@@ -123,11 +123,13 @@ class WindowAttention(WindowAttentionBase):
             nn.Linear(2, 256, bias=True), nn.ReLU(True), nn.Linear(256, num_heads, bias=True)
         )
 
-    def compute_position_bias(self) -> Tensor:
+    def compute_position_bias(self, window: tuple[int, int]) -> Tensor:
         # The official meta(relative_positions) over all N² pairs, evaluated once per distinct offset: a
         # window-w buffer holds only (2w − 1)² distinct rows, so at window 32 the MLP sees 3969 rows instead of
         # 1M (the full evaluation's 256-wide hidden layer alone would be 1 GiB). Same function, same buffer.
         positions = self.relative_positions
+        if window != self.window_size:  # a smaller window: the MLP evaluates its offsets
+            positions = log_relative_positions(window).to(positions)
         n = positions.shape[0]
         rows = positions.reshape(-1, 2)
         if rows.dtype == torch.float32:
@@ -150,7 +152,7 @@ class WindowAttention(WindowAttentionBase):
                 buffer.copy_(fresh)
             else:
                 self.relative_positions = fresh
-        self._bias_cache = self._pooled_cache = None
+        self.clear_caches()
 
     @torch.no_grad()
     def set_window_size(self, window_size: int) -> None:
@@ -161,7 +163,7 @@ class WindowAttention(WindowAttentionBase):
         self.window_size = new
         buffer = self.relative_positions
         self.relative_positions = log_relative_positions(new).to(device=buffer.device, dtype=buffer.dtype)
-        self._bias_cache = self._pooled_cache = None
+        self.clear_caches()
 
     def forward(self, qkv: Tensor) -> Tensor:
         b_, n, _ = qkv.shape

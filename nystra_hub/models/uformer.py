@@ -1,0 +1,583 @@
+"""Uformer (Wang et al., CVPR 2022), re-implemented on the shared attention core.
+
+Module names, state-dict keys and the forward computation follow the official ``model.py``
+(github.com/ZhendongWang6/Uformer), so released checkpoints load strictly and produce the official outputs.
+Differences, none of which changes a released model's output where the official code runs:
+- attention goes through :class:`~nystra_hub.attention.TableBiasWindowAttention` (softmax / sdpa / nystra);
+- shifted-window masks come from the process-wide cache instead of being rebuilt for every block and forward;
+- feature-map sizes are passed down explicitly instead of being recovered with ``sqrt(L)``;
+- dropout, stochastic depth and gradient checkpointing (training-only, no parameters) are left out;
+- where the official code crashes, this one runs, with documented rules (see :class:`LeWinTransformerBlock`):
+  a stage smaller than its window is attended as one window the size of the stage, and a decoder ``modulator``
+  built for a larger window than the block uses contributes its top-left part;
+- :meth:`Uformer.set_window_size` runs a trained model at another window, :meth:`Uformer.official_inference`
+  is the official test protocol (any image size).
+
+Only what the releases use is supported: ``token_projection="linear"``, ``token_mlp`` "leff" (also "mlp"/"ffn"
+and "fastleff", which only differ in the feed-forward), the default ``norm_layer``, ``dowsample`` and
+``upsample``; ``cross_modulator`` (never released) raises.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..attention import (
+    SHIFT_MASK_VALUE,
+    WINDOW_RESIZE_METHODS,
+    NystraParams,
+    TableBiasWindowAttention,
+    WindowMask,
+    relative_position_index,
+    shifted_window_mask,
+    window_partition,
+    window_reverse,
+)
+from .common import RestorationModel
+
+TOKEN_MLPS = ("leff", "fastleff", "mlp", "ffn")
+# The official test scripts pad every image to a square whose side is a multiple of this (expand2square).
+OFFICIAL_PAD_FACTOR = 128
+NUM_STAGES = 4  # encoder stages (each followed by a 2x downsampling); the decoder mirrors them
+
+
+# -- feed-forward --------------------------------------------------------------------------------------------
+class Mlp(nn.Module):
+    """token_mlp "mlp" / "ffn": Linear, GELU, Linear."""
+
+    def __init__(self, in_features: int, hidden_features: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_features, in_features)
+
+    def forward(self, x: Tensor, x_size: tuple[int, int]) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class LeFF(nn.Module):
+    """Locally-enhanced feed-forward: Linear + GELU, 3x3 depthwise conv + GELU on the token grid, Linear.
+
+    ``depthwise=False`` is the official FastLeFF (a full 3x3 conv; same keys).
+    """
+
+    def __init__(self, dim: int, hidden_dim: int, depthwise: bool = True) -> None:
+        super().__init__()
+        self.dim = dim
+        self.hidden_dim = hidden_dim
+        self.linear1 = nn.Sequential(nn.Linear(dim, hidden_dim), nn.GELU())
+        groups = hidden_dim if depthwise else 1
+        self.dwconv = nn.Sequential(nn.Conv2d(hidden_dim, hidden_dim, 3, 1, 1, groups=groups), nn.GELU())
+        self.linear2 = nn.Sequential(nn.Linear(hidden_dim, dim))
+
+    def forward(self, x: Tensor, x_size: tuple[int, int]) -> Tensor:
+        b = x.shape[0]
+        x = self.linear1(x)
+        x = x.transpose(1, 2).reshape(b, self.hidden_dim, *x_size)
+        x = self.dwconv(x).flatten(2).transpose(1, 2)
+        return self.linear2(x)
+
+
+# -- attention -----------------------------------------------------------------------------------------------
+class LinearProjection(nn.Module):
+    """Official ``qkv`` module: ``to_q`` Linear(C, C) and ``to_kv`` Linear(C, 2C)."""
+
+    def __init__(self, dim: int, heads: int, bias: bool = True) -> None:
+        super().__init__()
+        self.heads = heads
+        self.to_q = nn.Linear(dim, dim, bias=bias)
+        self.to_kv = nn.Linear(dim, dim * 2, bias=bias)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        b_, n, c = x.shape
+        q = self.to_q(x).reshape(b_, n, self.heads, c // self.heads).transpose(1, 2)
+        kv = self.to_kv(x).reshape(b_, n, 2, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        return q, kv[0], kv[1]
+
+
+class WindowAttention(TableBiasWindowAttention):
+    """W-MSA with the Swin relative-position bias table and Uformer's linear q/kv projection."""
+
+    def __init__(
+        self, dim, win_size, num_heads, qkv_bias=True, qk_scale=None, attn_impl="softmax", nystra=None
+    ) -> None:
+        head_dim = dim // num_heads
+        super().__init__(win_size, num_heads, qk_scale or head_dim**-0.5, attn_impl, nystra)
+        self.dim = dim
+        self.qkv = LinearProjection(dim, num_heads, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, mask: WindowMask | None = None, window: int | None = None) -> Tensor:
+        b_, n, c = x.shape
+        q, k, v = self.qkv(x)
+        # A stage smaller than the window attends one smaller window: the core takes its bias from the exact
+        # centre of the trained table.
+        out = self.attend(q, k, v, mask, None if window is None else (window, window))
+        return self.proj(out.transpose(1, 2).reshape(b_, n, c))
+
+
+def padding_window_mask(mask: Tensor, size: tuple[int, int], window: int) -> Tensor:
+    """The official optional input mask per window: (B·nW, N, N) additive, −100 where both tokens are set.
+
+    As in the official block: the (B, 1, H, W) mask is resized (nearest) to the stage, partitioned without the
+    cyclic shift, and a pair is masked when the product of its two mask values is non-zero.
+    """
+    resized = F.interpolate(mask.float(), size=size).permute(0, 2, 3, 1)
+    windows = window_partition(resized, (window, window)).squeeze(-1)  # (B·nW, N)
+    product = windows.unsqueeze(2) * windows.unsqueeze(1)
+    return torch.zeros_like(product).masked_fill_(product != 0, SHIFT_MASK_VALUE)
+
+
+class LeWinTransformerBlock(nn.Module):
+    """Locally-enhanced window transformer block: (S)W-MSA with optional modulator, then LeFF.
+
+    Build-time rule (official): a block whose training resolution is at most its window attends that whole
+    resolution as one unshifted window (``win_size = min(input_resolution)``, ``shift_size = 0``); the
+    modulator is nevertheless created for the unclamped window (official parameter shape, kept so checkpoints
+    load).
+
+    Run-time rule (the official code crashes here): on a feature map smaller than ``win_size`` the block
+    attends the whole map as one unshifted window of the map's size. The bias of that window comes from the
+    centre of the trained table (exact offsets, :func:`nystra_hub.attention.sub_window_index`), and a modulator
+    bigger than the window contributes its top-left part (see :meth:`modulator_weight`). A map exactly the
+    window's size keeps the shift, as the official code does.
+    """
+
+    def __init__(
+        self, dim, input_resolution, num_heads, win_size=8, shift_size=0, mlp_ratio=4.0, qkv_bias=True,
+        qk_scale=None, norm_layer=nn.LayerNorm, token_mlp="leff", modulator=False,
+    ) -> None:
+        super().__init__()
+        self.dim = dim
+        self.input_resolution = tuple(input_resolution)
+        self.num_heads = num_heads
+        self.shifted = shift_size > 0  # what the layer asked for, before the build-time clamp
+        self.mlp_ratio = mlp_ratio
+        self.token_mlp = token_mlp
+        self.win_size, self.shift_size = self.clamped_window(win_size, shift_size)
+        self.modulator = nn.Embedding(win_size * win_size, dim) if modulator else None
+        self.norm1 = norm_layer(dim)
+        self.attn = WindowAttention(dim, self.win_size, num_heads, qkv_bias, qk_scale)
+        self.norm2 = norm_layer(dim)
+        hidden = int(dim * mlp_ratio)
+        if token_mlp in ("ffn", "mlp"):
+            self.mlp = Mlp(dim, hidden)
+        else:
+            self.mlp = LeFF(dim, hidden, depthwise=token_mlp == "leff")
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, input_resolution={self.input_resolution}, num_heads={self.num_heads}, "
+            f"win_size={self.win_size}, shift_size={self.shift_size}, mlp_ratio={self.mlp_ratio}"
+        )
+
+    def clamped_window(self, win_size: int, shift_size: int) -> tuple[int, int]:
+        """The official build rule: (window, shift) for this block's training resolution."""
+        if min(self.input_resolution) <= win_size:
+            return min(self.input_resolution), 0
+        if not 0 <= shift_size < win_size:
+            raise ValueError(f"shift_size {shift_size} must be in [0, win_size {win_size})")
+        return win_size, shift_size
+
+    def window_at(self, side: int) -> tuple[int, int]:
+        """(window, shift) used on a side×side feature map (the run-time rule)."""
+        if side < self.win_size:
+            return side, 0
+        return self.win_size, self.shift_size
+
+    def modulator_weight(self, window: int) -> Tensor:
+        """The (window², C) modulator added to every window's tokens.
+
+        The modulator is a learned embedding per position of an m×m window grid. When the block attends a
+        smaller w×w window (its stage is smaller than the window the modulator was built for, a case the
+        official code crashes on), the map is where the first window of a partition sits, anchored top-left,
+        at the trained pixel scale, so each token takes the embedding of its own position: the top-left w×w
+        block of the grid. Nothing is stretched: like the bias (exact centre offsets), the modulator keeps its
+        trained meaning.
+        """
+        weight = self.modulator.weight
+        grid = math.isqrt(weight.shape[0])
+        if grid == window:
+            return weight
+        if grid < window:
+            raise ValueError(f"a modulator built for a {grid}x{grid} window cannot serve {window}x{window}")
+        return weight.view(grid, grid, -1)[:window, :window].reshape(window * window, -1)
+
+    def attention_mask(
+        self, size: tuple[int, int], window: int, shift: int, pad_mask: Tensor | None, device: torch.device
+    ) -> WindowMask | None:
+        shift_mask = None
+        if shift > 0:
+            shift_mask = shifted_window_mask(*size, (window, window), (shift, shift), device)
+        if pad_mask is None:
+            return shift_mask
+        additive = padding_window_mask(pad_mask, size, window)
+        if shift_mask is not None:
+            # Official: input mask + shift mask (it only broadcasts for one image; here any batch works).
+            n = window * window
+            additive = (additive.view(pad_mask.shape[0], -1, n, n) + shift_mask.additive).view(-1, n, n)
+        return WindowMask.from_additive(additive)
+
+    def forward(self, x: Tensor, x_size: tuple[int, int], mask: Tensor | None = None) -> Tensor:
+        h, w = x_size
+        b, _, c = x.shape
+        window, shift = self.window_at(min(h, w))
+        attn_mask = self.attention_mask((h, w), window, shift, mask, x.device)
+        shortcut = x
+        x = self.norm1(x).view(b, h, w, c)
+        if shift > 0:
+            x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
+        windows = window_partition(x, (window, window))
+        if self.modulator is not None:
+            windows = windows + self.modulator_weight(window)
+        windows = self.attn(windows, mask=attn_mask, window=window)
+        x = window_reverse(windows, (window, window), h, w)
+        if shift > 0:
+            x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
+        x = shortcut + x.reshape(b, h * w, c)
+        return x + self.mlp(self.norm2(x), x_size)
+
+    @torch.no_grad()
+    def set_window_size(self, win_size: int, method: str = "bicubic") -> None:
+        """Become the block the official code builds with ``win_size`` (same build rule), keeping the weights:
+        the bias table is resized to the new (clamped) window, the modulator with it.
+
+        The modulator as used (its whole grid, or its top-left part for a block clamped to a stage smaller than
+        the grid) is resized to the block's new window, not to the unclamped ``win_size``: it then carries the
+        same stretch as the bias table of its block, and a block whose window does not change keeps everything
+        (setting the trained window back is a no-op). Methods: "bicubic" and "geometric" interpolate the grid
+        bicubically (the modulator is a smooth per-position embedding; there is no log-spaced offset axis for
+        "geometric" to follow); "centre" keeps every trained value exactly by tiling the grid periodically (each
+        token gets the embedding of its position modulo the trained window, as if the large window were made of
+        trained windows), cropping where the window is not a multiple.
+        """
+        if method not in WINDOW_RESIZE_METHODS:
+            raise ValueError(f"window resize method must be one of {WINDOW_RESIZE_METHODS}, got {method!r}")
+        old_window = self.win_size
+        window, shift = self.clamped_window(win_size, win_size // 2 if self.shifted else 0)
+        self.attn.set_window_size(window, method)
+        self.win_size, self.shift_size = window, shift
+        if self.modulator is None or window == old_window:
+            return
+        old = self.modulator.weight
+        grid = self.modulator_weight(old_window).detach().view(old_window, old_window, -1)
+        if method == "centre":
+            idx = torch.arange(window, device=old.device) % old_window
+            new = grid[idx][:, idx]
+        else:
+            as_image = grid.float().permute(2, 0, 1).unsqueeze(0)
+            new = F.interpolate(as_image, size=(window, window), mode="bicubic", align_corners=False)
+            new = new.squeeze(0).permute(1, 2, 0)
+        modulator = nn.Embedding(window * window, self.dim, device=old.device, dtype=old.dtype)
+        modulator.weight.copy_(new.reshape(window * window, -1).to(old.dtype))
+        modulator.weight.requires_grad_(old.requires_grad)
+        self.modulator = modulator
+
+
+class BasicUformerLayer(nn.Module):
+    """A stage: ``depth`` LeWin blocks, odd ones shifted when ``shift_flag``."""
+
+    def __init__(
+        self, dim, input_resolution, depth, num_heads, win_size, mlp_ratio=4.0, qkv_bias=True, qk_scale=None,
+        norm_layer=nn.LayerNorm, token_mlp="leff", shift_flag=True, modulator=False,
+    ) -> None:
+        super().__init__()
+        self.dim = dim
+        self.input_resolution = input_resolution
+        self.depth = depth
+        self.blocks = nn.ModuleList(
+            LeWinTransformerBlock(
+                dim, input_resolution, num_heads, win_size=win_size,
+                shift_size=win_size // 2 if shift_flag and i % 2 == 1 else 0, mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias, qk_scale=qk_scale, norm_layer=norm_layer, token_mlp=token_mlp,
+                modulator=modulator,
+            )
+            for i in range(depth)
+        )
+
+    def forward(self, x: Tensor, x_size: tuple[int, int], mask: Tensor | None = None) -> Tensor:
+        for blk in self.blocks:
+            x = blk(x, x_size, mask)
+        return x
+
+
+# -- resolution changes and projections ----------------------------------------------------------------------
+class Downsample(nn.Module):
+    """4x4 stride-2 conv on the token grid (official key ``conv.0``)."""
+
+    def __init__(self, in_channel: int, out_channel: int) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(in_channel, out_channel, kernel_size=4, stride=2, padding=1))
+
+    def forward(self, x: Tensor, x_size: tuple[int, int]) -> Tensor:
+        x = x.transpose(1, 2).reshape(x.shape[0], x.shape[2], *x_size)
+        return self.conv(x).flatten(2).transpose(1, 2)
+
+
+class Upsample(nn.Module):
+    """2x2 stride-2 transposed conv on the token grid (official key ``deconv.0``)."""
+
+    def __init__(self, in_channel: int, out_channel: int) -> None:
+        super().__init__()
+        self.deconv = nn.Sequential(nn.ConvTranspose2d(in_channel, out_channel, kernel_size=2, stride=2))
+
+    def forward(self, x: Tensor, x_size: tuple[int, int]) -> Tensor:
+        x = x.transpose(1, 2).reshape(x.shape[0], x.shape[2], *x_size)
+        return self.deconv(x).flatten(2).transpose(1, 2)
+
+
+class InputProj(nn.Module):
+    """3x3 conv + LeakyReLU, image -> tokens."""
+
+    def __init__(self, in_channel: int, out_channel: int) -> None:
+        super().__init__()
+        self.proj = nn.Sequential(nn.Conv2d(in_channel, out_channel, 3, 1, 1), nn.LeakyReLU(inplace=True))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class OutputProj(nn.Module):
+    """3x3 conv, tokens -> image."""
+
+    def __init__(self, in_channel: int, out_channel: int) -> None:
+        super().__init__()
+        self.proj = nn.Sequential(nn.Conv2d(in_channel, out_channel, 3, 1, 1))
+
+    def forward(self, x: Tensor, x_size: tuple[int, int]) -> Tensor:
+        return self.proj(x.transpose(1, 2).reshape(x.shape[0], x.shape[2], *x_size))
+
+
+# -- the model -----------------------------------------------------------------------------------------------
+class Uformer(RestorationModel):
+    """Uformer with the official constructor arguments (``build_model("uformer", **case_kwargs)``).
+
+    Input: (B, dd_in, S, S) float in [0, 1], square, S a multiple of 16 that every stage's window fits (see
+    :meth:`check_size`; S a multiple of 128 always works at window 8); output (B, in_chans, S, S) = x + y when
+    ``dd_in == 3``, not clamped. :meth:`official_inference` takes any (B, dd_in, H, W) image.
+    ``forward(x, mask)`` accepts the official optional (B or 1, 1, h, w) input mask.
+    """
+
+    arch = "uformer"
+    # The reference's Uformer recipes (pnp-nystra.md): deblurring 16 landmarks / 3 iterations, denoising
+    # 32 / 6, both with tau = 0. 16 / 3 is the default: at the trained window 8 (64 tokens) 32 landmarks would
+    # be half the tokens. Denoising at an enlarged window: set_attn_impl("nystra", landmarks=32, iters=6).
+    default_nystra = NystraParams(landmarks=16, iters=3, tau=0.0)
+
+    def __init__(
+        self, img_size=256, in_chans=3, dd_in=3, embed_dim=32, depths=(2, 2, 2, 2, 2, 2, 2, 2, 2),
+        num_heads=(1, 2, 4, 8, 16, 16, 8, 4, 2), win_size=8, mlp_ratio=4.0, qkv_bias=True, qk_scale=None,
+        drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.1, norm_layer=nn.LayerNorm, patch_norm=True,
+        use_checkpoint=False, token_projection="linear", token_mlp="leff", dowsample=Downsample,
+        upsample=Upsample, shift_flag=True, modulator=False, cross_modulator=False, *,
+        attn_impl: str = "softmax", nystra: NystraParams | dict | None = None,
+    ) -> None:
+        super().__init__()
+        if token_projection != "linear":
+            raise NotImplementedError(
+                f"token_projection={token_projection!r} is not supported; every Uformer release uses 'linear'"
+            )
+        if token_mlp not in TOKEN_MLPS:
+            raise ValueError(f"token_mlp must be one of {TOKEN_MLPS}, got {token_mlp!r}")
+        if cross_modulator:
+            raise NotImplementedError("cross_modulator=True is not supported (no Uformer release uses it)")
+        if norm_layer is not nn.LayerNorm or dowsample is not Downsample or upsample is not Upsample:
+            raise ValueError("norm_layer, dowsample and upsample: only the official defaults are supported")
+        if len(depths) != 2 * NUM_STAGES + 1 or len(num_heads) != len(depths):
+            raise ValueError(
+                f"Uformer has 9 stages (4 encoder, bottleneck, 4 decoder): depths {list(depths)} and "
+                f"num_heads {list(num_heads)} must both have 9 entries"
+            )
+        if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 1:
+            raise ValueError(f"img_size must be a positive int (the square training patch), got {img_size!r}")
+        if isinstance(win_size, bool) or not isinstance(win_size, int) or win_size < 1:
+            raise ValueError(f"win_size must be a positive int, got {win_size!r}")
+        # Channels per stage: the encoder doubles them, the decoder works on [upsampled, skip] concatenations.
+        dims = [embed_dim * m for m in (1, 2, 4, 8, 16, 16, 8, 4, 2)]
+        for i, (dim, heads) in enumerate(zip(dims, num_heads)):
+            if dim % heads:
+                raise ValueError(f"stage {i} has {dim} channels, not divisible by its {heads} heads")
+        self.official_kwargs = dict(
+            img_size=img_size, in_chans=in_chans, dd_in=dd_in, embed_dim=embed_dim, depths=list(depths),
+            num_heads=list(num_heads), win_size=win_size, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+            qk_scale=qk_scale, patch_norm=patch_norm, token_projection=token_projection, token_mlp=token_mlp,
+            shift_flag=shift_flag, modulator=modulator, cross_modulator=cross_modulator,
+        )
+        self.in_chans = in_chans
+        self.dd_in = dd_in
+        self.embed_dim = embed_dim
+        self.win_size = win_size
+        self.reso = img_size
+        self.mlp_ratio = mlp_ratio
+        self.token_projection = token_projection
+        self.token_mlp = token_mlp
+
+        def layer(stage: int, level: int, with_modulator: bool = False) -> BasicUformerLayer:
+            res = img_size // 2**level
+            return BasicUformerLayer(
+                dims[stage], (res, res), depths[stage], num_heads[stage], win_size, mlp_ratio, qkv_bias,
+                qk_scale, norm_layer, token_mlp, shift_flag, with_modulator,
+            )
+
+        # Registered in the official order (state-dict order matches the official one).
+        self.input_proj = InputProj(dd_in, embed_dim)
+        self.output_proj = OutputProj(2 * embed_dim, in_chans)
+        for i in range(NUM_STAGES):
+            setattr(self, f"encoderlayer_{i}", layer(i, i))
+            setattr(self, f"dowsample_{i}", Downsample(dims[i], dims[i] * 2))
+        self.conv = layer(NUM_STAGES, NUM_STAGES)
+        up_in = [embed_dim * 16, embed_dim * 16, embed_dim * 8, embed_dim * 4]
+        for i in range(NUM_STAGES):
+            setattr(self, f"upsample_{i}", Upsample(up_in[i], embed_dim * 2 ** (3 - i)))
+            setattr(self, f"decoderlayer_{i}", layer(NUM_STAGES + 1 + i, NUM_STAGES - 1 - i, modulator))
+        self.apply(self._init_weights)
+        self._init_attention(attn_impl, nystra)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.constant_(m.bias, 0)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.constant_(m.bias, 0)
+            nn.init.constant_(m.weight, 1.0)
+
+    # -- structure -------------------------------------------------------------------------------------------
+    def stages(self) -> list[tuple[int, BasicUformerLayer]]:
+        """(downsampling level, layer) for the 9 stages in forward order."""
+        encoders = [(i, getattr(self, f"encoderlayer_{i}")) for i in range(NUM_STAGES)]
+        decoders = [(NUM_STAGES - 1 - i, getattr(self, f"decoderlayer_{i}")) for i in range(NUM_STAGES)]
+        return [*encoders, (NUM_STAGES, self.conv), *decoders]
+
+    def blocks(self) -> Iterator[tuple[int, LeWinTransformerBlock]]:
+        for level, layer in self.stages():
+            for blk in layer.blocks:
+                yield level, blk
+
+    def window_sizes(self) -> list[int]:
+        return [blk.win_size for _, blk in self.blocks()]
+
+    @property
+    def pad_multiple(self) -> int:
+        """A side that is a multiple of this fits every stage's window (128 for the releases at window 8)."""
+        return math.lcm(2**NUM_STAGES, *(blk.win_size * 2**level for level, blk in self.blocks()))
+
+    def reset_constants(self) -> None:
+        """Recompute every tensor that is derived, not learned (after meta-device initialisation)."""
+        for _, blk in self.blocks():
+            blk.attn.reset_position_index()
+
+    def adapt_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Released Uformer checkpoints carry the ``relative_position_index`` buffers: they must be the
+        official index (a different one would silently change every output), never trusted blindly."""
+        from ..checkpoints import CheckpointError
+
+        for name, module in self.named_modules():
+            if isinstance(module, WindowAttention):
+                key = f"{name}.relative_position_index"
+                incoming = state.get(key)
+                if incoming is not None and incoming.shape == module.relative_position_index.shape:
+                    if not torch.equal(incoming.cpu().long(), relative_position_index(module.window_size)):
+                        raise CheckpointError(
+                            f"{key} is not the relative-position index of a {module.window_size} window; the "
+                            f"checkpoint is corrupt or not an official one"
+                        )
+        return state
+
+    @torch.no_grad()
+    def set_window_size(self, win_size: int, method: str = "bicubic") -> None:
+        """Run the trained model at another window, e.g. 16 or 32 (the trained one is ``win_size`` at build).
+
+        Every block becomes what the official code builds with this ``win_size`` (the same build rule: a stage
+        whose training resolution is at most the window is one unshifted window of that resolution); bias
+        tables are resized with ``method`` (see :meth:`TableBiasWindowAttention.set_window_size`), decoder
+        modulators with it too (see :meth:`LeWinTransformerBlock.set_window_size`), shift masks follow.
+        Parameter shapes change: to go back, reload the checkpoint. Quality at another window must be
+        measured, never assumed.
+        """
+        if isinstance(win_size, bool) or not isinstance(win_size, int) or win_size < 1:
+            raise ValueError(f"win_size must be a positive int, got {win_size!r}")
+        if method not in WINDOW_RESIZE_METHODS:
+            raise ValueError(f"window resize method must be one of {WINDOW_RESIZE_METHODS}, got {method!r}")
+        for _, blk in self.blocks():
+            blk.set_window_size(win_size, method)
+        self.win_size = win_size
+
+    # -- input checks ----------------------------------------------------------------------------------------
+    def size_fits(self, side: int) -> bool:
+        """True when a side×side input runs through plain :meth:`forward`."""
+        if side < 2**NUM_STAGES or side % 2**NUM_STAGES:
+            return False
+        for level, blk in self.blocks():
+            stage_side = side >> level
+            if stage_side >= blk.win_size and stage_side % blk.win_size:
+                return False
+        return True
+
+    def check_size(self, h: int, w: int) -> None:
+        hint = "; official_inference() takes any size (it pads to a square, as the official test scripts do)"
+        if h != w:
+            raise ValueError(f"Uformer's forward needs a square input, got {h}x{w}{hint}")
+        if not self.size_fits(h):
+            above = next(s for s in range(h + 1, h + self.pad_multiple + 1) if self.size_fits(s))
+            below = next((s for s in range(h - 1, 0, -1) if self.size_fits(s)), None)
+            nearest = f"{below} or {above}" if below else f"{above}"
+            raise ValueError(
+                f"Uformer's forward cannot run a {h}x{h} input: the side must be a multiple of 16 (four 2x "
+                f"downsamplings) and, at every stage, a multiple of that stage's window or smaller than it "
+                f"(any multiple of {self.pad_multiple} works); nearest valid sides: {nearest}{hint}"
+            )
+
+    def _check_mask(self, mask: Tensor, x: Tensor) -> None:
+        if not isinstance(mask, Tensor) or mask.dim() != 4 or mask.shape[1] != 1:
+            shape = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+            raise ValueError(f"mask must be a (B, 1, H, W) tensor (the official input mask), got {shape}")
+        if mask.shape[0] not in (1, x.shape[0]):
+            raise ValueError(f"mask batch {mask.shape[0]} must be 1 or the input batch {x.shape[0]}")
+
+    # -- forward ---------------------------------------------------------------------------------------------
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        self.check_input(x, self.dd_in, 2**NUM_STAGES)
+        self.check_size(*x.shape[-2:])
+        if mask is not None:
+            self._check_mask(mask, x)
+        size = x.shape[-1]
+        y = self.input_proj(x)
+        skips = []
+        for i in range(NUM_STAGES):
+            y = getattr(self, f"encoderlayer_{i}")(y, (size, size), mask)
+            skips.append(y)
+            y = getattr(self, f"dowsample_{i}")(y, (size, size))
+            size //= 2
+        y = self.conv(y, (size, size), mask)
+        for i in range(NUM_STAGES):
+            y = getattr(self, f"upsample_{i}")(y, (size, size))
+            size *= 2
+            y = torch.cat([y, skips[NUM_STAGES - 1 - i]], -1)
+            y = getattr(self, f"decoderlayer_{i}")(y, (size, size), mask)
+        y = self.output_proj(y, (size, size))
+        return x + y if self.dd_in == 3 else y
+
+    def official_inference(self, x: Tensor) -> Tensor:
+        """The official test protocol on a (B, dd_in, H, W) image in [0, 1] of any size.
+
+        Zero-pads centred to a square whose side is a multiple of 128 (``expand2square(x, factor=128)``; at
+        another window the least multiple of 128 that also fits every window), runs the model without mask,
+        crops the centre back and clamps to [0, 1]. Gradients follow the caller's mode (wrap in
+        ``torch.no_grad()``).
+        """
+        self.check_input(x, self.dd_in, 1)
+        b, c, h, w = x.shape
+        factor = math.lcm(OFFICIAL_PAD_FACTOR, self.pad_multiple)
+        side = math.ceil(max(h, w) / factor) * factor
+        top, left = (side - h) // 2, (side - w) // 2
+        square = x.new_zeros(b, c, side, side)
+        square[:, :, top:top + h, left:left + w] = x
+        out = self(square)
+        return out[:, :, top:top + h, left:left + w].clamp(0, 1)
