@@ -48,6 +48,10 @@ def state_dict_listing(model: torch.nn.Module) -> dict[str, tuple[str, str]]:
     return {k: (str(tuple(v.shape)), str(v.dtype).removeprefix("torch.")) for k, v in model.state_dict().items()}
 
 
+# The test models are tiny: one thread avoids threading overhead and keeps runs stable on shared 2-core machines.
+torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
