@@ -73,7 +73,7 @@ def shift_region_labels(h: int, w: int, window: tuple[int, int], shift: tuple[in
     """(H, W) int labels of the regions a cyclic shift glues together (official slicing, 9 regions)."""
     wh, ww = window
     sh, sw = shift
-    labels = torch.zeros(h, w, dtype=torch.int64)
+    labels = torch.zeros(h, w, dtype=torch.int64, device="cpu")  # explicit: may run under a meta context
     h_slices = (slice(0, -wh), slice(-wh, -sh), slice(-sh, None))
     w_slices = (slice(0, -ww), slice(-ww, -sw), slice(-sw, None))
     count = 0
@@ -91,7 +91,7 @@ def _shifted_window_mask(
     labels = shift_region_labels(h, w, window, shift)
     windows = window_partition(labels.view(1, h, w, 1), window).squeeze(-1)  # (nW, N)
     differs = windows.unsqueeze(1) != windows.unsqueeze(2)
-    additive = torch.zeros(differs.shape, dtype=dtype).masked_fill_(differs, SHIFT_MASK_VALUE)
+    additive = torch.zeros(differs.shape, dtype=dtype, device="cpu").masked_fill_(differs, SHIFT_MASK_VALUE)
     return WindowMask.from_additive(additive.to(device))
 
 

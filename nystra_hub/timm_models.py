@@ -1,0 +1,114 @@
+"""timm registration: one model name per catalogue variant (``swinir_x4``, ``uformer_b_sidd``,
+``dehazeformer_t_indoor``...) plus ``nystra_<arch>`` for custom configurations given as official kwargs.
+
+    import nystra_hub, timm
+    timm.create_model("swinir_x4", pretrained=True, attn_impl="nystra")            # nystra/swinir-x4 on the Hub
+    timm.create_model("swinir_x4", pretrained=True, pretrained_cfg_overlay=dict(file="001_...x4.pth"))
+    timm.create_model("hf-hub:nystra/swinir-x4", pretrained=True)                   # config.json decides the name
+
+Keyword arguments: ``attn_impl``, ``nystra`` (dict), Nyström parameters (``landmarks``, ``iters``, ``tau``,
+``bias``, ``mask``), ``nystra_plan`` (applied after the weights are loaded) and official constructor arguments
+(they override the variant's). Pretrained weights load strictly: the filter that unwraps released containers
+(``params_ema``/``params``/``state_dict``, ``module.`` prefixes) also checks keys and shapes and raises
+:class:`~nystra_hub.checkpoints.CheckpointMismatchError` naming every difference, whatever ``pretrained_strict``
+says, so nothing is ever dropped silently. Pretrained cfgs describe image-to-image models: no classifier, mean 0
+and std 1 (the networks normalise internally), ``crop_pct`` 1, ``first_conv`` None (no input-stem adaptation).
+"""
+
+from __future__ import annotations
+
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+
+from .attention import NystraParams
+from .checkpoints import CheckpointError, check_state_dict, unwrap_state_dict
+from .hub import default_repo_id, no_param_init, resolve_nystra, restoration_pretrained_cfg, timm_generic_name
+from .models import ARCHITECTURES, RestorationModel, build_model
+from .plan import apply_plan
+from .variants import VARIANTS, Variant
+
+_NYSTRA_PARAMS = tuple(NystraParams().as_dict())
+# create_model / build_model_with_cfg arguments that are not model arguments
+_TIMM_ARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir", "pretrained_strict", "pretrained_model_args")
+_UNSUPPORTED = ("features_only", "out_indices", "feature_cls", "num_classes", "global_pool", "drop_rate")
+
+
+def checkpoint_filter_fn(state_dict: dict, model: RestorationModel) -> dict:
+    """Unwrap a released checkpoint for ``model`` and check it strictly (raises, naming keys, on any mismatch)."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    source = cfg.get("file") or cfg.get("hf_hub_id") or cfg.get("url") or "pretrained weights"
+    try:
+        state = unwrap_state_dict(state_dict, source=str(source))
+        state = model.adapt_state_dict(dict(state))
+        check_state_dict(model, state, source=str(source))
+    except TypeError as err:  # timm retries a filter that raises TypeError with one argument: don't let it
+        raise CheckpointError(f"{source}: {err}") from err
+    return state
+
+
+def _create(arch: str, name: str, variant: Variant | None, pretrained: bool = False, **kwargs) -> RestorationModel:
+    bad = sorted(k for k in _UNSUPPORTED if k in kwargs)
+    if bad:
+        raise TypeError(f"{name}: {bad} are classification/feature options; restoration models do not take them")
+    timm_args = {k: kwargs.pop(k) for k in _TIMM_ARGS if k in kwargs}
+    attn_impl = kwargs.pop("attn_impl", "softmax")
+    nystra = kwargs.pop("nystra", None)
+    overrides = {k: kwargs.pop(k) for k in _NYSTRA_PARAMS if k in kwargs}
+    plan = kwargs.pop("nystra_plan", None)
+    params = resolve_nystra(arch, nystra, **overrides)
+    official = dict(variant.kwargs) if variant is not None else {}
+    official.update(kwargs)  # in_chans comes from the cfg's input_size; other names are official arguments
+
+    def build(**model_kwargs) -> RestorationModel:
+        if pretrained:  # every parameter is loaded, strictly, right after: skip the random fills
+            with no_param_init():
+                return build_model(arch, **model_kwargs)
+        return build_model(arch, **model_kwargs)
+
+    model = build_model_with_cfg(
+        build, name, pretrained, pretrained_filter_fn=checkpoint_filter_fn, attn_impl=attn_impl, nystra=params,
+        **timm_args, **official,
+    )
+    if variant is not None:
+        model.variant_name = variant.name
+    if plan:
+        apply_plan(model, plan)
+        model.nystra_plan_applied = plan
+    return model
+
+
+def _entrypoint(arch: str, name: str, variant: Variant | None):
+    def entry(pretrained: bool = False, **kwargs) -> RestorationModel:
+        return _create(arch, name, variant, pretrained, **kwargs)
+
+    entry.__name__ = entry.__qualname__ = name
+    entry.__module__ = __name__
+    if variant is not None:
+        entry.__doc__ = (f"{variant.name}: {ARCHITECTURES[arch].__name__} {variant.task_description} "
+                         f"(x{variant.scale}, window {variant.window}, patch {variant.patch}; "
+                         f"{variant.official_file}).")
+    else:
+        entry.__doc__ = f"{ARCHITECTURES[arch].__name__} from explicit official constructor arguments."
+    return entry
+
+
+def _cfgs() -> dict[str, dict]:
+    cfgs = {}
+    for v in VARIANTS.values():
+        if v.arch in ARCHITECTURES:
+            cfgs[v.timm_name] = restoration_pretrained_cfg(v.in_chans, v.patch, v, default_repo_id(v))
+    for arch in ARCHITECTURES:
+        cfgs[timm_generic_name(arch)] = restoration_pretrained_cfg()
+    return cfgs
+
+
+default_cfgs = generate_default_cfgs(_cfgs())
+
+MODEL_NAMES: list[str] = []
+for _v in VARIANTS.values():
+    if _v.arch in ARCHITECTURES:
+        globals()[_v.timm_name] = register_model(_entrypoint(_v.arch, _v.timm_name, _v))
+        MODEL_NAMES.append(_v.timm_name)
+for _arch in ARCHITECTURES:
+    _name = timm_generic_name(_arch)
+    globals()[_name] = register_model(_entrypoint(_arch, _name, None))
+    MODEL_NAMES.append(_name)

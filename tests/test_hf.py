@@ -1,0 +1,224 @@
+"""transformers glue: registration, validated configs, strict from_pretrained (local and by repo id offline),
+save/load round trips with official keys, and meta-device initialisation that leaves no buffer corrupted."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import timm
+import torch
+from conftest import load_golden
+from conftest_hub import (
+    all_cases_params,
+    available_cases,
+    case_info,
+    check_parity,
+    converted,
+    offline_output,
+    offline_results,
+    reference,
+    representative_cases_params,
+)
+from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassFieldValidationError
+from safetensors.torch import load_file, save_file
+from transformers import AutoConfig, AutoModel, AutoModelForImageToImage, Swin2SRConfig
+
+import nystra_hub
+from nystra_hub import hf
+from nystra_hub.attention import attention_modules
+from nystra_hub.checkpoints import CheckpointMismatchError
+
+# huggingface_hub's strict dataclasses report a bad field value with their own error types
+BAD_VALUE = (ValueError, StrictDataclassFieldValidationError, StrictDataclassClassValidationError)
+
+
+def _copy_folder(src, dst):
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+def test_registered_for_every_architecture():
+    tiny = {case_info(c)["arch"]: case_info(c)["official_constructor_kwargs"] for c in available_cases()}
+    for arch in nystra_hub.ARCHITECTURES:
+        config_cls, model_cls = hf.CONFIG_CLASSES[arch], hf.MODEL_CLASSES[arch]
+        assert config_cls.model_type == f"nystra_{arch}" and config_cls.__name__.startswith("Nystra")
+        assert type(AutoConfig.for_model(f"nystra_{arch}")) is config_cls
+        config = config_cls(official_kwargs=tiny[arch])
+        assert type(AutoModel.from_config(config)) is model_cls
+        assert type(AutoModelForImageToImage.from_config(config)) is model_cls
+    # transformers' own restoration model keeps its names
+    assert type(AutoConfig.for_model("swin2sr")) is Swin2SRConfig
+    assert hf.NystraSwinIRConfig.__name__ == "NystraSwinIRConfig"
+    assert hf.NystraSwinIRModel.main_input_name == "pixel_values" and hf.NystraSwinIRModel.base_model_prefix == ""
+
+
+def test_config_validates_values():
+    cfg = hf.NystraSwinIRConfig(official_kwargs={"embed_dim": 12}, attn_impl="nystra", nystra={"landmarks": 4})
+    assert cfg.arch == "swinir" and cfg.nystra_params.landmarks == 4 and cfg.nystra_params.iters == 2
+    with pytest.raises(BAD_VALUE, match="attn_impl"):
+        hf.NystraSwinIRConfig(attn_impl="flash")
+    with pytest.raises(BAD_VALUE, match="landmarks"):
+        hf.NystraSwinIRConfig(nystra={"landmarks": 0})
+    with pytest.raises(BAD_VALUE, match="embed_dims"):
+        hf.NystraSwinIRConfig(official_kwargs={"embed_dims": [1]})
+    with pytest.raises(BAD_VALUE, match="nystra_plan"):
+        hf.NystraSwinIRConfig(nystra_plan={"layers": {}})
+    with pytest.raises(BAD_VALUE, match="arch"):
+        hf.NystraSwinIRConfig(arch="uformer")
+    with pytest.raises(StrictDataclassFieldValidationError):  # assignment is validated too
+        cfg.attn_impl = "flash"
+    # transformers' own switch is separate
+    assert cfg._attn_implementation != "nystra"
+
+
+@pytest.mark.parametrize("case", all_cases_params())
+def test_from_pretrained_local_parity_and_loading_info(case):
+    model, info = AutoModel.from_pretrained(converted(case), output_loading_info=True)
+    assert type(model) is hf.MODEL_CLASSES[case_info(case)["arch"]]
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    assert not model.training
+    x, _, _ = reference(case)
+    with torch.no_grad():
+        out = model(pixel_values=x)
+    check_parity(case, out.reconstruction)
+
+
+@pytest.mark.parametrize("case", all_cases_params())
+def test_from_pretrained_by_repo_id_offline(case):
+    res = offline_results()["runs"][f"{case}/hf"]
+    assert "error" not in res, res
+    assert res["cls"] == hf.MODEL_CLASSES[case_info(case)["arch"]].__name__
+    assert all(not v for v in res["info"].values()), res["info"]
+    check_parity(case, offline_output(case, "hf"))
+
+
+def test_offline_attn_impl_and_catalogue_variant():
+    runs = offline_results()["runs"]
+    first = available_cases()[0]
+    assert runs[f"{first}/hf"]["nystra"] == "nystra"
+    assert runs[f"{first}/hf"]["hf_attn_implementation"] != "nystra"
+    assert runs["variant/hf"] == {"cls": "NystraSwinIRModel"}
+
+
+@pytest.mark.parametrize("case", representative_cases_params())
+def test_save_pretrained_round_trip(case, tmp_path):
+    model = AutoModel.from_pretrained(converted(case))
+    model.save_pretrained(tmp_path)
+    saved = load_file(str(tmp_path / "model.safetensors"))
+    source = load_file(str(converted(case) / "model.safetensors"))
+    assert saved.keys() == source.keys()  # official keys, no prefix
+    assert all(torch.equal(saved[k], source[k]) for k in saved)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["model_type"] == f"nystra_{case_info(case)['arch']}" and cfg["architecture"].startswith("nystra_")
+    again = AutoModel.from_pretrained(tmp_path)
+    x, _, _ = reference(case)
+    with torch.no_grad():
+        assert torch.equal(model(x).reconstruction, again(x).reconstruction)
+        # the folder transformers wrote, through the transformers-free loader and through timm
+        assert torch.equal(again(x).reconstruction, nystra_hub.load_pretrained(tmp_path)(x))
+        assert torch.equal(again(x).reconstruction, timm.create_model(f"local-dir:{tmp_path}", pretrained=True)(x))
+
+
+@pytest.mark.parametrize("case", representative_cases_params())
+def test_meta_init_rebuilds_every_derived_buffer(case, monkeypatch):
+    """transformers builds on the meta device and gives non-persistent buffers uninitialised memory. Poison
+    that memory with NaN: outputs must still match, and every buffer must equal the directly built model's."""
+    real_empty_like = torch.empty_like
+
+    def poisoned_empty_like(t, *args, **kwargs):
+        out = real_empty_like(t, *args, **kwargs)
+        return out.fill_(float("nan")) if out.is_floating_point() else out.fill_(123456)
+
+    monkeypatch.setattr(torch, "empty_like", poisoned_empty_like)
+    model = AutoModel.from_pretrained(converted(case))
+    monkeypatch.undo()
+    direct, _, _ = load_golden(case)
+    ours = dict(model.named_buffers())
+    for name, buf in direct.named_buffers():
+        assert torch.equal(ours[name], buf), name
+    x, _, _ = reference(case)
+    with torch.no_grad():
+        check_parity(case, model(x).reconstruction)
+
+
+def test_meta_init_trap_is_real(monkeypatch):
+    """Without the rebuild, gray SwinIR's non-persistent ``mean`` keeps the poisoned memory."""
+    case = "swinir_denoise_gray_3conv"
+    real_empty_like = torch.empty_like
+    monkeypatch.setattr(torch, "empty_like", lambda t, *a, **k: real_empty_like(t, *a, **k).fill_(float("nan"))
+                        if t.is_floating_point() else real_empty_like(t, *a, **k))
+    monkeypatch.setattr(nystra_hub.models.swinir.SwinIR, "reset_constants", lambda self: None)
+    model = AutoModel.from_pretrained(converted(case))
+    assert torch.isnan(model.mean).all()
+
+
+def test_attn_impl_override_and_written_back(tmp_path):
+    case = "swinir_sr_x2_pixelshuffle"
+    model = AutoModel.from_pretrained(converted(case), attn_impl="nystra", landmarks=4)
+    mods = [m for _, m in attention_modules(model)]
+    assert all(m.attn_impl == "nystra" and m.nystra.landmarks == 4 for m in mods)
+    assert model.config.attn_impl == "nystra" and model.config.nystra["landmarks"] == 4
+    model.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["attn_impl"] == "nystra" and cfg["nystra"]["landmarks"] == 4
+    assert cfg["model_args"]["attn_impl"] == "nystra"  # timm's view follows
+    assert nystra_hub.load_pretrained(tmp_path).attn_impl == "nystra"
+    x, _, exact = reference(case)
+    with torch.no_grad():
+        approx = model(x).reconstruction
+        assert torch.isfinite(approx).all() and not torch.allclose(approx, exact, atol=1e-6)
+        model.set_attn_impl("softmax")
+        check_parity(case, model(x).reconstruction)
+    assert model.config.attn_impl == "softmax"
+    with pytest.raises(BAD_VALUE, match="attn_impl"):
+        AutoModel.from_pretrained(converted(case), attn_impl="flash")
+    with pytest.raises(BAD_VALUE, match="tau"):
+        AutoModel.from_pretrained(converted(case), nystra={"tau": "high"})
+    with pytest.raises(TypeError, match="unknown argument"):
+        AutoModel.from_pretrained(converted(case), landmark=4)
+
+
+def test_stored_plan_applied_and_replaced_by_explicit_choice(tmp_path):
+    case = "swinir_sr_x2_pixelshuffle"
+    model = nystra_hub.load_pretrained(converted(case))
+    first = next(n for n, _ in attention_modules(model))
+    model.get_submodule(first).set_attn_impl("nystra", nystra_hub.NystraParams(landmarks=4))
+    nystra_hub.hub.save_hub_folder(model, tmp_path, card=False)
+    planned = AutoModel.from_pretrained(tmp_path)
+    assert planned.get_submodule(first).attn_impl == "nystra" and planned.attn_impl == "mixed"
+    assert AutoModel.from_pretrained(tmp_path, attn_impl="sdpa").attn_impl == "sdpa"
+
+
+@pytest.mark.parametrize("edit", ["missing", "unexpected", "mismatched"])
+def test_from_pretrained_is_strict(edit, tmp_path):
+    case = "swinir_sr_x2_pixelshuffle"
+    folder = _copy_folder(converted(case), tmp_path / edit)
+    state = load_file(str(folder / "model.safetensors"))
+    if edit == "missing":
+        state.pop("layers.0.residual_group.blocks.1.attn_mask")
+    elif edit == "unexpected":
+        state["module.extra"] = torch.zeros(2)
+    else:
+        state["conv_first.weight"] = torch.zeros(24, 3, 5, 5)
+    save_file(state, str(folder / "model.safetensors"))
+    with pytest.raises(CheckpointMismatchError) as err:
+        AutoModel.from_pretrained(folder)
+    named = {"missing": "layers.0.residual_group.blocks.1.attn_mask", "unexpected": "module.extra",
+             "mismatched": "conv_first.weight"}[edit]
+    assert named in str(err.value)
+
+
+def test_forward_outputs():
+    case = "swinir_lightsr_x3_direct"
+    model = AutoModel.from_pretrained(converted(case))
+    x, _, direct = reference(case)
+    with torch.no_grad():
+        as_tuple = model(x, return_dict=False)
+    assert isinstance(as_tuple, tuple) and len(as_tuple) == 1 and torch.allclose(as_tuple[0], direct, atol=1e-5)
+    assert model.scale == 3 and model.restoration_model.official_kwargs == model.config.official_kwargs
+    # the restoration model shares every tensor with the transformers model
+    assert model.restoration_model.conv_first.weight is model.conv_first.weight
+    assert model.device.type == "cpu" and model.dtype == torch.float32
