@@ -93,9 +93,14 @@ def pool_bias(bias: Tensor, window: tuple[int, int], grid: tuple[int, int]) -> t
     return to_landmarks.contiguous(), from_landmarks.contiguous(), between.contiguous()
 
 
-def thresholded_exp(x: Tensor, tau: float) -> Tensor:
-    """φ(x) = exp(min(x, τ)) + relu(x − τ): exp, continued linearly above τ so it cannot overflow."""
-    return torch.exp(torch.clamp(x, max=tau)) + F.relu(x - tau)
+def thresholded_exp(x: Tensor, tau: float, inplace: bool = False) -> Tensor:
+    """φ(x) = exp(min(x, τ)) + relu(x − τ): exp, continued linearly above τ so it cannot overflow.
+
+    ``inplace`` overwrites ``x`` (one temporary instead of three; only where no gradient is needed)."""
+    if not inplace:
+        return torch.exp(torch.clamp(x, max=tau)) + F.relu(x - tau)
+    excess = (x - tau).clamp_(min=0)
+    return x.clamp_(max=tau).exp_().add_(excess)
 
 
 def iterative_pinv(a: Tensor, iters: int) -> Tensor:
@@ -132,26 +137,32 @@ def nystrom_attention(
     out_dtype = v.dtype
     compute = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
     q, k, v = q.to(compute), k.to(compute), v.to(compute)
+    inplace = not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad))
     n = q.shape[-2]
     grid = landmark_grid(window, landmarks)
-    q = q * scale  # scaled before pooling, as the reference
-    q_landmarks = pool_tokens(q, window, grid)
+    # The reference scales q before pooling; scaling the small pooled tensors instead is the same product
+    # (pool(s·q) = s·pool(q), (s·q)k̄ᵀ = q(s·k̄)ᵀ) and saves a pass over q.
+    q_landmarks = pool_tokens(q, window, grid) * scale
     k_landmarks = pool_tokens(k, window, grid)
-    logits_l = q @ k_landmarks.transpose(-1, -2)  # (..., N, m)
+    logits_l = q @ (k_landmarks * scale).transpose(-1, -2)  # (..., N, m)
     logits_u = q_landmarks @ k.transpose(-1, -2)  # (..., m, N)
     logits_a = q_landmarks @ k_landmarks.transpose(-1, -2)  # (..., m, m)
     if pooled_bias is not None:
         bias_l, bias_u, bias_a = (b.to(compute) for b in pooled_bias)
-        logits_l, logits_u, logits_a = logits_l + bias_l, logits_u + bias_u, logits_a + bias_a
-    kernel_l = thresholded_exp(logits_l, tau)
-    kernel_u = thresholded_exp(logits_u, tau)
-    pinv = iterative_pinv(thresholded_exp(logits_a, tau), iters)
+        if inplace:
+            logits_l.add_(bias_l), logits_u.add_(bias_u), logits_a.add_(bias_a)
+        else:
+            logits_l, logits_u, logits_a = logits_l + bias_l, logits_u + bias_u, logits_a + bias_a
+    kernel_l = thresholded_exp(logits_l, tau, inplace)
+    kernel_u = thresholded_exp(logits_u, tau, inplace)
+    pinv = iterative_pinv(thresholded_exp(logits_a, tau, inplace), iters)
     # G_U [v, 1] without materialising the ones column: numerator and denominator together, (..., m, d+1).
     landmark_values = torch.cat([kernel_u @ v, kernel_u.sum(dim=-1, keepdim=True)], dim=-1)
     # Associate as G_L (Z (G_U [v,1])): m·m·(d+1) instead of the reference's N·m·m for G_L Z.
     product = kernel_l @ (pinv @ landmark_values)
     numerator, denominator = product[..., :-1], product[..., -1]
-    crude = kernel_l.sum(dim=-1) * (n / grid[0] / grid[1])
+    crude = kernel_l.sum(dim=-1).mul_(n / grid[0] / grid[1])
     trustworthy = torch.isfinite(denominator) & (denominator > DENOMINATOR_FLOOR * crude)
-    safe = torch.where(trustworthy, denominator, torch.ones_like(denominator))
-    return (numerator / safe.unsqueeze(-1)).to(out_dtype), trustworthy
+    safe = torch.where(trustworthy, denominator, torch.ones_like(denominator)).unsqueeze(-1)
+    out = numerator.div_(safe) if inplace else numerator / safe
+    return out.to(out_dtype), trustworthy
