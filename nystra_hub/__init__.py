@@ -12,13 +12,16 @@ from .attention import ATTN_IMPLS, NystraParams
 from .checkpoints import CheckpointError, CheckpointMismatchError, load_original_checkpoint, read_state_dict
 from .models import ARCHITECTURES, RestorationModel, build_model
 from .plan import apply_plan, extract_plan
+
+# Imported eagerly on purpose: binding the function here means a later ``import nystra_hub.restore`` (the module
+# of the same name, already loaded) cannot rebind ``nystra_hub.restore`` to the module.
+from .restore import restore
 from .variants import VARIANTS, build_variant, get_variant, load_variant
 
 __version__ = "0.1.0"
 
 # Public names that live in modules with heavier imports, loaded on first use.
 _LAZY = {
-    "restore": "nystra_hub.restore",
     "load_pretrained": "nystra_hub.hub",
     "calibrate": "nystra_hub.calibration",
 }
@@ -61,4 +64,5 @@ __all__ = [
     "load_original_checkpoint",
     "load_variant",
     "read_state_dict",
+    "restore",
 ]

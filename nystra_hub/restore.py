@@ -1,0 +1,615 @@
+"""``nystra_hub.restore(model, image)``: one call from a PIL image, NumPy array or tensor to the restored image.
+
+What it does, in order:
+
+1. **Input → float.** PIL images, NumPy arrays (``HW`` / ``HWC``) and tensors (``HW`` / ``CHW`` / ``BCHW``) of
+   ``uint8`` (÷255), 16-bit (``uint16``, PIL ``I;16``/``I``: ÷65535) or floating point (taken as [0, 1]) become a
+   float batch. NaN/Inf, empty images, >4 channels, other dtypes and float data far outside [0, 1] are refused.
+2. **Channels, explicitly.** Alpha (RGBA, gray+alpha) is split off; the colour channels go through the model.
+   ``alpha="resize"`` (default) keeps alpha unchanged for scale-1 models and upsamples it bicubically
+   (clamped to [0, 1]) for super-resolution; ``alpha="drop"`` returns the image without it. A gray image given to
+   an RGB model is replicated to three channels and the RGB result is turned back into gray with the BT.601 luma
+   weights Pillow uses (``gray="replicate"``, default) or refused (``gray="error"``). An RGB image given to a
+   gray model is refused (``color="error"``, default) or converted to luma first (``color="luma"``; the result
+   is then gray).
+3. **The official protocol.** ``model.official_inference`` (each architecture's test-script padding, range
+   mapping, crop and clamp) under ``torch.inference_mode``, on the model's device and in its dtype, with the
+   model in eval mode (its previous mode is restored afterwards).
+4. **Tiles when the image is large** (see :func:`plan_tiles`); results blended with smooth weights.
+5. **Back to the caller's type**: PIL → PIL of the same mode for L, LA, RGB, RGBA, I;16, I, F, CMYK and YCbCr
+   (palette and 1-bit images come back RGB/RGBA/L, big-endian I;16B as I;16, other modes as RGB), NumPy → same
+   dtype and layout, tensor → same dtype, layout and device. Size is ``(H·scale, W·scale)``; channels change only
+   through ``alpha="drop"`` or ``color="luma"``.
+
+Memory model (:func:`estimate_activation_mb`). The activation memory of one forward over an ``h×w`` input (after
+the protocol's padding) is estimated as::
+
+    bytes ≈ dtype_bytes · Σ_stages (h·w / 4^level) · [ (8 + 2·mlp_ratio) · dim + 4 · heads · window² ]
+          + dtype_bytes · h·w · 2 · scale² · out_width
+
+per architecture stage (SwinIR: one stage of ``embed_dim``; Uformer: the nine U stages, decoder stages counted
+with their concatenated width; DehazeFormer: its five stages); ``out_width`` is the width of the upsampler's
+high-resolution tensors (64 for ``pixelshuffle``/``nearest+conv``, the image channels otherwise). The constants
+were fitted on CPU peak-RSS measurements of SwinIR-S/M (softmax attention) and err on the high side (about 1.5–2×
+the measured marginal cost), so that the budget is respected rather than exceeded. Tiling is chosen when the
+whole image's estimate exceeds ``memory_budget_mb`` (default :data:`DEFAULT_MEMORY_BUDGET_MB` on CPU, half of the
+free device memory on CUDA); the tile is then the largest allowed size whose estimate fits the budget.
+Measured (``examples/measure_tiled_memory.py``): a 2048×2048 SwinIR-S x2 restore on CPU with the default budget
+runs 49 tiles of 336 px and peaks at 2.5 GB RSS for the whole process (0.78 GB of it before the restore: Python,
+torch, transformers/timm imports and the model); the whole-image estimate would be 36 GB.
+
+Tiling per architecture:
+
+- **SwinIR**: the official test script's tile mode, with better blending: the whole image is flip-padded once as
+  the official protocol does, tiles whose side and overlap are multiples of the window (so every tile's windows
+  coincide with the whole image's windows) run through the model, the weighted results are cropped and clamped.
+  A single tile covering the image is exactly ``official_inference``.
+- **Uformer**: each tile (side a multiple of the model's 128-px padding unit) runs the official protocol itself
+  (centred zero-padding to a square, model, crop, clamp).
+- **DehazeFormer**: refused. Its RLN layers normalise every feature map with whole-image mean and std, so tiles
+  would change the output; large images must be run whole (``tile=0``) or downscaled.
+
+Blending (:func:`_axis_weights`): separable weights per tile. Where two neighbouring tiles overlap (over the
+*actual* overlap ``L``, which is larger than the nominal one for the last tile of a row or column), one tile's
+weight rises as ``sin²`` while the other's falls as ``cos²`` (they sum to 1), over the middle third of the
+overlap: in the outer thirds the tile whose border is near gets (almost) no weight. Elsewhere, and along image
+borders, the weight is 1. The blended result is the weighted sum divided by the summed weights. The weights are
+continuous, so there are no seams, and pixels near a tile border, which lack context, barely count: on the golden
+SwinIR x2 model the largest tiled-vs-whole difference is 0.0011 (tile 128, overlap 48) where the official plain
+averaging gives 0.66.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .models.common import RestorationModel
+
+DEFAULT_MEMORY_BUDGET_MB = 1024
+"""Default activation-memory budget (MB) of one forward on CPU; see the module doc."""
+
+DEFAULT_TILE_OVERLAP = {"swinir": 48, "uformer": 64}
+"""Default tile overlap in input pixels. SwinIR's official test script uses 32; on the golden x2 model (256² Set5
+crop, tile 128) the largest tiled-vs-whole difference is 0.013 at overlap 32, 0.0011 at 48 and 3e-5 at 64, so 48
+(six windows) is the default. Uformer: 64 keeps tile starts on its level-0..3 window grids."""
+
+UNTILEABLE = {
+    "dehazeformer": "DehazeFormer cannot be tiled: its RLN layers normalise each feature map with whole-image "
+                    "mean and standard deviation, so tiles would change the output",
+}
+
+UFORMER_PAD_FACTOR = 128  # the official test script's expand2square(x, factor=128)
+
+LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as PIL's convert("L")
+
+_FLOAT_RANGE = (-1.0, 2.0)  # float images outside this are almost certainly not [0, 1] data
+
+
+# -- the model -----------------------------------------------------------------------------------------------------
+def unwrap_model(model) -> RestorationModel:
+    """The :class:`RestorationModel` behind ``model`` (itself, a transformers wrapper or a module with ``.model``)."""
+    for candidate in (model, getattr(model, "restoration_model", None), getattr(model, "model", None)):
+        if isinstance(candidate, RestorationModel):
+            return candidate
+    raise TypeError(
+        f"restore() needs a nystra_hub model (build_model/load_variant/load_pretrained/AutoModel/timm), "
+        f"got {type(model).__name__}"
+    )
+
+
+def _input_channels(model: RestorationModel) -> int:
+    return int(getattr(model, "dd_in", None) or model.in_channels)
+
+
+def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    for p in model.parameters():
+        return p.device, p.dtype
+    return torch.device("cpu"), torch.float32
+
+
+def _pad_multiple(model: RestorationModel) -> int:
+    """The side unit of the official protocol: the window (lcm) for SwinIR, 128 (and every window) for Uformer,
+    the patch size for DehazeFormer."""
+    multiple = int(getattr(model, "pad_multiple", 1) or 1)
+    return math.lcm(UFORMER_PAD_FACTOR, multiple) if model.arch == "uformer" else multiple
+
+
+# -- memory model --------------------------------------------------------------------------------------------------
+def _stages(model: RestorationModel) -> list[tuple[int, int, int, int, float]]:
+    """(level, width, heads, window, mlp_ratio) of the stages whose activations the estimate counts."""
+    k = model.official_kwargs
+    arch = model.arch
+    if arch == "swinir":
+        windows = model.window_sizes() if hasattr(model, "window_sizes") else [k.get("window_size", 8)]
+        return [(0, int(k["embed_dim"]), max(k["num_heads"]), max(windows), float(k.get("mlp_ratio", 2)))]
+    if arch == "uformer":
+        c, heads = int(k["embed_dim"]), list(k["num_heads"])
+        window = max(model.window_sizes()) if hasattr(model, "window_sizes") else int(k.get("win_size", 8))
+        levels = [0, 1, 2, 3, 4, 3, 2, 1, 0]
+        widths = [c, 2 * c, 4 * c, 8 * c, 16 * c, 16 * c, 8 * c, 4 * c, 2 * c]  # decoder: concatenated width
+        return [(lv, w, h, window, float(k.get("mlp_ratio", 4))) for lv, w, h in zip(levels, widths, heads)]
+    if arch == "dehazeformer":
+        levels = [0, 1, 2, 1, 0]
+        window = int(k.get("window_size", 8))
+        return [(lv, int(d), int(h), window, float(r))
+                for lv, d, h, r in zip(levels, k["embed_dims"], k["num_heads"], k["mlp_ratios"])]
+    return [(0, int(k.get("embed_dim", 64)), 1, 8, 2.0)]
+
+
+def _out_width(model: RestorationModel) -> int:
+    upsampler = model.official_kwargs.get("upsampler", "")
+    return 64 if upsampler in ("pixelshuffle", "nearest+conv") else _input_channels(model)
+
+
+def _bytes_per_pixel(model: RestorationModel, dtype_bytes: int) -> float:
+    """Estimated activation bytes per input pixel of the (padded) forward."""
+    floats = 0.0
+    for level, width, heads, window, mlp_ratio in _stages(model):
+        floats += ((8 + 2 * mlp_ratio) * width + 4 * heads * window * window) / 4**level
+    floats += 2 * model.scale**2 * _out_width(model)
+    return floats * dtype_bytes
+
+
+def _forward_size(model: RestorationModel, h: int, w: int) -> tuple[int, int]:
+    """The size the official protocol actually runs the network at for an ``h×w`` input."""
+    multiple = _pad_multiple(model)
+    if model.arch == "swinir":
+        return (h // multiple + 1) * multiple, (w // multiple + 1) * multiple
+    if model.arch == "uformer":
+        side = math.ceil(max(h, w) / multiple) * multiple
+        return side, side
+    return math.ceil(h / multiple) * multiple, math.ceil(w / multiple) * multiple
+
+
+def estimate_activation_mb(model, height: int, width: int, dtype: torch.dtype | None = None) -> float:
+    """Estimated activation memory (MB) of the official protocol on one ``height×width`` image (module doc)."""
+    model = unwrap_model(model)
+    dtype = dtype or _model_device_dtype(model)[1]
+    h, w = _forward_size(model, height, width)
+    return h * w * _bytes_per_pixel(model, torch.empty((), dtype=dtype).element_size()) / 2**20
+
+
+def _tile_mb(model: RestorationModel, tile_h: int, tile_w: int, dtype_bytes: int) -> float:
+    """Estimate for one tile (tiles run without the whole-image padding for SwinIR, with it for Uformer)."""
+    h, w = (tile_h, tile_w) if model.arch == "swinir" else _forward_size(model, tile_h, tile_w)
+    return h * w * _bytes_per_pixel(model, dtype_bytes) / 2**20
+
+
+def default_memory_budget_mb(device: torch.device | str | None = None) -> float:
+    """:data:`DEFAULT_MEMORY_BUDGET_MB` on CPU; half of the currently free memory on a CUDA device."""
+    device = torch.device(device or "cpu")
+    if device.type == "cuda" and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info(device)
+        return free / 2**20 / 2
+    return float(DEFAULT_MEMORY_BUDGET_MB)
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """How one image will be run. ``tile`` is None for a whole-image run."""
+
+    tile: int | None
+    overlap: int
+    tiles: int
+    estimate_mb: float  # whole image
+    tile_estimate_mb: float | None
+    budget_mb: float | None
+    reason: str
+
+
+def _starts(size: int, tile: int, overlap: int) -> list[int]:
+    if size <= tile:
+        return [0]
+    stride = tile - overlap
+    return [*range(0, size - tile, stride), size - tile]
+
+
+def plan_tiles(
+    model, height: int, width: int, *, tile: int | None = None, tile_overlap: int | None = None,
+    memory_budget_mb: float | None = None, dtype: torch.dtype | None = None,
+) -> TilePlan:
+    """Decide whole-image vs tiled inference for an image of ``height×width`` input pixels.
+
+    ``tile=None``: automatic (tiles only when the whole-image estimate exceeds ``memory_budget_mb``);
+    ``tile=0``: never tile (whole image, whatever the estimate); ``tile=N``: tiles of ``N`` input pixels, rounded
+    up to the architecture's multiple (the window for SwinIR, 128 px for Uformer). ``tile_overlap`` defaults to
+    :data:`DEFAULT_TILE_OVERLAP` (rounded up to a window multiple for SwinIR).
+    """
+    model = unwrap_model(model)
+    if dtype is None:
+        device, dtype = _model_device_dtype(model)
+    else:
+        device = _model_device_dtype(model)[0]
+    dtype_bytes = torch.empty((), dtype=dtype).element_size()
+    if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 0):
+        raise ValueError(f"tile must be None (automatic), 0 (never tile) or a positive int, got {tile!r}")
+    if memory_budget_mb is None:
+        budget = default_memory_budget_mb(device)
+    else:
+        budget = float(memory_budget_mb)
+        if not budget > 0:
+            raise ValueError(f"memory_budget_mb must be positive, got {memory_budget_mb!r}")
+    whole_mb = estimate_activation_mb(model, height, width, dtype)
+    if tile == 0:
+        return TilePlan(None, 0, 1, whole_mb, None, budget, "tiling disabled (tile=0)")
+    arch = model.arch
+    if arch not in DEFAULT_TILE_OVERLAP:
+        reason = UNTILEABLE.get(arch, f"no tiling protocol is defined for architecture {arch!r}")
+        if tile is not None:
+            raise ValueError(f"{reason}; run the whole image with tile=0 (or tile=None)")
+        if whole_mb > budget:
+            raise ValueError(
+                f"{reason}, and the whole {height}x{width} image needs an estimated {whole_mb:.0f} MB of "
+                f"activations, over memory_budget_mb={budget:.0f}; raise memory_budget_mb, pass tile=0 to run "
+                f"it whole anyway, or downscale the image"
+            )
+        return TilePlan(None, 0, 1, whole_mb, None, budget, f"whole image ({arch} is never tiled)")
+    multiple = _pad_multiple(model)
+    overlap = DEFAULT_TILE_OVERLAP[arch] if tile_overlap is None else tile_overlap
+    if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
+        raise ValueError(f"tile_overlap must be a non-negative int, got {tile_overlap!r}")
+    if arch == "swinir":  # keep tile starts on the window grid
+        overlap = math.ceil(overlap / multiple) * multiple
+    # the image the tiles cover: SwinIR tiles its globally padded image, Uformer the image itself
+    cover_h, cover_w = _forward_size(model, height, width) if arch == "swinir" else (height, width)
+    min_tile = (overlap // multiple + 1) * multiple  # smallest multiple with a positive stride
+    if tile is None:
+        if whole_mb <= budget:
+            return TilePlan(None, overlap, 1, whole_mb, None, budget,
+                            f"whole image: estimate {whole_mb:.0f} MB <= budget {budget:.0f} MB")
+        side = math.isqrt(int(budget * 2**20 / _bytes_per_pixel(model, dtype_bytes)))
+        chosen = max(side // multiple * multiple, min_tile)
+        if _tile_mb(model, chosen, chosen, dtype_bytes) > budget:
+            warnings.warn(
+                f"memory_budget_mb={budget:.0f} is below the smallest usable tile ({chosen} px, estimated "
+                f"{_tile_mb(model, chosen, chosen, dtype_bytes):.0f} MB with overlap {overlap}); using it anyway",
+                stacklevel=3,
+            )
+        why = f"tiled: whole-image estimate {whole_mb:.0f} MB > budget {budget:.0f} MB"
+    else:
+        chosen = max(math.ceil(tile / multiple) * multiple, multiple)
+        if chosen <= overlap:
+            raise ValueError(f"tile ({chosen} px after rounding to a multiple of {multiple}) must be larger than "
+                             f"tile_overlap ({overlap})")
+        why = f"tiled: tile={tile} requested"
+    tile_h, tile_w = min(chosen, cover_h), min(chosen, cover_w)
+    count = len(_starts(cover_h, chosen, overlap)) * len(_starts(cover_w, chosen, overlap))
+    if count == 1:
+        return TilePlan(None, overlap, 1, whole_mb, None, budget, f"whole image: one {chosen}-px tile covers it")
+    return TilePlan(chosen, overlap, count, whole_mb, _tile_mb(model, tile_h, tile_w, dtype_bytes), budget, why)
+
+
+# -- tiled execution -----------------------------------------------------------------------------------------------
+def _axis_weights(size: int, tile: int, starts: list[int], scale: int, device) -> list[Tensor]:
+    """1-D blending weights (output pixels) of the tiles starting at ``starts`` along one axis.
+
+    In the zone where tile ``i`` overlaps its predecessor (length ``L``, the *actual* overlap, larger than the
+    nominal one for the last tile), tile ``i`` rises and the predecessor falls with the complementary weight,
+    ``r(d) = sin²(π/2 · clamp((d + ½ − m)/(L − 2m), 0, 1))`` with a margin ``m = BLEND_MARGIN · L`` in which the
+    tile whose border is near gets (almost) no weight. Away from overlaps the weight is 1."""
+    weights = []
+    for i, start in enumerate(starts):
+        length = min(tile, size) * scale
+        w = torch.ones(length, device=device)
+        d = torch.arange(length, device=device, dtype=torch.float32)
+        if i > 0:
+            overlap = (starts[i - 1] + tile - start) * scale
+            w = w * _rise(d, overlap)
+        if i + 1 < len(starts):
+            overlap = (start + tile - starts[i + 1]) * scale
+            w = w * (1 - _rise(d - (starts[i + 1] - start) * scale, overlap))
+        weights.append(w.clamp_(min=1e-6))
+    return weights
+
+
+BLEND_MARGIN = 1 / 3
+"""Fraction of each overlap, at either end, in which the tile whose border is near gets almost no weight."""
+
+
+def _rise(d: Tensor, overlap: int) -> Tensor:
+    margin = BLEND_MARGIN * overlap
+    span = max(overlap - 2 * margin, 1.0)
+    return torch.sin(0.5 * math.pi * ((d + 0.5 - margin) / span).clamp(0, 1)) ** 2
+
+
+def _blend_tiles(fn: Callable[[Tensor], Tensor], x: Tensor, tile: int, overlap: int, scale: int,
+                 progress: bool = False) -> Tensor:
+    """Run ``fn`` (input tile → output tile of ``scale``× the size) over overlapping tiles of the (1, C, H, W)
+    batch ``x`` and blend the results with separable weights (:func:`_axis_weights`), normalised by their sum.
+    Returns float32 (1, C', H·s, W·s)."""
+    _, _, height, width = x.shape
+    th, tw = min(tile, height), min(tile, width)
+    ys, xs = _starts(height, tile, overlap), _starts(width, tile, overlap)
+    device = x.device
+    row_w = _axis_weights(height, tile, ys, scale, device)
+    col_w = _axis_weights(width, tile, xs, scale, device)
+    # the summed weight is separable too: (Σ_i row_i)(y) · (Σ_j col_j)(x)
+    sum_y = torch.zeros(height * scale, device=device)
+    sum_x = torch.zeros(width * scale, device=device)
+    for y, wgt in zip(ys, row_w):
+        sum_y[y * scale:(y + th) * scale] += wgt
+    for x0, wgt in zip(xs, col_w):
+        sum_x[x0 * scale:(x0 + tw) * scale] += wgt
+    out = None
+    jobs = [(i, j) for i in range(len(ys)) for j in range(len(xs))]
+    if progress:
+        from tqdm.auto import tqdm
+
+        jobs = tqdm(jobs, desc="tiles", leave=False)
+    for i, j in jobs:
+        y, x0 = ys[i], xs[j]
+        result = fn(x[:, :, y:y + th, x0:x0 + tw]).float()
+        if result.shape[-2:] != (th * scale, tw * scale):
+            raise RuntimeError(f"tile output {tuple(result.shape)} is not {scale}x the tile {th}x{tw}")
+        if out is None:
+            out = torch.zeros(1, result.shape[1], height * scale, width * scale, device=device)
+        result = result * (row_w[i][:, None] * col_w[j][None, :])
+        out[:, :, y * scale:(y + th) * scale, x0 * scale:(x0 + tw) * scale] += result
+    out.div_(sum_y.view(1, 1, -1, 1))
+    out.div_(sum_x.view(1, 1, 1, -1))
+    return out
+
+
+def _flip_pad(x: Tensor, height: int, width: int) -> Tensor:
+    """main_test_swinir.py's padding: concatenate flipped copies until the size is reached, then cut."""
+    while x.shape[-2] < height:
+        x = torch.cat([x, torch.flip(x, [2])], 2)
+    while x.shape[-1] < width:
+        x = torch.cat([x, torch.flip(x, [3])], 3)
+    return x[:, :, :height, :width]
+
+
+def _run_official(model: RestorationModel, x: Tensor, plan: TilePlan, progress: bool = False) -> Tensor:
+    """One (1, C, H, W) image in the model's dtype/device → float (1, C', H·s, W·s) in [0, 1]."""
+    if plan.tile is None:
+        return model.official_inference(x)
+    scale = model.scale
+    h, w = x.shape[-2:]
+    if model.arch == "swinir":
+        padded = _flip_pad(x, *_forward_size(model, h, w))
+        out = _blend_tiles(model, padded, plan.tile, plan.overlap, scale, progress)
+        return out[:, :, :h * scale, :w * scale].clamp_(0, 1)
+    return _blend_tiles(model.official_inference, x, plan.tile, plan.overlap, scale, progress).clamp_(0, 1)
+
+
+def restore_tensor(
+    model, x: Tensor, *, tile: int | None = None, tile_overlap: int | None = None,
+    memory_budget_mb: float | None = None, progress: bool = False,
+) -> Tensor:
+    """Float (B, C, H, W) batch in [0, 1] with the model's input channels → float32 (B, C', H·s, W·s) in [0, 1]
+    on the model's device. The image-kind and channel handling of :func:`restore` are skipped."""
+    model = unwrap_model(model)
+    if not isinstance(x, Tensor) or x.dim() != 4 or not torch.is_floating_point(x):
+        raise ValueError("restore_tensor expects a float (B, C, H, W) tensor")
+    device, dtype = _model_device_dtype(model)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            outs = []
+            for b in range(x.shape[0]):
+                xb = x[b:b + 1].to(device=device, dtype=dtype)
+                plan = plan_tiles(model, xb.shape[-2], xb.shape[-1], tile=tile, tile_overlap=tile_overlap,
+                                  memory_budget_mb=memory_budget_mb, dtype=dtype)
+                outs.append(_run_official(model, xb, plan, progress).float())
+            return outs[0] if len(outs) == 1 else torch.cat(outs)
+    finally:
+        model.train(was_training)
+
+
+# -- image kinds ---------------------------------------------------------------------------------------------------
+@dataclass
+class _Kind:
+    """How to turn the float result back into what the caller gave."""
+
+    container: str  # "pil", "numpy", "tensor"
+    dtype: object
+    ndim: int
+    pil_mode: str | None = None
+    device: torch.device | None = None
+
+
+_NUMPY_DTYPES = (np.uint8, np.uint16, np.float16, np.float32, np.float64)
+_TORCH_DTYPES = (torch.uint8, torch.uint16, torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _integer_max(dtype) -> float | None:
+    if dtype in (np.uint8, torch.uint8):
+        return 255.0
+    if dtype in (np.uint16, torch.uint16):
+        return 65535.0
+    return None
+
+
+def _check_channels(c: int, shape) -> None:
+    if c not in (1, 2, 3, 4):
+        raise ValueError(f"images need 1 (gray), 2 (gray+alpha), 3 (RGB) or 4 (RGBA) channels; got {c} "
+                         f"(shape {tuple(shape)})")
+
+
+def _to_batch(image) -> tuple[Tensor, _Kind]:
+    """Any supported image → (float32 (B, C, H, W) tensor with C in 1..4, how to convert back)."""
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        from .imageio import pil_to_array
+
+        mode = image.mode
+        array = pil_to_array(image)
+        batch, kind = _to_batch(array)
+        out_mode = {"I": "I", "CMYK": "CMYK", "YCbCr": "YCbCr"}.get(mode)
+        return batch, _Kind("pil", kind.dtype, kind.ndim, pil_mode=out_mode)
+    if isinstance(image, np.ndarray):
+        if image.dtype.type not in _NUMPY_DTYPES:
+            raise TypeError(f"unsupported NumPy dtype {image.dtype}; use uint8, uint16 or float in [0, 1]")
+        if image.ndim == 2:
+            array = image[:, :, None]
+        elif image.ndim == 3:
+            if image.shape[2] not in (1, 2, 3, 4) and image.shape[0] in (1, 2, 3, 4):
+                raise ValueError(f"NumPy images are (H, W) or (H, W, C); shape {image.shape} looks like (C, H, W): "
+                                 f"pass image.transpose(1, 2, 0)")
+            _check_channels(image.shape[2], image.shape)
+            array = image
+        else:
+            raise ValueError(f"NumPy images must be (H, W) or (H, W, C), got shape {image.shape}")
+        array = np.ascontiguousarray(array)
+        if not array.flags.writeable:  # torch warns about read-only arrays (np.asarray of a PIL image)
+            array = array.copy()
+        tensor = torch.from_numpy(array).permute(2, 0, 1)[None]
+        return _to_float(tensor, image.dtype.type), _Kind("numpy", image.dtype.type, image.ndim)
+    if isinstance(image, Tensor):
+        if image.dtype not in _TORCH_DTYPES:
+            raise TypeError(f"unsupported tensor dtype {image.dtype}; use uint8, uint16 or a float type in [0, 1]")
+        if image.dim() == 2:
+            batch = image[None, None]
+        elif image.dim() == 3:
+            if image.shape[0] not in (1, 2, 3, 4) and image.shape[-1] in (1, 2, 3, 4):
+                raise ValueError(f"tensors are (C, H, W) or (B, C, H, W); shape {tuple(image.shape)} looks like "
+                                 f"(H, W, C): pass image.permute(2, 0, 1)")
+            batch = image[None]
+        elif image.dim() == 4:
+            batch = image
+        else:
+            raise ValueError(f"tensors must be (H, W), (C, H, W) or (B, C, H, W), got shape {tuple(image.shape)}")
+        _check_channels(batch.shape[1], image.shape)
+        return _to_float(batch, image.dtype), _Kind("tensor", image.dtype, image.dim(), device=image.device)
+    raise TypeError(f"restore() takes a PIL image, a NumPy array or a torch tensor, got {type(image).__name__}")
+
+
+def _to_float(batch: Tensor, dtype) -> Tensor:
+    if batch.numel() == 0:
+        raise ValueError(f"empty image (shape {tuple(batch.shape)})")
+    top = _integer_max(dtype)
+    if top is not None:
+        return batch.float().div_(top)
+    batch = batch.float()
+    if not bool(torch.isfinite(batch).all()):
+        raise ValueError("image contains NaN or Inf values")
+    low, high = float(batch.min()), float(batch.max())
+    if low < _FLOAT_RANGE[0] or high > _FLOAT_RANGE[1]:
+        raise ValueError(f"float images must be in [0, 1]; got values in [{low:.3g}, {high:.3g}] "
+                         f"(8-bit data as float? divide by 255)")
+    return batch
+
+
+def _from_float(batch: Tensor, kind: _Kind):
+    """float32 (B, C, H, W) in [0, 1] → the caller's kind."""
+    top = _integer_max(kind.dtype)
+    if top is not None:
+        batch = batch.mul_(top).round_().clamp_(0, top)
+    if kind.container == "tensor":
+        out = batch.to(device=kind.device, dtype=kind.dtype)
+        return {2: lambda t: t[0, 0], 3: lambda t: t[0], 4: lambda t: t}[kind.ndim](out)
+    target = {np.uint8: torch.uint8, np.uint16: torch.uint16}.get(kind.dtype, torch.float32)
+    array = np.ascontiguousarray(batch[0].to(target).permute(1, 2, 0).cpu().numpy()).astype(kind.dtype, copy=False)
+    if kind.container == "numpy":
+        return array[:, :, 0] if kind.ndim == 2 else array
+    from .imageio import array_to_pil
+
+    return array_to_pil(array, kind.pil_mode)
+
+
+# -- the API -------------------------------------------------------------------------------------------------------
+def restore(
+    model,
+    image,
+    *,
+    tile: int | None = None,
+    tile_overlap: int | None = None,
+    memory_budget_mb: float | None = None,
+    gray: str = "replicate",
+    color: str = "error",
+    alpha: str = "resize",
+    progress: bool = False,
+):
+    """Restore ``image`` with ``model`` using the model's official pre/post-processing; see the module doc.
+
+    Args:
+        model: a nystra_hub model (``build_model``, ``load_variant``, ``load_pretrained``, transformers
+            ``AutoModel``, timm ``create_model``), on any device and dtype.
+        image: PIL image, NumPy array ``(H, W)``/``(H, W, C)`` or tensor ``(H, W)``/``(C, H, W)``/``(B, C, H, W)``;
+            uint8, uint16 or float in [0, 1]; C = 1, 2 (gray+alpha), 3 or 4 (RGBA).
+        tile: None = automatic (tiles when the estimate exceeds ``memory_budget_mb``), 0 = never tile, N = tile
+            side in input pixels (rounded up to the architecture's multiple).
+        tile_overlap: overlap of neighbouring tiles in input pixels (default :data:`DEFAULT_TILE_OVERLAP`: 48 for
+            SwinIR, 64 for Uformer).
+        memory_budget_mb: activation-memory budget of one forward (default :func:`default_memory_budget_mb`).
+        gray: gray image into an RGB model: "replicate" (default; result converted back to gray) or "error".
+        color: RGB image into a gray model: "error" (default) or "luma" (converted to gray; the result is gray).
+        alpha: "resize" (default; kept for scale 1, bicubic-upsampled otherwise) or "drop".
+        progress: show a tqdm bar over tiles.
+
+    Returns:
+        The restored image, of the same kind as ``image`` (see the module doc), ``scale`` times larger.
+    """
+    if gray not in ("replicate", "error"):
+        raise ValueError(f"gray must be 'replicate' or 'error', got {gray!r}")
+    if color not in ("error", "luma"):
+        raise ValueError(f"color must be 'error' or 'luma', got {color!r}")
+    if alpha not in ("resize", "drop"):
+        raise ValueError(f"alpha must be 'resize' or 'drop', got {alpha!r}")
+    net = unwrap_model(model)
+    with torch.inference_mode():
+        result, kind = _restore(net, image, tile, tile_overlap, memory_budget_mb, gray, color, alpha, progress)
+    if isinstance(result, Tensor) and result.is_inference():
+        result = result.clone()  # a normal tensor, usable with autograd and in-place ops outside inference mode
+    return result
+
+
+def _restore(net: RestorationModel, image, tile, tile_overlap, memory_budget_mb, gray, color, alpha, progress):
+    batch, kind = _to_batch(image)
+    channels = batch.shape[1]
+    has_alpha = channels in (2, 4)
+    colour, alpha_plane = (batch[:, :-1], batch[:, -1:]) if has_alpha else (batch, None)
+    want = _input_channels(net)
+    back_to_gray = False
+    if colour.shape[1] != want:
+        if colour.shape[1] == 1 and want == 3:
+            if gray == "error":
+                raise ValueError(f"gray image given to an RGB model ({net.arch}); convert it to RGB first or pass "
+                                 f"gray='replicate'")
+            colour, back_to_gray = colour.repeat(1, 3, 1, 1), True
+        elif colour.shape[1] == 3 and want == 1:
+            if color == "error":
+                raise ValueError(f"RGB image given to a gray model ({net.arch}, 1 input channel); convert it to gray "
+                                 f"first or pass color='luma' (the result is then gray)")
+            colour = _luma(colour)
+        else:
+            raise ValueError(f"the model takes {want} channel(s), the image has {colour.shape[1]} colour channel(s)")
+    out = restore_tensor(net, colour, tile=tile, tile_overlap=tile_overlap, memory_budget_mb=memory_budget_mb,
+                         progress=progress)
+    out = out.cpu() if kind.container != "tensor" else out
+    if back_to_gray:
+        out = _luma(out).clamp_(0, 1)
+    if alpha_plane is not None and alpha == "resize":
+        if net.scale != 1:
+            alpha_plane = F.interpolate(alpha_plane, scale_factor=net.scale, mode="bicubic", align_corners=False)
+            alpha_plane = alpha_plane.clamp_(0, 1)
+        out = torch.cat([out, alpha_plane.to(out.device)], 1)
+    return _from_float(out, kind), kind
+
+
+def _luma(rgb: Tensor) -> Tensor:
+    weights = torch.tensor(LUMA, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
+    return (rgb * weights).sum(1, keepdim=True)
+
+
+__all__ = [
+    "DEFAULT_MEMORY_BUDGET_MB",
+    "DEFAULT_TILE_OVERLAP",
+    "TilePlan",
+    "default_memory_budget_mb",
+    "estimate_activation_mb",
+    "plan_tiles",
+    "restore",
+    "restore_tensor",
+    "unwrap_model",
+]
