@@ -1,0 +1,378 @@
+"""``nystra_hub.calibrate``: choose, per attention layer, exact or Nyström (landmarks, iterations) by measurement.
+
+The goal is the fastest model whose quality stays within a budget (default 0.1 dB of PSNR) of the exact model,
+on calibration images. Everything is measured on this machine, nothing is assumed:
+
+1. **Speed per layer.** During one forward pass at the calibration size, each attention module's enclosing block
+   is timed on its own input with every candidate (softmax, sdpa, each Nyström setting); the gain of a candidate
+   is the block's time under the fastest exact implementation minus its time under the candidate.
+2. **Cost per layer.** Each Nyström candidate is switched on in one layer at a time and the whole model is run
+   on the calibration images; its cost is the mean squared change of the output against the exact output.
+3. **Greedy selection.** Candidates with a positive gain are taken in order of gain per unit of cost while the
+   predicted total (the per-layer costs add up: errors of different layers are nearly uncorrelated) stays under
+   the budget; the combination is then verified end to end and trimmed until the measured drop fits.
+
+The budget is a drop in PSNR against ground truth. With ``targets`` it is measured directly: mean PSNR of the
+exact model minus that of the calibrated one. Without ground truth the exact model's output stands in for it:
+if the approximation's error e is independent of the model's own error r, the drop is 10·log10(1 + ‖e‖²/‖r‖²),
+and ‖r‖² is taken from ``reference_psnr_db`` (the model's PSNR on its task; default 35 dB, stricter than the
+PSNR of most restoration models, so the budget holds for them).
+
+Windows are not varied per layer: at a fixed number of landmarks the Nyström cost per token does not depend on
+the window (N·m·d), so a larger window only changes quality (and the exact fallbacks get dearer); run
+:meth:`set_window_size` first to calibrate at another window.
+
+The chosen plan is applied to the model (``model.nystra_plan``) and returned; saving the model as a hub folder
+records it (``config.json`` ``nystra_plan``) so ``from_pretrained`` reproduces it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from .attention import NystraParams, WindowAttentionBase, attention_modules
+from .plan import apply_plan, extract_plan
+
+EXACT_IMPLS = ("sdpa", "softmax")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    attn_impl: str
+    params: NystraParams | None = None
+
+    @property
+    def label(self) -> str:
+        if self.params is None:
+            return self.attn_impl
+        return f"nystra m{self.params.landmarks} it{self.params.iters}"
+
+
+def default_candidates(module: WindowAttentionBase) -> list[Candidate]:
+    """Nyström settings worth trying for one layer: fewer landmarks than tokens, the module's τ/bias/mask."""
+    n = module.window_size[0] * module.window_size[1]
+    base = module.nystra
+    out = []
+    for landmarks in (8, 16, 32):
+        if landmarks >= n:
+            continue
+        for iters in (2, 4, 6):
+            out.append(Candidate("nystra", base.replace(landmarks=landmarks, iters=iters)))
+    return out
+
+
+@dataclass
+class LayerReport:
+    name: str
+    exact_impl: str
+    exact_ms: float
+    times_ms: dict[str, float] = field(default_factory=dict)
+    costs: dict[str, float] = field(default_factory=dict)  # mean squared output change (per pixel)
+    chosen: str = ""
+
+
+def _median_ms(fn, runs: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def _set(module: WindowAttentionBase, candidate: Candidate) -> None:
+    module.set_attn_impl(candidate.attn_impl, candidate.params or module.nystra)
+
+
+def _block_of(model: nn.Module, name: str) -> nn.Module:
+    """The module whose forward wraps the attention module (partition, projection, mask): what gets timed."""
+    parent = name.rsplit(".", 1)[0] if "." in name else ""
+    return model.get_submodule(parent) if parent else model
+
+
+def _time_layers(model, x: Tensor, layers: dict[str, WindowAttentionBase], candidates: dict, runs: int, log):
+    """Time each layer's enclosing block on its own input, inside one forward pass (inputs are not stored)."""
+    reports: dict[str, LayerReport] = {}
+    hooks = []
+
+    def make_hook(name: str):
+        module = layers[name]
+
+        def hook(block, args, kwargs):
+            saved = (module.attn_impl, module.nystra)
+            times = {}
+            for impl in EXACT_IMPLS:
+                _set(module, Candidate(impl))
+                times[impl] = _median_ms(lambda: block.forward(*args, **kwargs), runs)
+            for cand in candidates[name]:
+                _set(module, cand)
+                times[cand.label] = _median_ms(lambda: block.forward(*args, **kwargs), runs)
+            module.set_attn_impl(*saved)
+            exact_impl = min(EXACT_IMPLS, key=times.__getitem__)
+            reports[name] = LayerReport(name, exact_impl, times[exact_impl], times)
+            log(f"  timed {name}: exact {exact_impl} {times[exact_impl]:.2f} ms, best nystra "
+                f"{min((t for k, t in times.items() if k not in EXACT_IMPLS), default=float('nan')):.2f} ms")
+
+        return hook  # calls block.forward: calling the block would re-enter this hook
+
+    for name in layers:
+        hooks.append(_block_of(model, name).register_forward_pre_hook(make_hook(name), with_kwargs=True))
+    try:
+        with torch.inference_mode():
+            model.official_inference(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return reports
+
+
+def _outputs(model, inputs: Sequence[Tensor]) -> list[Tensor]:
+    with torch.inference_mode():
+        return [model.official_inference(x).double() for x in inputs]
+
+
+def _mse(a: list[Tensor], b: list[Tensor]) -> float:
+    return statistics.fmean(float(((x - y) ** 2).mean()) for x, y in zip(a, b))
+
+
+def _mean_psnr(outputs: list[Tensor], targets: list[Tensor]) -> float:
+    values = []
+    for out, gt in zip(outputs, targets):
+        gt = gt.double()[..., : out.shape[-2], : out.shape[-1]]
+        mse = float(((out.clamp(0, 1) - gt) ** 2).mean())
+        values.append(math.inf if mse == 0 else 10 * math.log10(1.0 / mse))
+    return statistics.fmean(values)
+
+
+def calibrate(
+    model: nn.Module,
+    images: Sequence[Tensor] | Tensor,
+    budget_db: float = 0.1,
+    *,
+    targets: Sequence[Tensor] | None = None,
+    candidates: dict[str, list[Candidate]] | None = None,
+    reference_psnr_db: float = 35.0,
+    timing_image: Tensor | None = None,
+    timing_runs: int = 3,
+    log=None,
+) -> dict:
+    """Choose a per-layer plan for ``model`` (a RestorationModel with trained weights) and apply it.
+
+    ``images``: calibration inputs, [0, 1] (1, C, H, W) tensors (or one batch); ``targets``: their ground truth
+    (optional, see the module docs); ``timing_image``: the input size to optimise speed for (default: the first
+    image). Returns ``{"plan": ..., "report": ...}``; the plan is also stored as ``model.nystra_plan``.
+    """
+    log = log or (lambda *_: None)
+    model = getattr(model, "restoration_model", model)
+    if budget_db <= 0:
+        raise ValueError(f"budget_db must be positive, got {budget_db}")
+    inputs = [images[i : i + 1] for i in range(images.shape[0])] if isinstance(images, Tensor) else list(images)
+    if not inputs:
+        raise ValueError("calibrate needs at least one image")
+    if targets is not None and len(targets) != len(inputs):
+        raise ValueError(f"{len(inputs)} images but {len(targets)} targets")
+    layers = dict(attention_modules(model))
+    if not layers:
+        raise ValueError("the model has no attention modules to calibrate")
+    candidates = candidates or {name: default_candidates(m) for name, m in layers.items()}
+    original_plan = extract_plan(model)
+    model.eval()
+
+    # Exact reference outputs (sdpa: exact and usually the fastest exact path).
+    for m in layers.values():
+        m.set_attn_impl("sdpa")
+    exact = _outputs(model, inputs)
+    if targets is not None:
+        targets = [t if t.dim() == 4 else t.unsqueeze(0) for t in targets]
+        exact_psnr = _mean_psnr(exact, targets)
+        residual_mse = statistics.fmean(
+            float(((e.clamp(0, 1) - t.double()[..., : e.shape[-2], : e.shape[-1]]) ** 2).mean())
+            for e, t in zip(exact, targets)
+        )
+    else:
+        exact_psnr = None
+        residual_mse = 10 ** (-reference_psnr_db / 10)
+    allowed_mse = residual_mse * (10 ** (budget_db / 10) - 1)
+    log(f"calibrating {len(layers)} layers on {len(inputs)} image(s); budget {budget_db} dB -> allowed output "
+        f"MSE {allowed_mse:.3g} ({'measured' if targets is not None else 'assumed'} model MSE {residual_mse:.3g})")
+
+    log("timing layers")
+    reports = _time_layers(model, inputs[0] if timing_image is None else timing_image, layers, candidates,
+                           timing_runs, log)
+    for name, m in layers.items():
+        m.set_attn_impl(reports[name].exact_impl)
+
+    log("measuring per-layer costs")
+    options = []  # (efficiency, name, candidate, gain_ms, cost)
+    for name, m in layers.items():
+        report = reports[name]
+        for cand in candidates[name]:
+            gain = report.exact_ms - report.times_ms[cand.label]
+            if gain <= 0:
+                continue  # slower than exact here: never worth any quality
+            _set(m, cand)
+            cost = _mse(_outputs(model, inputs), exact)
+            m.set_attn_impl(report.exact_impl)
+            report.costs[cand.label] = cost
+            options.append((gain / max(cost, 1e-30), name, cand, gain, cost))
+    options.sort(key=lambda o: o[0], reverse=True)
+
+    chosen: dict[str, tuple[Candidate, float, float]] = {}
+    predicted = 0.0
+    for _, name, cand, gain, cost in options:
+        if name in chosen:
+            previous = chosen[name]
+            if gain <= previous[1] or predicted - previous[2] + cost > allowed_mse:
+                continue
+            predicted -= previous[2]
+        elif predicted + cost > allowed_mse:
+            continue
+        chosen[name] = (cand, gain, cost)
+        predicted += cost
+
+    def apply(selection):
+        for name, m in layers.items():
+            if name in selection:
+                _set(m, selection[name][0])
+            else:
+                m.set_attn_impl(reports[name].exact_impl)
+
+    def measured_drop(outputs) -> float:
+        if targets is not None:
+            return exact_psnr - _mean_psnr(outputs, targets)
+        return 10 * math.log10(1 + _mse(outputs, exact) / residual_mse)
+
+    apply(chosen)
+    drop = measured_drop(_outputs(model, inputs))
+    log(f"greedy selection: {len(chosen)} nystra layers, predicted MSE {predicted:.3g}, measured drop {drop:.4f} dB")
+    while chosen and drop > budget_db:  # the additivity assumption failed: trim the least efficient choice
+        worst = min(chosen, key=lambda n: chosen[n][1] / max(chosen[n][2], 1e-30))
+        del chosen[worst]
+        apply(chosen)
+        drop = measured_drop(_outputs(model, inputs))
+        log(f"  trimmed {worst}: measured drop {drop:.4f} dB")
+
+    for name, report in reports.items():
+        report.chosen = chosen[name][0].label if name in chosen else report.exact_impl
+    plan = extract_plan(model)
+    speed = {}
+    if timing_runs > 0:  # end to end, both in this process, interleaved: the ratio is what counts
+        x = inputs[0] if timing_image is None else timing_image
+        calibrated_ms, exact_ms = [], []
+        with torch.inference_mode():
+            for _ in range(timing_runs):
+                apply(chosen)
+                calibrated_ms.append(_median_ms(lambda: model.official_inference(x), 1))
+                apply({})
+                exact_ms.append(_median_ms(lambda: model.official_inference(x), 1))
+        apply(chosen)
+        speed = {"input_shape": list(x.shape), "exact_ms": statistics.median(exact_ms),
+                 "calibrated_ms": statistics.median(calibrated_ms),
+                 "speedup": statistics.median(exact_ms) / statistics.median(calibrated_ms)}
+        log(f"end to end: exact {speed['exact_ms']:.1f} ms, calibrated {speed['calibrated_ms']:.1f} ms "
+            f"({speed['speedup']:.3f}x)")
+    model.nystra_plan = plan
+    result = {
+        "plan": plan,
+        "report": {
+            "budget_db": budget_db,
+            "measured_drop_db": drop,
+            "quality_reference": "ground truth" if targets is not None else
+                                 f"exact output, model PSNR assumed {reference_psnr_db} dB",
+            "exact_psnr_db": exact_psnr,
+            "nystra_layers": len(chosen),
+            "layers": len(layers),
+            "predicted_gain_ms": sum(c[1] for c in chosen.values()),
+            "speed": speed,
+            "threads": torch.get_num_threads(),
+            "per_layer": [vars(r) for r in reports.values()],
+        },
+    }
+    if drop > budget_db:  # even all-exact failed (cannot happen: exact has drop 0); keep the invariant explicit
+        apply_plan(model, original_plan)
+        raise RuntimeError(f"calibration could not meet the {budget_db} dB budget")
+    return result
+
+
+# -- command line ----------------------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True,
+                        help="a reference model folder (reference_models/...), a hub folder or repo id")
+    parser.add_argument("--images", nargs="+", required=True,
+                        help="calibration images relative to the testsets root (e.g. Kodak24/kodim01.png); "
+                             "inputs and ground truth are made with the reference model's degradation")
+    parser.add_argument("--testsets", help="testsets root (default ../shared/testsets)")
+    parser.add_argument("--budget-db", type=float, default=0.1, help="largest PSNR drop accepted (default 0.1)")
+    parser.add_argument("--crop", type=int, default=0, help="centre-crop the clean images to this size first")
+    parser.add_argument("--timing-size", type=int, default=0,
+                        help="input side to optimise speed for (default: the first calibration input)")
+    parser.add_argument("--runs", type=int, default=3, help="timing runs per candidate (median)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    parser.add_argument("--out", required=True, help="JSON file for the plan and the report")
+    parser.add_argument("--save-hub", help="also write the calibrated model as a hub folder here")
+
+
+def _load_for_calibration(spec: str):
+    from pathlib import Path
+
+    folder = Path(spec)
+    if (folder / "reference.json").is_file():
+        from .training import load_reference, recipe_task
+
+        model, info = load_reference(folder)
+        return model, recipe_task(info), info
+    from .hub import load_pretrained
+
+    return load_pretrained(spec), None, None
+
+
+def run(args: argparse.Namespace) -> int:
+    from .training import testsets_root
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, task, info = _load_for_calibration(args.model)
+    if task is None:
+        raise SystemExit("calibrate --model must be a reference model folder (it knows its degradation)")
+    root = testsets_root(args.testsets)
+    inputs, targets = [], []
+    for name in args.images:
+        degraded, gt, _ = task.heldout_pair(name, root)
+        if args.crop:
+            scale = task.scale
+            h, w = degraded.shape[-2:]
+            c = args.crop // scale
+            top, left = (h - c) // 2, (w - c) // 2
+            degraded = degraded[:, top:top + c, left:left + c]
+            gt = gt[:, top * scale:(top + c) * scale, left * scale:(left + c) * scale]
+        inputs.append(degraded.unsqueeze(0))
+        targets.append(gt.unsqueeze(0))
+    timing = None
+    if args.timing_size:
+        timing = torch.rand(1, inputs[0].shape[1], args.timing_size, args.timing_size,
+                            generator=torch.Generator().manual_seed(0))
+    result = calibrate(model, inputs, args.budget_db, targets=targets, timing_image=timing, timing_runs=args.runs,
+                       log=print)
+    result["model"] = args.model
+    result["images"] = args.images
+    result["threads"] = torch.get_num_threads()
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"wrote {args.out}: {result['report']['nystra_layers']}/{result['report']['layers']} layers nystra, "
+          f"measured drop {result['report']['measured_drop_db']:.4f} dB")
+    if args.save_hub:
+        from .hub import save_hub_folder
+
+        save_hub_folder(model, args.save_hub)
+        print(f"wrote {args.save_hub}")
+    return 0
