@@ -1,0 +1,602 @@
+"""``nystra-hub fidelity``: how close each attention arm stays to the exact model, and to the ground truth.
+
+Metrics follow the official evaluation protocols (:data:`PROTOCOLS`):
+
+- ``swinir-sr`` (SwinIR ``main_test_swinir.py`` for classical/lightweight SR): output clamped, rounded to 8 bits,
+  PSNR and SSIM on the Y channel of YCbCr (ITU-R BT.601, Y in [16, 235]) after cropping ``scale`` pixels at
+  every border;
+- ``rgb-uint8`` (SwinIR/KAIR color Gaussian denoising): rounded to 8 bits, PSNR/SSIM on RGB, no border;
+- ``dehazeformer`` (DehazeFormer ``test.py``): float RGB in [0, 1], PSNR = 10·log10(1/MSE), SSIM on images
+  average-pooled by max(1, round(min(H, W)/256)) (pytorch_msssim's Gaussian SSIM, data range 1).
+
+SSIM is the standard Gaussian-window SSIM (Wang et al. 2004): 11×11 window, σ = 1.5, K1 = 0.01, K2 = 0.03,
+'valid' filtering, averaged over the map and the channels, as SwinIR's ``calculate_ssim`` and pytorch_msssim.
+
+Each arm is scored against the exact model's own output (how much the approximation changes the function) and
+against the ground truth; the per-layer diagnostic replays each attention module's exact-run inputs through the
+arm's implementation (:func:`layer_errors`).
+
+JSON (``schema: "nystra_hub.fidelity/1"``, one file per model; PSNR in dB, null where infinite)::
+
+    {schema, created, command, model: {... as in bench ...},
+     training: {command, steps, train_seconds, heldout_psnr, heldout_input_psnr} | null,
+     task: {name: "sr"|"denoise"|"dehaze", scale, sigma, description},
+     protocol: {name, channel, quantisation, border_crop, ssim, source},
+     recipe: {window, landmarks, iters, tau, source},
+     images: [{image, input_shape, gt_shape, input, ...degradation parameters}],
+     input_baseline: {description, psnr_gt, ssim_gt, per_image: [...]},
+     reference_arm: "exact",
+     arms: {<name>: {config: {... arm as in bench ...}, error, seconds, [evaluated_with], [same_as],
+                     psnr_vs_exact, ssim_vs_exact, identical_images, psnr_gt, ssim_gt,
+                     delta_psnr_gt, delta_ssim_gt,                       # arm minus exact, vs ground truth
+                     per_image: [{image, psnr_gt, ssim_gt, psnr_vs_exact, ssim_vs_exact, identical_to_exact}],
+                     layer_diagnostic: {rel_error_mean, rel_error_max,
+                                        layers: [{module, window, tokens, rel_error, max_abs_error}],
+                                        [attention_stats: [{module, tokens, entropy_normalised,
+                                                            max_prob_mean}]]}}},   # stats: exact arm only
+     sweep: {landmarks_trained_window: {"<m>": <arm>}, landmarks_enlarged_window: {"<m>": <arm>},
+             enlarged_window, enlarged_form},
+     diagnostic: {images, method}, environment: {...}}
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# -- metrics -----------------------------------------------------------------------------------------------------
+Y_WEIGHTS = (65.481, 128.553, 24.966)  # BT.601 on [0, 1] RGB, the MATLAB rgb2ycbcr / basicsr convention
+
+
+def quantise(x01: Tensor) -> Tensor:
+    """[0, 1] float → float64 in [0, 255] rounded to integers (the official scripts save/score 8-bit images)."""
+    return (x01.detach().double().clamp(0, 1) * 255.0).round()
+
+
+def rgb_to_y(rgb255: Tensor) -> Tensor:
+    """(..., 3, H, W) RGB in [0, 255] → (..., 1, H, W) Y in [16, 235] (not rounded), as SwinIR's to_y_channel."""
+    w = torch.tensor(Y_WEIGHTS, dtype=rgb255.dtype, device=rgb255.device).view(3, 1, 1)
+    return ((rgb255 / 255.0) * w).sum(dim=-3, keepdim=True) + 16.0
+
+
+def crop_border(x: Tensor, border: int) -> Tensor:
+    return x[..., border:-border, border:-border] if border > 0 else x
+
+
+def psnr(a: Tensor, b: Tensor, data_range: float = 255.0) -> float:
+    """PSNR in dB of two equally shaped images (inf when identical)."""
+    mse = float(((a.double() - b.double()) ** 2).mean())
+    return math.inf if mse == 0 else 10.0 * math.log10(data_range**2 / mse)
+
+
+def gaussian_window(size: int = 11, sigma: float = 1.5, dtype=torch.float64) -> Tensor:
+    coords = torch.arange(size, dtype=dtype) - (size - 1) / 2
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return g[:, None] * g[None, :]
+
+
+def ssim(a: Tensor, b: Tensor, data_range: float = 255.0, size: int = 11, sigma: float = 1.5) -> float:
+    """Mean Gaussian-window SSIM of (C, H, W) or (H, W) images ('valid' filtering, channels averaged)."""
+    a, b = a.double(), b.double()
+    if a.dim() == 2:
+        a, b = a[None], b[None]
+    if min(a.shape[-2:]) < size:
+        raise ValueError(f"SSIM needs images of at least {size}x{size}, got {tuple(a.shape[-2:])}")
+    c = a.shape[0]
+    window = gaussian_window(size, sigma).to(a.device).expand(c, 1, size, size)
+    filt = lambda x: F.conv2d(x[None], window, groups=c)[0]  # noqa: E731
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mu_a, mu_b = filt(a), filt(b)
+    var_a = filt(a * a) - mu_a**2
+    var_b = filt(b * b) - mu_b**2
+    cov = filt(a * b) - mu_a * mu_b
+    ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return float(ssim_map.mean())
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    channel: str  # "y" or "rgb"
+    quantised: bool  # rounded to 8 bits and scored on [0, 255]
+    border: str  # "scale" or "0"
+    source: str
+    ssim_downsample: bool = False  # DehazeFormer: SSIM on images average-pooled to ~256 px
+
+    def prepare(self, x01: Tensor, scale: int) -> Tensor:
+        x = quantise(x01) if self.quantised else x01.detach().double().clamp(0, 1)
+        if self.channel == "y":
+            x = rgb_to_y(x if self.quantised else x * 255.0)
+        return crop_border(x, scale if self.border == "scale" else 0)
+
+    @property
+    def data_range(self) -> float:
+        return 255.0 if self.quantised or self.channel == "y" else 1.0
+
+    def describe(self, scale: int = 1) -> dict:
+        return {
+            "name": self.name,
+            "channel": "Y of YCbCr (BT.601, [16, 235])" if self.channel == "y" else "RGB",
+            "quantisation": "8-bit (rounded)" if self.quantised else "none (float, clamped to [0, 1])",
+            "border_crop": scale if self.border == "scale" else 0,
+            "ssim": "Gaussian 11x11, sigma 1.5, K=(0.01, 0.03), valid, mean over channels"
+                    + ("; on images average-pooled by max(1, round(min(H,W)/256))" if self.ssim_downsample else ""),
+            "source": self.source,
+        }
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    "swinir-sr": Protocol("swinir-sr", "y", True, "scale",
+                          "SwinIR main_test_swinir.py (classical/lightweight SR: test_y_channel, border=scale)"),
+    "rgb-uint8": Protocol("rgb-uint8", "rgb", True, "0", "SwinIR/KAIR color denoising (RGB, 8-bit, no border)"),
+    "dehazeformer": Protocol("dehazeformer", "rgb", False, "0",
+                             "DehazeFormer test.py (float RGB in [0,1], SSIM on ~256-px pooled images)",
+                             ssim_downsample=True),
+}
+
+
+def score(out01: Tensor, ref01: Tensor, protocol: Protocol | str, scale: int = 1) -> dict:
+    """PSNR and SSIM of a (C, H, W) [0, 1] image against a reference under ``protocol``.
+
+    ``ref01`` may be larger than ``out01`` by the model's crop (SR ground truth is modcropped to the output)."""
+    if isinstance(protocol, str):
+        protocol = PROTOCOLS[protocol]
+    if out01.dim() == 4:
+        out01, ref01 = out01[0], ref01[0]
+    h, w = out01.shape[-2:]
+    ref01 = ref01[..., :h, :w]
+    a, b = protocol.prepare(out01, scale), protocol.prepare(ref01, scale)
+    value = psnr(a, b, protocol.data_range)
+    if protocol.ssim_downsample:
+        ratio = max(1, round(min(a.shape[-2:]) / 256))
+        size = (int(a.shape[-2] / ratio), int(a.shape[-1] / ratio))
+        sa, sb = F.adaptive_avg_pool2d(a[None], size)[0], F.adaptive_avg_pool2d(b[None], size)[0]
+    else:
+        sa, sb = a, b
+    return {"psnr": value, "ssim": ssim(sa, sb, protocol.data_range)}
+
+
+
+# -- per-layer diagnostic ----------------------------------------------------------------------------------------
+class _Capture:
+    """Forward hooks on every attention module: record (args, kwargs, output) of each call."""
+
+    def __init__(self, model: nn.Module, stats: bool = False) -> None:
+        from .attention import attention_modules
+
+        self.calls: list[tuple[str, nn.Module, tuple, dict, Tensor]] = []
+        self.stats: dict[str, list[tuple[float, float, int]]] = {}
+        self.handles = []
+        self.patched: list[nn.Module] = []
+        for name, module in attention_modules(model):
+            self.handles.append(module.register_forward_hook(self._hook(name), with_kwargs=True))
+            if stats:
+                self._patch_attend(name, module)
+
+    def _hook(self, name: str):
+        def hook(module, args, kwargs, output):
+            clone = lambda v: v.detach().clone() if isinstance(v, Tensor) else v  # noqa: E731
+            self.calls.append((name, module, tuple(clone(a) for a in args),
+                               {k: clone(v) for k, v in kwargs.items()}, output.detach().clone()))
+
+        return hook
+
+    def _patch_attend(self, name: str, module: nn.Module) -> None:
+        """Record the exact attention's row entropy / max probability (softmax arm only)."""
+        original = module.attend
+
+        def attend(q, k, v, mask=None, window=None):
+            bias = module.position_bias(q.dtype, q.device, window)
+            logits = (q * module.scale) @ k.transpose(-2, -1)
+            if bias is not None:
+                logits = logits + bias.unsqueeze(0)
+            if mask is not None:
+                n_w, n = mask.num_windows, q.shape[-2]
+                logits = (logits.view(-1, n_w, module.num_heads, n, n)
+                          + mask.to(q.dtype).additive.unsqueeze(1).unsqueeze(0)).view(-1, module.num_heads, n, n)
+            p = logits.softmax(dim=-1)
+            entropy = -(p * p.clamp_min(1e-30).log()).sum(-1) / math.log(q.shape[-2])
+            self.stats.setdefault(name, []).append((float(entropy.mean()), float(p.amax(-1).mean()),
+                                                    q.shape[-2]))
+            return original(q, k, v, mask, window)
+
+        module.attend = attend
+        self.patched.append(module)
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        for module in self.patched:
+            del module.attend  # back to the class method
+        self.handles, self.patched = [], []
+
+
+CHUNKED = {"softmax": "exact-chunked", "sdpa": "exact-chunked", "exact-paper": "exact-paper-chunked"}
+
+
+def memory_bounded(arm):
+    """The arm evaluated with the same function but a memory-bounded exact implementation at enlarged windows
+    (a window-64 score matrix of a whole image does not fit in memory); unchanged otherwise."""
+    if arm.window is not None and arm.attn_impl in CHUNKED:
+        return dataclasses.replace(arm, attn_impl=CHUNKED[arm.attn_impl])
+    return arm
+
+
+def layer_errors(base: nn.Module, arm, x01: Tensor, with_stats: bool = False) -> dict:
+    """Per-layer attention-output error of ``arm`` on the same inputs as exact attention.
+
+    The model is set up with the arm's window (bias resized, modulators dropped when the arm drops them) but
+    exact softmax attention with bias and mask; every attention module's inputs and outputs are captured on
+    ``x01`` (official inference), then each module is re-run on its captured inputs with the arm's
+    implementation. Error: ‖approx − exact‖_F / ‖exact‖_F and max |approx − exact| per module call (after the
+    module's output projection where it has one). 0 for the exact arm by construction.
+    """
+    from .bench import Arm, make_arm_model
+
+    arm = memory_bounded(arm)
+    reference_arm = memory_bounded(Arm(name="reference", letter="", description="", attn_impl="softmax",
+                                       window=arm.window, window_method=arm.window_method,
+                                       drop_modulator=arm.drop_modulator))
+    model = make_arm_model(base, reference_arm)
+    capture = _Capture(model, stats=with_stats)
+    try:
+        with torch.no_grad():
+            model.official_inference(x01)
+    finally:
+        capture.close()
+    model.set_attn_impl(arm.attn_impl, **(arm.nystra or {}))
+    if arm.performer_features is not None:
+        from .attention.baselines import set_performer_features
+
+        set_performer_features(model, arm.performer_features)
+    layers = []
+    with torch.no_grad():
+        for name, module, args, kwargs, exact in capture.calls:
+            approx = module(*args, **kwargs)
+            diff = (approx.double() - exact.double())
+            norm = float(exact.double().norm())
+            layers.append({"module": name, "window": list(module.window_size), "tokens": int(exact.shape[-2]),
+                           "rel_error": float(diff.norm()) / norm if norm else 0.0,
+                           "max_abs_error": float(diff.abs().max())})
+    rel = [row["rel_error"] for row in layers]
+    result = {"layers": layers, "rel_error_mean": float(np.mean(rel)) if rel else None,
+              "rel_error_max": float(np.max(rel)) if rel else None}
+    if with_stats:
+        result["attention_stats"] = [
+            {"module": name, "tokens": vals[0][2], "entropy_normalised": float(np.mean([v[0] for v in vals])),
+             "max_prob_mean": float(np.mean([v[1] for v in vals]))}
+            for name, vals in capture.stats.items()
+        ]
+    return result
+
+
+# -- the measurement ---------------------------------------------------------------------------------------------
+def task_for(source) -> tuple:
+    """(Task, images) for a reference folder (from its reference.json) or a released SR/denoise variant."""
+    from .training import Task, list_images, recipe_task
+
+    if source.kind == "reference":
+        return recipe_task(source.info), list(source.info["heldout_images"])
+    if source.task in ("classical-sr", "lightweight-sr"):
+        task = Task("sr", scale=source.scale, protocol="swinir-sr", description="bicubic SR")
+    elif source.task == "denoise-color":
+        from .variants import get_variant
+
+        task = Task("denoise", sigma=float(get_variant(source.name).level), protocol="rgb-uint8",
+                    description="color Gaussian denoising")
+    else:
+        raise SystemExit(f"fidelity: no degradation defined for task {source.task!r}; use a reference model")
+    return task, list_images("Set5") + list_images("Set14")
+
+
+def _arm_key(base: nn.Module, arm) -> tuple:
+    from .attention import attention_modules
+
+    exact = arm.attn_impl in ("softmax", "sdpa", "exact-paper")
+    params = None
+    if not exact:
+        first = next(attention_modules(base))[1]
+        effective = first.nystra.replace(**(arm.nystra or {})).as_dict()
+        if getattr(base, "arch", "") == "dehazeformer":
+            effective["mask"] = None  # no shift masks (reflect padding): the mask mode changes nothing
+        params = tuple(sorted(effective.items()))
+    features = arm.performer_features if arm.attn_impl == "performer" else None
+    return (arm.backend, arm.attn_impl, arm.window, arm.window_method if arm.window else None, arm.drop_modulator,
+            params, features)
+
+
+def _mean(values: list[float]) -> float | None:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def run_fidelity(model_spec: str, args: argparse.Namespace, log=print) -> dict:
+    from .bench import (
+        FIDELITY_DEFAULT,
+        environment,
+        forward_fn,
+        make_arm_model,
+        paper_recipe,
+        resolve_model,
+        select_arms,
+        standard_arms,
+        sweep_arm,
+    )
+
+    source = resolve_model(model_spec, getattr(args, "checkpoint", None))
+    recipe = paper_recipe(source.arch, source.task)
+    task, images = task_for(source)
+    if args.images:
+        images = images[: args.images]
+    protocol = PROTOCOLS[task.protocol]
+    base = source.build(args.seed)
+    available = standard_arms(source, recipe)
+    arms = select_arms(available, args.arms or FIDELITY_DEFAULT, recipe)
+    uformer = source.arch == "uformer"
+    sweep = {"trained_window": {}, "enlarged_window": {}}
+    for m in args.landmarks:
+        arm = sweep_arm(m, None, recipe, paper_form=False, uformer=uformer)
+        sweep["trained_window"][m] = arm.name
+        arms.append(arm)
+    for m in args.landmarks_enlarged:
+        arm = sweep_arm(m, recipe["window"], recipe, paper_form=True, uformer=uformer)
+        sweep["enlarged_window"][m] = arm.name
+        arms.append(arm)
+    if arms[0].name != "exact":
+        arms.insert(0, available["exact"])
+    pairs = []
+    for name in images:
+        degraded, gt, info = task.heldout_pair(name, args.testsets)
+        pairs.append((name, degraded.unsqueeze(0), gt, info))
+    log(f"{source.name}: {len(arms)} arms x {len(pairs)} images ({protocol.name})")
+    # input baseline and the exact outputs
+    exact_outputs = []
+    baseline_rows = []
+    results: dict[str, dict] = {}
+    done: dict[tuple, str] = {}
+    for arm in arms:
+        key = _arm_key(base, arm)
+        if key in done:
+            results[arm.name] = {**copy.deepcopy(results[done[key]]), "same_as": done[key], "config": arm.config()}
+            continue
+        entry = {"config": arm.config(), "per_image": [], "error": None}
+        results[arm.name] = entry
+        start = time.perf_counter()
+        try:
+            evaluated = memory_bounded(arm)
+            if evaluated is not arm:
+                entry["evaluated_with"] = evaluated.attn_impl
+            model = make_arm_model(base, evaluated)
+            fn = forward_fn(model, source.arch, "official", source.scale)
+            for idx, (name, degraded, gt, _) in enumerate(pairs):
+                with torch.no_grad():
+                    out = fn(degraded)[0].float()
+                if arm.name == "exact":
+                    exact_outputs.append(out)
+                vs_gt = score(out, gt, protocol, task.scale)
+                vs_exact = score(out, exact_outputs[idx], protocol, task.scale)
+                entry["per_image"].append({"image": name, "psnr_gt": vs_gt["psnr"], "ssim_gt": vs_gt["ssim"],
+                                           "psnr_vs_exact": _finite(vs_exact["psnr"]),
+                                           "ssim_vs_exact": vs_exact["ssim"],
+                                           "identical_to_exact": math.isinf(vs_exact["psnr"])})
+            del model
+        except Exception as err:  # noqa: BLE001 - an arm that fails is reported, the others still run
+            entry["error"] = f"{type(err).__name__}: {err}"
+            log(f"  {arm.name}: failed ({entry['error'][:200]})")
+            done[key] = arm.name
+            continue
+        entry["seconds"] = round(time.perf_counter() - start, 2)
+        rows = entry["per_image"]
+        entry.update(
+            psnr_gt=_mean([r["psnr_gt"] for r in rows]), ssim_gt=_mean([r["ssim_gt"] for r in rows]),
+            psnr_vs_exact=_mean([r["psnr_vs_exact"] for r in rows]),
+            ssim_vs_exact=_mean([r["ssim_vs_exact"] for r in rows]),
+            identical_images=sum(r["identical_to_exact"] for r in rows),
+        )
+        if arm.backend != "spandrel" and args.diag_images:
+            diags = [layer_errors(base, arm, pairs[i][1], with_stats=arm.name == "exact")
+                     for i in range(min(args.diag_images, len(pairs)))]
+            entry["layer_diagnostic"] = _merge_diagnostics(diags)
+        done[key] = arm.name
+        log(f"  {arm.name:<28} vs exact {_fmt(entry['psnr_vs_exact'])} dB / {entry['ssim_vs_exact']:.4f}   "
+            f"vs GT {_fmt(entry['psnr_gt'])} dB / {entry['ssim_gt']:.4f}   layer err "
+            f"{_fmt(entry.get('layer_diagnostic', {}).get('rel_error_mean'), '.2e')}   {entry['seconds']:.0f}s")
+    for name, degraded, gt, info in pairs:
+        base_scores = score(task.input_baseline(degraded[0], gt), gt, protocol, task.scale)
+        baseline_rows.append({"image": name, "psnr_gt": base_scores["psnr"], "ssim_gt": base_scores["ssim"],
+                              **info})
+    exact = results["exact"]
+    for entry in results.values():
+        if entry.get("psnr_gt") is not None and exact.get("psnr_gt") is not None:
+            entry["delta_psnr_gt"] = entry["psnr_gt"] - exact["psnr_gt"]
+            entry["delta_ssim_gt"] = entry["ssim_gt"] - exact["ssim_gt"]
+    report = {
+        "schema": SCHEMA_FIDELITY,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": " ".join(["nystra-hub", "fidelity", *args.argv]),
+        "model": source.describe(base),
+        "training": _training_summary(source),
+        "task": {"name": task.name, "scale": task.scale, "sigma": task.sigma, "description": task.description},
+        "protocol": protocol.describe(task.scale),
+        "recipe": recipe,
+        "images": [{"image": n, "input_shape": list(d.shape[1:]), "gt_shape": list(g.shape), **i}
+                   for n, d, g, i in pairs],
+        "input_baseline": {"description": task.baseline_name, "psnr_gt": _mean([r["psnr_gt"] for r in baseline_rows]),
+                           "ssim_gt": _mean([r["ssim_gt"] for r in baseline_rows]), "per_image": baseline_rows},
+        "reference_arm": "exact",
+        "arms": results,
+        "sweep": {"landmarks_trained_window": {str(k): v for k, v in sweep["trained_window"].items()},
+                  "landmarks_enlarged_window": {str(k): v for k, v in sweep["enlarged_window"].items()},
+                  "enlarged_window": recipe["window"], "enlarged_form": "paper (bias, masks dropped)"},
+        "diagnostic": {"images": min(args.diag_images, len(pairs)),
+                       "method": layer_errors.__doc__.split("\n\n")[1].strip().replace("\n", " ")},
+        "environment": environment(torch.device("cpu")),
+    }
+    return report
+
+
+def _training_summary(source) -> dict | None:
+    if source.kind != "reference":
+        return None
+    info = source.info
+    held = info.get("heldout", {})
+    return {"command": info.get("command"), "steps": info.get("training", {}).get("steps"),
+            "train_seconds": info.get("training", {}).get("train_seconds"),
+            "heldout_psnr": held.get("psnr"), "heldout_input_psnr": held.get("input_psnr")}
+
+
+def _merge_diagnostics(diags: list[dict]) -> dict:
+    if len(diags) == 1:
+        return diags[0]
+    merged = copy.deepcopy(diags[0])
+    for i, row in enumerate(merged["layers"]):
+        row["rel_error"] = float(np.mean([d["layers"][i]["rel_error"] for d in diags]))
+        row["max_abs_error"] = float(np.max([d["layers"][i]["max_abs_error"] for d in diags]))
+    rel = [row["rel_error"] for row in merged["layers"]]
+    merged["rel_error_mean"], merged["rel_error_max"] = float(np.mean(rel)), float(np.max(rel))
+    return merged
+
+
+def _fmt(value, spec: str = ".2f") -> str:
+    return "  n/a" if value is None else format(value, spec)
+
+
+SCHEMA_FIDELITY = "nystra_hub.fidelity/1"
+
+
+# -- plots -------------------------------------------------------------------------------------------------------
+def plot_fidelity(reports: list[dict], path) -> Path:
+    """Quality vs landmarks (PSNR vs the exact output and vs ground truth), one row per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(reports), 2, figsize=(13, 4.5 * len(reports)), squeeze=False)
+    for row, report in zip(axes, reports):
+        arms = report["arms"]
+        sweep = report["sweep"]
+        series = [("trained window, bias pooled, mask exact", sweep["landmarks_trained_window"]),
+                  (f"window {sweep['enlarged_window']}, paper form", sweep["landmarks_enlarged_window"])]
+        for label, mapping in series:
+            pts = sorted((int(m), arms[name]) for m, name in mapping.items() if name in arms)
+            pts_exact = [(m, a["psnr_vs_exact"]) for m, a in pts if a.get("psnr_vs_exact") is not None]
+            pts_gt = [(m, a["psnr_gt"]) for m, a in pts if a.get("psnr_gt") is not None]
+            if pts_exact:
+                row[0].plot(*zip(*pts_exact), marker="o", label=label)
+            if pts_gt:
+                row[1].plot(*zip(*pts_gt), marker="o", label=label)
+        for name, style in (("exact", "k-"), ("nystromformer", "C2:"), ("performer", "C3:")):
+            if arms.get(name, {}).get("psnr_gt") is not None:
+                row[1].axhline(arms[name]["psnr_gt"], ls=style[2:] or "-", color=style[:2] if style[0] == "C"
+                               else "k", lw=1, label=f"{name} (trained window)")
+            if name != "exact" and arms.get(name, {}).get("psnr_vs_exact") is not None:
+                row[0].axhline(arms[name]["psnr_vs_exact"], ls=":", color=style[:2], lw=1,
+                               label=f"{name} (trained window)")
+        paper_exact = next((n for n, a in arms.items() if a["config"].get("letter") == "c"), None)
+        if paper_exact and arms[paper_exact].get("psnr_gt") is not None:
+            row[1].axhline(arms[paper_exact]["psnr_gt"], color="0.5", ls="--", lw=1, label=f"{paper_exact}")
+        if report["input_baseline"].get("psnr_gt") is not None:
+            row[1].axhline(report["input_baseline"]["psnr_gt"], color="0.7", ls="-.", lw=1,
+                           label=report["input_baseline"]["description"])
+        name = report["model"]["name"]
+        proto = report["protocol"]["name"]
+        row[0].set(xscale="log", xlabel="landmarks m", ylabel="PSNR vs exact output (dB)",
+                   title=f"{name}: fidelity to the exact model ({proto})")
+        row[1].set(xscale="log", xlabel="landmarks m", ylabel="PSNR vs ground truth (dB)",
+                   title=f"{name}: quality ({len(report['images'])} held-out images)")
+        for ax in row:
+            ticks = sorted({int(m) for _, mp in series for m in mp})
+            if ticks:
+                ax.set_xticks(ticks, [str(t) for t in ticks])
+                ax.minorticks_off()
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# -- command line ------------------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", action="append", help="reference-model folder (repeatable); or a SR/color-"
+                                                         "denoise variant with --checkpoint")
+    parser.add_argument("--checkpoint", help="released checkpoint for a variant --model")
+    parser.add_argument("--arms", nargs="+", default=None,
+                        help="arm names or letters (see nystra-hub bench --list-arms); default: a b c c' d e e' "
+                             "f, the three other nystra bias/mask combinations, nystromformer and performer at "
+                             "both windows")
+    parser.add_argument("--landmarks", type=int, nargs="*", default=[4, 8, 16, 32],
+                        help="landmarks sweep at the trained window (default 4 8 16 32)")
+    parser.add_argument("--landmarks-enlarged", type=int, nargs="*", default=[8, 16, 32, 64],
+                        help="landmarks sweep at the recipe's enlarged window, paper form (default 8 16 32 64)")
+    parser.add_argument("--images", type=int, default=None, help="only the first N held-out images")
+    parser.add_argument("--diag-images", type=int, default=1,
+                        help="images for the per-layer diagnostic (0: off); default 1")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--testsets", default=None, help="test image root (default ../shared/testsets)")
+    parser.add_argument("--out", help="JSON output (one --model only; default benchmarks/fidelity-<name>.json)")
+    parser.add_argument("--plot", help="PNG output (default: the JSON path with .png)")
+    parser.add_argument("--plot-only", nargs="+", metavar="JSON", help="redraw the plot from fidelity JSON files")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .bench import _argv_after
+
+    args.argv = getattr(args, "argv", None) or _argv_after("fidelity")
+    if args.plot_only:
+        reports = [json.loads(Path(p).read_text()) for p in args.plot_only]
+        print(f"wrote {plot_fidelity(reports, args.plot or Path(args.plot_only[0]).with_suffix('.png'))}")
+        return 0
+    if not args.model:
+        raise SystemExit("fidelity: --model is required")
+    if args.out and len(args.model) > 1:
+        raise SystemExit("fidelity: --out needs a single --model")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for spec in args.model:
+        report = run_fidelity(spec, args, log=lambda m: print(m, flush=True))
+        name = report["model"]["name"]
+        out = Path(args.out or f"benchmarks/fidelity-{name}.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=1) + "\n")
+        plot = plot_fidelity([report], args.plot or out.with_suffix(".png"))
+        print(f"wrote {out} and {plot}")
+        _print_summary(report)
+    return 0
+
+
+def _print_summary(report: dict) -> None:
+    base = report["input_baseline"]
+    print(f"\n{report['model']['name']} ({report['protocol']['name']}, {len(report['images'])} images); "
+          f"{base['description']}: {_fmt(base['psnr_gt'])} dB")
+    print(f"{'arm':<30}{'PSNR vs exact':>14}{'SSIM vs exact':>14}{'PSNR GT':>9}{'dPSNR':>8}{'layer err':>11}")
+    for name, entry in report["arms"].items():
+        if entry.get("error"):
+            print(f"{name:<30}  error: {entry['error'][:70]}")
+            continue
+        diag = entry.get("layer_diagnostic", {}).get("rel_error_mean")
+        vs_exact = "identical" if entry.get("identical_images") == len(entry["per_image"]) else _fmt(
+            entry["psnr_vs_exact"])
+        print(f"{name:<30}{vs_exact:>14}{_fmt(entry['ssim_vs_exact'], '.4f'):>14}"
+              f"{_fmt(entry['psnr_gt']):>9}{_fmt(entry.get('delta_psnr_gt'), '+.2f'):>8}{_fmt(diag, '.2e'):>11}")

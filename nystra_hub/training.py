@@ -1,0 +1,550 @@
+"""Small reference models of each architecture, trained on the shared test images, for the quality measurements.
+
+Random weights say little about how well an approximation reproduces *trained* attention, and no real
+pretrained SwinIR/Uformer/DehazeFormer checkpoint can be downloaded here. ``nystra-hub train-reference`` trains
+small models with the official module structure (window 8, relative-position bias, shifted windows, several
+heads) on CPU in minutes, on synthetic degradations of ``../shared/testsets`` images:
+
+- ``swinir-ref-x2``: a SwinIR-S-like x2 super-resolver (bicubic degradation: PIL bicubic downscaling, which
+  matches the MATLAB-made Set5 LR images to a mean of 0.2 grey levels);
+- ``uformer-ref-denoise25``: a small Uformer for color Gaussian denoising, σ = 25/255, noise not clipped;
+- ``dehazeformer-ref-t``: DehazeFormer-t (the official t configuration) on synthetic haze, see
+  :func:`synthetic_haze`.
+
+Every recipe trains on CBSD68 + Kodak24 and holds out Set5 + Set14 (never seen in training). Random crops with
+the 8 flips/rotations, Adam, L1 loss, cosine learning-rate decay, a fixed seed, deterministic algorithms. The
+folder written (``reference_models/<name>/``) holds ``model.safetensors`` (official state-dict keys, float32)
+and ``reference.json`` (architecture, official constructor kwargs, task, degradation, the exact command, seed,
+steps, time, image lists, held-out PSNR/SSIM of the model and of the degraded input).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_TESTSETS = REPO_ROOT.parent / "shared" / "testsets"
+DEFAULT_REFERENCE_DIR = REPO_ROOT / "reference_models"
+TRAIN_SETS = ("CBSD68", "Kodak24")
+HELDOUT_SETS = ("Set5", "Set14")
+NOISE_SEED = 0  # the usual test protocol: numpy.random.seed(0) before drawing the noise of each image
+
+
+def testsets_root(path: str | os.PathLike | None = None) -> Path:
+    """The test-image root: ``path``, else $NYSTRA_HUB_TESTSETS, else ``../shared/testsets`` of the repo."""
+    root = Path(path or os.environ.get("NYSTRA_HUB_TESTSETS") or DEFAULT_TESTSETS)
+    if not root.is_dir():
+        raise FileNotFoundError(f"test images not found at {root} (pass --testsets or set NYSTRA_HUB_TESTSETS)")
+    return root
+
+
+def list_images(set_name: str, root: str | os.PathLike | None = None) -> list[str]:
+    """Image names relative to the testsets root (``Set5/HR/baby.png``), sorted. Set5 lists its HR images."""
+    base = testsets_root(root)
+    folder = base / set_name / "HR" if (base / set_name / "HR").is_dir() else base / set_name
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no test set {set_name!r} under {base}")
+    names = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif"))
+    return [str(p.relative_to(base)) for p in names]
+
+
+def load_rgb(name: str, root: str | os.PathLike | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB (gray images are replicated to 3 channels)."""
+    from PIL import Image
+
+    with Image.open(testsets_root(root) / name) as image:
+        return np.asarray(image.convert("RGB")).copy()
+
+
+def to_tensor(image: np.ndarray) -> Tensor:
+    """(H, W, C) uint8 or float → (C, H, W) float32 in [0, 1] (uint8 divided by 255)."""
+    array = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+
+# -- degradations ------------------------------------------------------------------------------------------------
+def modcrop(image: np.ndarray, scale: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    return image[: h - h % scale, : w - w % scale]
+
+
+def bicubic_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 (H, W, 3) → uint8 at (width, height) with PIL's bicubic (antialiased when reducing, like MATLAB)."""
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(image).resize(size, Image.BICUBIC))
+
+
+def bicubic_downscale(hr: np.ndarray, scale: int) -> np.ndarray:
+    hr = modcrop(hr, scale)
+    return bicubic_resize(hr, (hr.shape[1] // scale, hr.shape[0] // scale))
+
+
+def gaussian_noise_input(clean: np.ndarray, sigma: float, seed: int = NOISE_SEED) -> np.ndarray:
+    """The test protocol's noisy input: clean/255 + N(0, σ/255) drawn after numpy.random.seed(seed), not clipped.
+    Returns float32 (H, W, 3)."""
+    np.random.seed(seed)
+    noisy = clean.astype(np.float64) / 255.0 + np.random.normal(0, sigma / 255.0, clean.shape)
+    return noisy.astype(np.float32)
+
+
+HAZE_BETA = (0.8, 2.0)
+HAZE_AIRLIGHT = (0.7, 1.0)
+HAZE_AIRLIGHT_TINT = 0.03
+HAZE_DEPTH_GRID = 4
+
+
+def synthetic_haze(clean: Tensor, generator: torch.Generator) -> tuple[Tensor, dict]:
+    """Atmospheric scattering I = J·t + A·(1 − t), t = exp(−β·d), on (C, H, W) clean images in [0, 1].
+
+    Depth d ∈ [0, 1]: the min-max normalised sum of a smooth random field (a 4×4 grid of U(0, 1) values,
+    bicubically upsampled to the image, corners aligned) and a vertical ramp of random weight U(0, 1) (far at the
+    top, as in outdoor scenes); β ~ U(0.8, 2.0) (so t ≥ e^−2 ≈ 0.14); airlight A ~ U(0.7, 1.0) per image plus
+    U(−0.03, 0.03) per channel. Everything is drawn from ``generator``.
+    """
+    c, h, w = clean.shape
+
+    def uniform(low: float, high: float, *shape: int) -> Tensor:
+        return low + (high - low) * torch.rand(shape or (1,), generator=generator, dtype=torch.float64)
+
+    grid = uniform(0, 1, 1, 1, HAZE_DEPTH_GRID, HAZE_DEPTH_GRID)
+    field_ = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=True)[0, 0]
+    ramp = torch.linspace(1.0, 0.0, h, dtype=torch.float64)[:, None].expand(h, w)
+    depth = field_ + uniform(0, 1).item() * ramp
+    depth = (depth - depth.min()) / (depth.max() - depth.min()).clamp_min(1e-12)
+    beta = uniform(*HAZE_BETA).item()
+    airlight = uniform(*HAZE_AIRLIGHT).item() + uniform(-HAZE_AIRLIGHT_TINT, HAZE_AIRLIGHT_TINT, c)
+    transmission = torch.exp(-beta * depth)
+    hazy = clean.double() * transmission + airlight.view(c, 1, 1) * (1 - transmission)
+    return hazy.to(clean.dtype), {"beta": beta, "airlight": [round(a, 4) for a in airlight.tolist()]}
+
+
+def heldout_seed(name: str) -> int:
+    """A per-image seed for held-out synthetic degradations (stable across runs and platforms)."""
+    return zlib.crc32(name.encode())
+
+
+# -- tasks -------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Task:
+    """A degradation: how training pairs and held-out (input, ground truth) pairs are made, and how scored."""
+
+    name: str  # "sr", "denoise", "dehaze"
+    scale: int = 1
+    sigma: float = 0.0
+    protocol: str = "rgb-uint8"  # see nystra_hub.fidelity.PROTOCOLS
+    description: str = ""
+
+    def heldout_pair(self, name: str, root=None) -> tuple[Tensor, Tensor, dict]:
+        """(input (C, h, w) float, ground truth (C, H, W) float in [0, 1], info) for a held-out image."""
+        clean = load_rgb(name, root)
+        if self.name == "sr":
+            hr = modcrop(clean, self.scale)
+            lr_file = _set5_lr_file(name, self.scale, root)
+            if lr_file is not None:
+                lr, source = load_rgb(lr_file, root), f"{lr_file} (provided, MATLAB bicubic)"
+            else:
+                lr, source = bicubic_downscale(hr, self.scale), "PIL bicubic downscale of the modcropped HR"
+            return to_tensor(lr), to_tensor(hr), {"input": source}
+        if self.name == "denoise":
+            noisy = gaussian_noise_input(clean, self.sigma, NOISE_SEED)
+            return to_tensor(noisy), to_tensor(clean), {"input": f"gaussian σ={self.sigma:g}/255, "
+                                                                  f"numpy seed {NOISE_SEED}, not clipped"}
+        if self.name == "dehaze":
+            gen = torch.Generator().manual_seed(heldout_seed(name))
+            gt = to_tensor(clean)
+            hazy, params = synthetic_haze(gt, gen)
+            return hazy, gt, {"input": f"synthetic haze, seed crc32(name)={heldout_seed(name)}", **params}
+        raise ValueError(f"unknown task {self.name!r}")
+
+    def input_baseline(self, degraded: Tensor, gt: Tensor) -> Tensor:
+        """The degraded input brought to the ground truth's size, for the 'did it learn' baseline."""
+        if self.name == "sr":
+            array = (degraded.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+            return to_tensor(bicubic_resize(array, (gt.shape[-1], gt.shape[-2])))
+        return degraded.clamp(0, 1)
+
+    @property
+    def baseline_name(self) -> str:
+        return {"sr": "bicubic upscaling (PIL)", "denoise": "noisy input (clipped)", "dehaze": "hazy input"}[
+            self.name
+        ]
+
+
+def _set5_lr_file(name: str, scale: int, root=None) -> str | None:
+    parts = Path(name).parts
+    if len(parts) == 3 and parts[0] == "Set5" and parts[1] == "HR":
+        stem = Path(parts[2]).stem
+        candidate = Path("Set5") / "LR_bicubic" / f"X{scale}" / f"{stem}x{scale}.png"
+        if (testsets_root(root) / candidate).is_file():
+            return str(candidate)
+    return None
+
+
+# -- recipes -----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    arch: str
+    task_name: str  # the variants.TASKS key
+    task: Task
+    kwargs: dict
+    patch: int  # training crop of the model input (LR side for SR)
+    batch: int
+    steps: int
+    lr: float
+    notes: str = ""
+    train_sets: tuple[str, ...] = TRAIN_SETS
+    heldout_sets: tuple[str, ...] = HELDOUT_SETS
+    extra: dict = field(default_factory=dict)
+
+
+RECIPES: dict[str, Recipe] = {}
+
+
+def _add(recipe: Recipe) -> None:
+    RECIPES[recipe.name] = recipe
+
+
+_add(Recipe(
+    name="swinir-ref-x2", arch="swinir", task_name="lightweight-sr",
+    task=Task("sr", scale=2, protocol="swinir-sr",
+              description="x2 super-resolution, bicubic degradation"),
+    kwargs=dict(upscale=2, in_chans=3, img_size=32, window_size=8, img_range=1.0, depths=[4, 4], embed_dim=60,
+                num_heads=[6, 6], mlp_ratio=2, upsampler="pixelshuffledirect", resi_connection="1conv"),
+    patch=32, batch=8, steps=500, lr=1e-3,
+    notes="SwinIR-S (lightweight) structure with 2 RSTBs of 4 blocks instead of 4 of 6: embed 60, 6 heads of "
+          "dim 10, window 8, shifted windows in every other block, pixelshuffledirect x2",
+))
+_add(Recipe(
+    name="uformer-ref-denoise25", arch="uformer", task_name="denoise-color",
+    task=Task("denoise", sigma=25.0, protocol="rgb-uint8",
+              description="color Gaussian denoising σ=25 (synthetic, not clipped)"),
+    kwargs=dict(img_size=128, in_chans=3, dd_in=3, embed_dim=8, depths=[2, 2, 2, 2, 1, 1, 2, 2, 2],
+                num_heads=[1, 1, 2, 4, 8, 8, 4, 2, 1], win_size=8, mlp_ratio=4.0, token_projection="linear",
+                token_mlp="leff", modulator=True, shift_flag=True),
+    patch=128, batch=4, steps=1200, lr=1e-3,
+    notes="Uformer-T structure (LeFF, modulator, window 8, shifted windows, img_size 128 like the SIDD release) "
+          "at embed 8 with heads [1,1,2,4,8,8,4,2,1] (head dim 16 as Uformer-T, 8 in the first stage) and "
+          "depth 1 in the bottleneck and the first decoder stage (2 elsewhere) to stay under 5 MB",
+))
+_add(Recipe(
+    name="dehazeformer-ref-t", arch="dehazeformer", task_name="dehaze",
+    task=Task("dehaze", protocol="dehazeformer",
+              description="dehazing of synthetic haze (atmospheric scattering, random smooth depth)"),
+    kwargs=dict(in_chans=3, out_chans=4, window_size=8, norm_layer=["RLN"] * 5, embed_dims=[24, 48, 96, 48, 24],
+                mlp_ratios=[2.0, 4.0, 4.0, 2.0, 2.0], num_heads=[2, 4, 6, 1, 1], depths=[4, 4, 4, 2, 2],
+                attn_ratio=[0.0, 0.5, 1.0, 0.0, 0.0], conv_type=["DWConv"] * 5),
+    patch=128, batch=4, steps=500, lr=1e-3,
+    notes="the official DehazeFormer-t configuration (0.69 M parameters), trained on 128 crops instead of 256",
+))
+
+
+# -- training ----------------------------------------------------------------------------------------------------
+class PairSampler:
+    """Deterministic random training pairs (model input, target) from the training images."""
+
+    def __init__(self, recipe: Recipe, names: list[str], seed: int, root=None) -> None:
+        self.recipe = recipe
+        self.task = recipe.task
+        self.rng = np.random.default_rng(seed)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.images = [load_rgb(n, root) for n in names]
+        scale = self.task.scale
+        if self.task.name == "sr":
+            self.images = [modcrop(im, scale) for im in self.images]
+            self.lowres = [bicubic_downscale(im, scale) for im in self.images]
+        side = recipe.patch
+        self.images = [im for im in self.images if min(im.shape[:2]) >= side * scale]
+        if not self.images:
+            raise ValueError(f"no training image is at least {side * scale} px")
+
+    def _augment(self, *arrays: np.ndarray) -> list[np.ndarray]:
+        k = int(self.rng.integers(8))
+        out = []
+        for a in arrays:
+            if k & 1:
+                a = a[:, ::-1]
+            if k & 2:
+                a = a[::-1]
+            if k & 4:
+                a = a.transpose(1, 0, 2)
+            out.append(np.ascontiguousarray(a))
+        return out
+
+    def batch(self, size: int) -> tuple[Tensor, Tensor]:
+        inputs, targets = [], []
+        p, s = self.recipe.patch, self.task.scale
+        for _ in range(size):
+            i = int(self.rng.integers(len(self.images)))
+            if self.task.name == "sr":
+                lr = self.lowres[i]
+                y = int(self.rng.integers(lr.shape[0] - p + 1))
+                x = int(self.rng.integers(lr.shape[1] - p + 1))
+                lr_patch, hr_patch = self._augment(
+                    lr[y:y + p, x:x + p], self.images[i][y * s:(y + p) * s, x * s:(x + p) * s]
+                )
+                inputs.append(to_tensor(lr_patch))
+                targets.append(to_tensor(hr_patch))
+                continue
+            im = self.images[i]
+            y = int(self.rng.integers(im.shape[0] - p + 1))
+            x = int(self.rng.integers(im.shape[1] - p + 1))
+            (clean,) = self._augment(im[y:y + p, x:x + p])
+            clean = to_tensor(clean)
+            if self.task.name == "denoise":
+                noisy = clean + torch.randn(clean.shape, generator=self.gen) * (self.task.sigma / 255.0)
+                inputs.append(noisy)
+            else:
+                inputs.append(synthetic_haze(clean, self.gen)[0])
+            targets.append(clean)
+        return torch.stack(inputs), torch.stack(targets)
+
+
+def model_io(arch: str):
+    """(to model input, from model output) maps between [0, 1] images and the raw forward's range."""
+    if arch == "dehazeformer":
+        return (lambda x: x * 2 - 1), (lambda y: (y + 1) / 2)
+    return (lambda x: x), (lambda y: y)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def evaluate_heldout(model, recipe: Recipe, names: list[str], root=None, log=print) -> dict:
+    """Held-out scores of ``model`` (official inference protocol) and of the degraded input."""
+    from .fidelity import PROTOCOLS, score
+
+    protocol = PROTOCOLS[recipe.task.protocol]
+    rows = []
+    model.eval()
+    for name in names:
+        degraded, gt, info = recipe.task.heldout_pair(name, root)
+        with torch.no_grad():
+            out = model.official_inference(degraded.unsqueeze(0))[0]
+        model_scores = score(out, gt, protocol, scale=recipe.task.scale)
+        input_scores = score(recipe.task.input_baseline(degraded, gt), gt, protocol, scale=recipe.task.scale)
+        rows.append({"image": name, "psnr": model_scores["psnr"], "ssim": model_scores["ssim"],
+                     "input_psnr": input_scores["psnr"], "input_ssim": input_scores["ssim"], **info})
+        log(f"  {name}: {model_scores['psnr']:.2f} dB (input {input_scores['psnr']:.2f} dB)")
+    mean = lambda key: float(np.mean([r[key] for r in rows]))  # noqa: E731
+    return {
+        "protocol": protocol.describe(recipe.task.scale),
+        "input_baseline": recipe.task.baseline_name,
+        "psnr": mean("psnr"), "ssim": mean("ssim"), "input_psnr": mean("input_psnr"),
+        "input_ssim": mean("input_ssim"), "per_image": rows,
+    }
+
+
+def train(
+    recipe: Recipe, *, steps: int | None = None, batch: int | None = None, lr: float | None = None, seed: int = 0,
+    threads: int | None = None, stop_at: int | None = None, max_minutes: float | None = None,
+    root=None, log_every: int = 25, log=print,
+) -> tuple[torch.nn.Module, dict]:
+    """Train ``recipe``; returns (model in eval mode, training record). Deterministic for fixed arguments and
+    thread count (``stop_at``/``max_minutes`` end early without changing the learning-rate schedule)."""
+    from .models import build_model
+
+    steps = recipe.steps if steps is None else steps
+    batch = recipe.batch if batch is None else batch
+    lr = recipe.lr if lr is None else lr
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    names = [n for s in recipe.train_sets for n in list_images(s, root)]
+    sampler = PairSampler(recipe, names, seed, root)
+    model = build_model(recipe.arch, **recipe.kwargs).train()
+    to_input, from_output = model_io(recipe.arch)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99))
+    warmup = max(1, steps // 20)
+
+    def lr_at(step: int) -> float:  # linear warm-up, cosine decay to 1 % of lr
+        if step < warmup:
+            return lr * (step + 1) / warmup
+        progress = (step - warmup) / max(1, steps - warmup)
+        return lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    losses: list[float] = []
+    start = time.perf_counter()
+    last = steps if stop_at is None else min(steps, stop_at)
+    done = 0
+    stopped = None
+    for step in range(last):
+        if max_minutes is not None and time.perf_counter() - start > max_minutes * 60:
+            stopped = f"time limit of {max_minutes:g} min reached after {step} steps"
+            break
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step)
+        inputs, targets = sampler.batch(batch)
+        out = from_output(model(to_input(inputs)))
+        loss = F.l1_loss(out, targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        done = step + 1
+        if log_every and (done % log_every == 0 or done == 1):
+            window = losses[-log_every:]
+            log(f"step {done}/{steps}  L1 {np.mean(window):.5f}  lr {lr_at(step):.2e}  "
+                f"{time.perf_counter() - start:.0f}s")
+    elapsed = time.perf_counter() - start
+    model.eval()
+    record = {
+        "steps": done, "planned_steps": steps, "batch": batch, "lr": lr, "patch": recipe.patch, "seed": seed,
+        "optimizer": "Adam(betas=(0.9, 0.99)), linear warm-up over 5 % of the steps, cosine decay to 1 %",
+        "loss": "L1" + (" in the model's [-1, 1] range" if recipe.arch == "dehazeformer" else ""),
+        "augmentation": "random crops, 8 flips/rotations",
+        "threads": torch.get_num_threads(), "train_seconds": round(elapsed, 1),
+        "loss_first": float(np.mean(losses[: max(1, log_every)])) if losses else None,
+        "loss_last": float(np.mean(losses[-max(1, log_every):])) if losses else None,
+        "loss_curve": [round(v, 6) for v in losses],
+        "stopped_early": stopped,
+    }
+    return model, record
+
+
+def save_reference(model: torch.nn.Module, folder: str | os.PathLike, info: dict) -> Path:
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt", "arch": info["arch"]})
+    os.chmod(folder / "model.safetensors", 0o644)  # safetensors writes 0600; these are shared files
+    (folder / "reference.json").write_text(json.dumps(info, indent=2) + "\n")
+    return folder
+
+
+def load_reference(folder: str | os.PathLike, attn_impl: str = "softmax"):
+    """(model in eval mode with the trained weights loaded strictly, reference.json dict)."""
+    from .checkpoints import load_state_dict_strict, read_state_dict
+    from .models import build_model
+
+    folder = Path(folder)
+    info = json.loads((folder / "reference.json").read_text())
+    model = build_model(info["arch"], attn_impl=attn_impl, **info["kwargs"])
+    load_state_dict_strict(model, read_state_dict(folder / "model.safetensors"), source=str(folder))
+    return model.eval(), info
+
+
+def recipe_task(info: dict) -> Task:
+    """The :class:`Task` a reference.json describes."""
+    task = info["degradation"]
+    return Task(task["name"], scale=int(task.get("scale", 1)), sigma=float(task.get("sigma", 0.0)),
+                protocol=task["protocol"], description=task.get("description", ""))
+
+
+# -- command line ------------------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--recipe", required=True, choices=sorted(RECIPES), help="which reference model")
+    parser.add_argument("--out", help="output folder (default reference_models/<recipe>)")
+    parser.add_argument("--steps", type=int, help="optimizer steps (default: the recipe's)")
+    parser.add_argument("--batch", type=int, help="batch size (default: the recipe's)")
+    parser.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--stop-at", type=int, default=None,
+                        help="stop after this many steps without changing the schedule (reproduces a run that "
+                             "hit --max-minutes)")
+    parser.add_argument("--max-minutes", type=float, default=None, help="stop early after this wall time")
+    parser.add_argument("--heldout-limit", type=int, default=None,
+                        help="evaluate on only the first N held-out images (quick checks)")
+    parser.add_argument("--testsets", default=None, help="test image root (default ../shared/testsets)")
+    parser.add_argument("--log-every", type=int, default=25, help="print the mean loss every N steps")
+
+
+def _display_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _command(args: argparse.Namespace, steps_done: int) -> str:
+    parts = ["nystra-hub", "train-reference", "--recipe", args.recipe, "--out", _display_path(args.out_resolved),
+             "--steps", str(args.steps_resolved), "--batch", str(args.batch_resolved), "--lr",
+             repr(args.lr_resolved), "--seed", str(args.seed), "--threads", str(torch.get_num_threads())]
+    if steps_done < args.steps_resolved:
+        parts += ["--stop-at", str(steps_done)]
+    if args.heldout_limit is not None:
+        parts += ["--heldout-limit", str(args.heldout_limit)]
+    return shlex.join(parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    recipe = RECIPES[args.recipe]
+    args.out_resolved = Path(args.out) if args.out else DEFAULT_REFERENCE_DIR / recipe.name
+    args.steps_resolved = recipe.steps if args.steps is None else args.steps
+    args.batch_resolved = recipe.batch if args.batch is None else args.batch
+    args.lr_resolved = recipe.lr if args.lr is None else args.lr
+    log = lambda msg: print(msg, flush=True)  # noqa: E731
+    log(f"training {recipe.name} ({recipe.arch}, {recipe.task.description}) for {args.steps_resolved} steps")
+    model, record = train(
+        recipe, steps=args.steps_resolved, batch=args.batch_resolved, lr=args.lr_resolved, seed=args.seed,
+        threads=args.threads, stop_at=args.stop_at, max_minutes=args.max_minutes, root=args.testsets,
+        log_every=args.log_every, log=log,
+    )
+    train_names = [n for s in recipe.train_sets for n in list_images(s, args.testsets)]
+    heldout = [n for s in recipe.heldout_sets for n in list_images(s, args.testsets)]
+    if args.heldout_limit is not None:
+        heldout = heldout[: args.heldout_limit]
+    overlap = sorted(set(train_names) & set(heldout))
+    if overlap:
+        raise RuntimeError(f"held-out images used in training: {overlap}")
+    log(f"trained {record['steps']} steps in {record['train_seconds']:.0f}s; evaluating on {len(heldout)} "
+        f"held-out images")
+    evaluation = evaluate_heldout(model, recipe, heldout, args.testsets, log=log)
+    task = recipe.task
+    info = {
+        "name": recipe.name,
+        "arch": recipe.arch,
+        "kwargs": model.official_kwargs,
+        "task": recipe.task_name,
+        "scale": task.scale,
+        "window": 8,
+        "degradation": {"name": task.name, "scale": task.scale, "sigma": task.sigma, "protocol": task.protocol,
+                        "description": task.description,
+                        **({"haze": synthetic_haze.__doc__.split("\n\n")[1].strip()} if task.name == "dehaze"
+                           else {})},
+        "parameters": count_parameters(model),
+        "notes": recipe.notes,
+        "command": _command(args, record["steps"]),
+        "argv": shlex.join(["nystra-hub", *sys.argv[1:]]) if sys.argv else None,
+        "training": record,
+        "train_images": train_names,
+        "heldout_images": heldout,
+        "heldout": evaluation,
+        "environment": {"torch": torch.__version__, "python": platform.python_version(),
+                        "platform": platform.platform(), "threads": torch.get_num_threads()},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    folder = save_reference(model, args.out_resolved, info)
+    size = (folder / "model.safetensors").stat().st_size
+    log(f"held-out {evaluation['protocol']['name']}: model {evaluation['psnr']:.2f} dB / SSIM "
+        f"{evaluation['ssim']:.4f}, {evaluation['input_baseline']} {evaluation['input_psnr']:.2f} dB / "
+        f"{evaluation['input_ssim']:.4f}")
+    log(f"wrote {folder} ({size / 1e6:.2f} MB weights)")
+    return 0
+
+
+__all__ = [
+    "HELDOUT_SETS", "RECIPES", "TRAIN_SETS", "PairSampler", "Recipe", "Task", "evaluate_heldout", "list_images",
+    "load_reference", "load_rgb", "save_reference", "synthetic_haze", "testsets_root", "train",
+]

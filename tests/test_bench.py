@@ -1,0 +1,139 @@
+"""The bench command: arms, recipes, the JSON it writes (tiny model, tiny sizes), memory worker, plots."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+from test_fidelity import make_reference
+
+import nystra_hub
+from nystra_hub import bench
+from nystra_hub.bench import Arm, make_arm_model, paper_recipe, ratios, resolve_model, select_arms, standard_arms
+
+DEFAULT_LETTERS = ["a", "b", "c", "c'", "d", "e", "e'", "f"]
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(list(argv))
+    args.argv = list(argv)
+    return args
+
+
+def test_recipes_follow_the_paper():
+    assert paper_recipe("swinir", "classical-sr")["window"] == 32
+    sidd = paper_recipe("uformer", "denoise-real")
+    assert (sidd["window"], sidd["landmarks"], sidd["iters"], sidd["tau"]) == (64, 32, 6, 0.0)
+    gopro = paper_recipe("uformer", "deblur")
+    assert (gopro["window"], gopro["landmarks"], gopro["iters"], gopro["tau"]) == (32, 16, 3, 0.0)
+    dehaze = paper_recipe("dehazeformer", "dehaze")
+    assert (dehaze["window"], dehaze["landmarks"], dehaze["iters"], dehaze["tau"]) == (32, 16, 2, 5.0)
+    assert "no recipe" in dehaze["source"]
+
+
+@pytest.mark.parametrize("variant,window,spandrel", [("swinir-x2", 32, True), ("uformer-b-sidd", 64, True),
+                                                     ("uformer-b-gopro", 32, True),
+                                                     ("dehazeformer-b-indoor", 32, False)])
+def test_standard_arms(variant, window, spandrel):
+    source = resolve_model(variant)
+    arms = standard_arms(source)
+    chosen = select_arms(arms, DEFAULT_LETTERS, paper_recipe(source.arch, source.task))
+    letters = [a.letter for a in chosen]
+    assert letters == (DEFAULT_LETTERS if spandrel else DEFAULT_LETTERS[:-1])
+    by_letter = {a.letter: a for a in chosen}
+    assert by_letter["a"].attn_impl == "softmax" and by_letter["a"].window is None
+    assert by_letter["c"].name == f"exact-w{window}-paper" and by_letter["c"].attn_impl == "exact-paper"
+    assert by_letter["e"].nystra["bias"] == "drop" and by_letter["e"].nystra["mask"] == "drop"
+    assert by_letter["e'"].nystra["bias"] == "pooled" and by_letter["e'"].nystra["mask"] == "exact"
+    assert by_letter["c"].drop_modulator == (source.arch == "uformer")
+    assert select_arms(arms, ["nystra-wW-paper"], paper_recipe(source.arch, source.task))[0].window == window
+    with pytest.raises(ValueError, match="unknown arm"):
+        select_arms(arms, ["nonsense"], paper_recipe(source.arch, source.task))
+
+
+def test_make_arm_model_switches_a_copy():
+    model = nystra_hub.build_model("uformer", img_size=32, embed_dim=8, depths=[2, 2, 2, 2, 1, 1, 2, 2, 2],
+                                   num_heads=[1, 1, 2, 4, 8, 8, 4, 2, 1], win_size=8, modulator=True)
+    source = resolve_model("uformer-b-sidd")
+    arms = standard_arms(source)
+    paper = make_arm_model(model, arms["nystra-w64-paper"])
+    assert paper.attn_impl == "nystra" and model.attn_impl == "softmax"
+    assert all(blk.modulator is None for _, blk in paper.blocks())
+    assert any(blk.modulator is not None for _, blk in model.blocks())
+    ours = make_arm_model(model, arms["nystra-w64"])
+    assert any(blk.modulator is not None for _, blk in ours.blocks())
+    params = next(nystra_hub.attention.attention_modules(ours))[1].nystra
+    assert (params.landmarks, params.iters, params.tau, params.bias, params.mask) == (32, 6, 0.0, "pooled", "exact")
+
+
+def test_ratios_and_summary():
+    results = {"exact": {"times_s": [2.0, 4.0], "median_s": 3.0}, "fast": {"times_s": [1.0, 1.0], "median_s": 1.0}}
+    ratios(results, {"a": "exact"})
+    assert results["fast"]["speedup"] == {"a:exact": 3.0}
+    assert results["fast"]["paired_speedup"] == {"a:exact": 3.0}  # median of 2 and 4
+    summary = bench.summarise([3.0, 1.0, 2.0])
+    assert summary["median_s"] == 2.0 and summary["min_s"] == 1.0 and summary["max_s"] == 3.0
+
+
+def test_bench_json_all_default_arms(tmp_path):
+    folder = make_reference(tmp_path / "tiny")
+    out = tmp_path / "bench.json"
+    args = parse("--model", str(folder), "--sizes", "40", "24", "--runs", "2", "--warmup", "1", "--threads", "1",
+                 "--memory", "off", "--out", str(out))
+    assert bench.run(args) == 0
+    report = json.loads(out.read_text())
+    assert report["schema"] == "nystra_hub.bench/1"
+    assert report["references"] == {"a": "exact", "f": "spandrel", "c": "exact-w32-paper"}
+    assert [a["letter"] for a in report["arms"].values()] == DEFAULT_LETTERS
+    env = report["environment"]
+    assert env["torch"] == torch.__version__ and env["torch_threads"] == 1 and env["cpu_model"]
+    assert report["settings"]["runs"] == 2 and report["model"]["kind"] == "reference"
+    assert [r["size"] for r in report["results"]] == [40, 24]
+    # at 24 px the window-32 arms cannot run (SwinIR reflect-pads to the window): recorded, not fatal
+    small = report["results"][1]["arms"]
+    assert "needs at least 32x32" in small["exact-w32-paper"]["error"] and not small["exact-w32-paper"]["times_s"]
+    assert small["nystra"]["error"] is None and set(small["nystra"]["speedup"]) == {"a:exact", "f:spandrel"}
+    for result in report["results"][:1]:
+        arms = result["arms"]
+        assert set(arms) == set(report["arms"])
+        for name, entry in arms.items():
+            assert entry["error"] is None, (name, entry["error"])
+            assert len(entry["times_s"]) == 2 and len(entry["warmup_times_s"]) == 1
+            assert entry["median_s"] > 0 and entry["flops"] > 0
+            assert set(entry["speedup"]) == {"a:exact", "f:spandrel", "c:exact-w32-paper"}
+            assert set(entry["paired_speedup"]) == set(entry["speedup"])
+        assert arms["exact"]["speedup"]["a:exact"] == 1.0
+        assert arms["exact"]["max_abs_diff_vs_a"] == 0.0
+        assert arms["sdpa"]["max_abs_diff_vs_a"] < 1e-4
+        assert arms["spandrel"]["max_abs_diff_vs_a"] < 1e-4  # same weights, same function
+        assert arms["nystra"]["max_abs_diff_vs_a"] > 0
+        # the enlarged window costs more attention FLOPs, PnP-Nystra at that window fewer
+        assert arms["exact-w32-paper"]["flops"] > arms["exact"]["flops"]
+        assert arms["exact-w32-paper"]["flops"] > 2 * arms["nystra-w32-paper"]["flops"]
+    assert out.with_suffix(".png").stat().st_size > 10_000
+    # redraw from JSON only
+    plot = tmp_path / "again.png"
+    assert bench.run(parse("--plot-only", str(out), "--plot", str(plot))) == 0
+    assert plot.stat().st_size > 10_000
+
+
+def test_bench_cpu_memory_worker(tmp_path):
+    folder = make_reference(tmp_path / "tiny")
+    out = tmp_path / "bench.json"
+    args = parse("--model", str(folder), "--sizes", "24", "--runs", "1", "--warmup", "0", "--threads", "1",
+                 "--arms", "a", "--out", str(out))
+    assert bench.run(args) == 0
+    entry = json.loads(out.read_text())["results"][0]["arms"]["exact"]
+    assert "memory_error" not in entry, entry.get("memory_error")
+    assert entry["peak_rss_bytes"] >= entry["rss_before_bytes"] > 50 * 2**20  # torch itself is resident
+    assert entry["peak_increase_bytes"] >= 0 and "VmHWM" in entry["memory_method"]
+    assert entry["flops"] > 0 and any("mm" in op or "conv" in op for op in entry["flops_by_op"])
+
+
+def test_arm_config_roundtrip_for_worker():
+    arm = standard_arms(resolve_model("swinir-x4"))["nystra-w32-paper"]
+    assert Arm(**json.loads(json.dumps(arm.config()))) == arm

@@ -1,0 +1,143 @@
+"""Reference-model training: degradations, sampling, a few steps reduce the loss, the saved folder, the shipped
+reference models."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, TESTSETS
+
+import nystra_hub
+from nystra_hub import training
+from nystra_hub.fidelity import score
+from nystra_hub.training import (
+    RECIPES,
+    PairSampler,
+    bicubic_downscale,
+    gaussian_noise_input,
+    load_reference,
+    save_reference,
+    synthetic_haze,
+    train,
+)
+
+pytestmark = pytest.mark.skipif(not (TESTSETS / "Kodak24").is_dir(), reason="needs ../shared/testsets")
+
+TINY_SR = dataclasses.replace(
+    RECIPES["swinir-ref-x2"], name="tiny-sr", train_sets=("Kodak24",), patch=16, batch=4, steps=30, lr=2e-3,
+    kwargs=dict(RECIPES["swinir-ref-x2"].kwargs, img_size=16, depths=[2], embed_dim=12, num_heads=[2]),
+)
+
+
+def test_split_never_overlaps():
+    for recipe in RECIPES.values():
+        train_names = {n for s in recipe.train_sets for n in training.list_images(s)}
+        held = {n for s in recipe.heldout_sets for n in training.list_images(s)}
+        assert train_names and held and not train_names & held
+        assert len(held) == 19  # Set5 + Set14
+
+
+def test_bicubic_degradation_matches_the_provided_set5_lr():
+    hr = training.load_rgb("Set5/HR/bird.png")
+    lr = bicubic_downscale(hr, 2)
+    provided = training.load_rgb("Set5/LR_bicubic/X2/birdx2.png")
+    assert lr.shape == provided.shape == (144, 144, 3)
+    assert np.abs(lr.astype(float) - provided).mean() < 0.5  # PIL bicubic ~ MATLAB imresize
+
+
+def test_gaussian_noise_protocol():
+    clean = np.full((4, 5, 3), 128, np.uint8)
+    noisy = gaussian_noise_input(clean, 25.0)
+    np.random.seed(0)
+    expected = 128 / 255 + np.random.normal(0, 25 / 255, clean.shape)
+    np.testing.assert_allclose(noisy, expected.astype(np.float32))
+    assert noisy.max() > 128 / 255 and noisy.dtype == np.float32  # not clipped, float
+
+
+def test_synthetic_haze_is_the_scattering_model():
+    clean = torch.rand(3, 40, 50, generator=torch.Generator().manual_seed(0))
+    hazy, params = synthetic_haze(clean, torch.Generator().manual_seed(1))
+    again, params_again = synthetic_haze(clean, torch.Generator().manual_seed(1))
+    assert torch.equal(hazy, again) and params == params_again
+    assert training.HAZE_BETA[0] <= params["beta"] <= training.HAZE_BETA[1]
+    airlight = torch.tensor(params["airlight"]).view(3, 1, 1)
+    # I = J t + A (1 - t) with t in [exp(-beta), 1]: recover t per pixel, check its range and channel agreement
+    t = (hazy - airlight) / (clean - airlight)
+    t = t.median(dim=0).values
+    assert t.min() > np.exp(-params["beta"]) - 1e-2 and t.max() <= 1 + 1e-4
+    assert (hazy - (clean * t + airlight * (1 - t))).abs().max() < 5e-3
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_sampler_shapes_and_determinism(name):
+    recipe = dataclasses.replace(RECIPES[name], train_sets=("Kodak24",), patch=32)
+    names = training.list_images("Kodak24")[:3]
+    a = PairSampler(recipe, names, seed=0).batch(2)
+    b = PairSampler(recipe, names, seed=0).batch(2)
+    scale = recipe.task.scale
+    assert a[0].shape == (2, 3, 32, 32) and a[1].shape == (2, 3, 32 * scale, 32 * scale)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert 0 <= a[1].min() and a[1].max() <= 1
+
+
+def test_a_few_steps_reduce_the_loss_deterministically():
+    model, record = train(TINY_SR, seed=0, threads=1, log_every=5, log=lambda m: None)
+    assert record["steps"] == 30 and len(record["loss_curve"]) == 30
+    curve = record["loss_curve"]
+    assert np.mean(curve[-5:]) < 0.7 * np.mean(curve[:5])
+    again, _ = train(dataclasses.replace(TINY_SR, steps=30), seed=0, threads=1, stop_at=3, log=lambda m: None)
+    short, _ = train(TINY_SR, seed=0, threads=1, stop_at=3, log=lambda m: None)
+    for (k, v), (_, w) in zip(again.state_dict().items(), short.state_dict().items()):
+        assert torch.equal(v, w), k
+
+
+def test_save_and_load_reference_roundtrip(tmp_path):
+    model, _ = train(TINY_SR, seed=0, threads=1, stop_at=1, log=lambda m: None)
+    info = {"name": "tiny", "arch": "swinir", "kwargs": model.official_kwargs}
+    folder = save_reference(model, tmp_path / "tiny", info)
+    loaded, loaded_info = load_reference(folder)
+    assert loaded_info == info
+    official = nystra_hub.build_model("swinir", **TINY_SR.kwargs).state_dict()
+    assert list(loaded.state_dict()) == list(official)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k])
+
+
+def test_cli_writes_a_complete_reference_folder(tmp_path, monkeypatch):
+    from nystra_hub.cli import main
+
+    monkeypatch.setitem(training.RECIPES, "tiny-sr", TINY_SR)
+    out = tmp_path / "ref"
+    assert main(["train-reference", "--recipe", "tiny-sr", "--steps", "2", "--batch", "1", "--threads", "1",
+                 "--heldout-limit", "1", "--out", str(out)]) == 0
+    info = json.loads((out / "reference.json").read_text())
+    for key in ("arch", "kwargs", "task", "scale", "degradation", "command", "training", "train_images",
+                "heldout_images", "heldout", "parameters"):
+        assert key in info, key
+    assert info["training"]["steps"] == 2 and info["training"]["seed"] == 0
+    assert "--steps 2" in info["command"] and "--recipe tiny-sr" in info["command"]
+    assert info["heldout"]["protocol"]["name"] == "swinir-sr" and len(info["heldout"]["per_image"]) == 1
+    load_reference(out)
+
+
+SHIPPED = sorted(p.parent for p in (REPO / "reference_models").glob("*/reference.json"))
+
+
+@pytest.mark.parametrize("folder", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_shipped_reference_models(folder: Path):
+    """Small, complete, strictly loadable, and the recorded held-out score is reproduced from the saved weights."""
+    assert (folder / "model.safetensors").stat().st_size < 5.5e6
+    model, info = load_reference(folder)
+    assert info["training"]["steps"] > 0 and info["command"].startswith("nystra-hub train-reference")
+    assert not set(info["train_images"]) & set(info["heldout_images"])
+    task = training.recipe_task(info)
+    row = min(info["heldout"]["per_image"], key=lambda r: "butterfly" not in r["image"])  # a small image
+    degraded, gt, _ = task.heldout_pair(row["image"])
+    with torch.no_grad():
+        out = model.official_inference(degraded.unsqueeze(0))[0]
+    assert score(out, gt, task.protocol, task.scale)["psnr"] == pytest.approx(row["psnr"], abs=0.02)
