@@ -70,14 +70,12 @@ def pooling_matrix(
 
 
 def pool_tokens(x: Tensor, window: tuple[int, int], grid: tuple[int, int]) -> Tensor:
-    """Average (..., N, d) window tokens over the blocks of ``grid``: (..., m, d), landmarks in row-major order."""
-    wh, ww = window
-    lh, lw = grid
-    *lead, n, d = x.shape
-    if wh % lh or ww % lw:
-        return pooling_matrix(tuple(window), tuple(grid), x.device, x.dtype) @ x
-    x = x.reshape(*lead, lh, wh // lh, lw, ww // lw, d)
-    return x.mean(dim=(-4, -2)).reshape(*lead, lh * lw, d)
+    """Average (..., N, d) window tokens over the blocks of ``grid``: (..., m, d), landmarks in row-major order.
+
+    A product with the cached (m, N) averaging matrix: one GEMM, much faster on CPU than a mean over the
+    strided block dims of a reshaped view (which measured ~half the Nyström time at window 8).
+    """
+    return pooling_matrix(tuple(window), tuple(grid), x.device, x.dtype) @ x
 
 
 def pool_bias(bias: Tensor, window: tuple[int, int], grid: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor]:
@@ -136,7 +134,9 @@ def nystrom_attention(
     """
     out_dtype = v.dtype
     compute = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
-    q, k, v = q.to(compute), k.to(compute), v.to(compute)
+    # One contiguous copy each (they are strided views of a fused qkv projection); every product below reads
+    # q and k twice, and a strided operand would be copied by every product.
+    q, k, v = (t.to(compute).contiguous() for t in (q, k, v))
     inplace = not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad))
     n = q.shape[-2]
     grid = landmark_grid(window, landmarks)

@@ -41,6 +41,33 @@ def window_reverse(windows: Tensor, window: tuple[int, int], h: int, w: int) -> 
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)
 
 
+@lru_cache(maxsize=64)
+def _window_token_index(
+    h: int, w: int, window: tuple[int, int], shift: tuple[int, int], device: torch.device
+) -> tuple[Tensor, Tensor]:
+    tokens = torch.arange(h * w, device="cpu").view(1, h, w, 1)
+    if shift != (0, 0):
+        tokens = torch.roll(tokens, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+    order = window_partition(tokens, window).flatten()
+    return order.to(device), torch.argsort(order).to(device)
+
+
+def partition_tokens(x: Tensor, h: int, w: int, window: tuple[int, int], shift: tuple[int, int] = (0, 0)) -> Tensor:
+    """(B, H·W, C) tokens -> (B·nW, wh·ww, C) windows of the map cyclically shifted by ``-shift``.
+
+    The same as ``window_partition(torch.roll(x.view(B, H, W, C), -shift), window)`` in one gather with a cached
+    index, instead of two full copies (roll, then partition)."""
+    order, _ = _window_token_index(h, w, tuple(window), tuple(shift), x.device)
+    return x.index_select(1, order).view(-1, window[0] * window[1], x.shape[-1])
+
+
+def merge_tokens(windows: Tensor, h: int, w: int, window: tuple[int, int], shift: tuple[int, int] = (0, 0)) -> Tensor:
+    """Inverse of :func:`partition_tokens`: (B·nW, N, C) windows -> (B, H·W, C) tokens, shift undone."""
+    _, inverse = _window_token_index(h, w, tuple(window), tuple(shift), windows.device)
+    c = windows.shape[-1]
+    return windows.reshape(-1, h * w, c).index_select(1, inverse)
+
+
 @dataclass(frozen=True)
 class WindowMask:
     """An additive attention mask per window plus what the fast paths need to avoid applying it everywhere.

@@ -21,10 +21,10 @@ from torch import Tensor, nn
 from ..attention import (
     NystraParams,
     TableBiasWindowAttention,
+    merge_tokens,
+    partition_tokens,
     shifted_window_mask,
     to_2tuple,
-    window_partition,
-    window_reverse,
 )
 from .common import RestorationModel
 
@@ -99,19 +99,13 @@ class SwinTransformerBlock(nn.Module):
 
     def forward(self, x: Tensor, x_size: tuple[int, int]) -> Tensor:
         h, w = x_size
-        b, _, c = x.shape
         window = (self.window_size, self.window_size)
-        shortcut = x
-        x = self.norm1(x).view(b, h, w, c)
-        mask = None
-        if self.shift_size > 0:
-            x = torch.roll(x, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
-            mask = shifted_window_mask(h, w, window, (self.shift_size, self.shift_size), x.device)
-        attn_windows = self.attn(window_partition(x, window), mask=mask)
-        x = window_reverse(attn_windows, window, h, w)
-        if self.shift_size > 0:
-            x = torch.roll(x, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
-        x = shortcut + x.reshape(b, h * w, c)
+        shift = (self.shift_size, self.shift_size)
+        mask = shifted_window_mask(h, w, window, shift, x.device) if self.shift_size > 0 else None
+        # Official: roll by -shift, partition, attend, reverse, roll back; here the rolls ride on the cached
+        # partition gathers.
+        attn_windows = self.attn(partition_tokens(self.norm1(x), h, w, window, shift), mask=mask)
+        x = x + merge_tokens(attn_windows, h, w, window, shift)
         return x + self.mlp(self.norm2(x))
 
     @torch.no_grad()
@@ -206,7 +200,9 @@ class RSTB(nn.Module):
         self.patch_unembed = PatchUnEmbed(dim)
 
     def forward(self, x: Tensor, x_size: tuple[int, int]) -> Tensor:
-        return self.patch_embed(self.conv(self.patch_unembed(self.residual_group(x, x_size), x_size))) + x
+        # x first: the sum takes the layout of the first operand, and patch_embed's output is a transposed view;
+        # the other order leaves the residual stream transposed and every LayerNorm after it copies it.
+        return x + self.patch_embed(self.conv(self.patch_unembed(self.residual_group(x, x_size), x_size)))
 
 
 class Upsample(nn.Sequential):
