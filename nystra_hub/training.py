@@ -429,7 +429,17 @@ def save_reference(model: torch.nn.Module, folder: str | os.PathLike, info: dict
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt", "arch": info["arch"]})
     os.chmod(folder / "model.safetensors", 0o644)  # safetensors writes 0600; these are shared files
     (folder / "reference.json").write_text(json.dumps(info, indent=2) + "\n")
+    write_reference_config(model, folder)
     return folder
+
+
+def write_reference_config(model: torch.nn.Module, folder: str | os.PathLike) -> Path:
+    """Add the hub ``config.json`` so the folder also loads with load_pretrained / AutoModel / the restore CLI."""
+    from .hub import CONFIG_NAME, model_hub_config
+
+    path = Path(folder) / CONFIG_NAME
+    path.write_text(json.dumps(model_hub_config(model), indent=2) + "\n")
+    return path
 
 
 def load_reference(folder: str | os.PathLike, attn_impl: str = "softmax"):

@@ -102,6 +102,11 @@ def test_save_and_load_reference_roundtrip(tmp_path):
     folder = save_reference(model, tmp_path / "tiny", info)
     loaded, loaded_info = load_reference(folder)
     assert loaded_info == info
+    # the folder is also a hub folder: load_pretrained (and so the restore CLI) reads it
+    hub = nystra_hub.load_pretrained(folder, attn_impl="sdpa")
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        assert (hub(x) - loaded(x)).abs().max() < 1e-5
     official = nystra_hub.build_model("swinir", **TINY_SR.kwargs).state_dict()
     assert list(loaded.state_dict()) == list(official)
     for k, v in model.state_dict().items():
@@ -141,3 +146,5 @@ def test_shipped_reference_models(folder: Path):
     with torch.no_grad():
         out = model.official_inference(degraded.unsqueeze(0))[0]
     assert score(out, gt, task.protocol, task.scale)["psnr"] == pytest.approx(row["psnr"], abs=0.02)
+    hub = nystra_hub.load_pretrained(folder)  # config.json: the same model through the hub loader
+    assert hub.official_kwargs == model.official_kwargs and hub.attn_impl == "softmax"
