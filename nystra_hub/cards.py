@@ -166,17 +166,35 @@ the catalogued releases.
 def render_measurements(v: Variant, measurements: dict | None) -> tuple[list[EvalResult] | None, str]:
     """(model-index entries, markdown) for ``measurements``; ``(None, NO_MEASUREMENTS)`` when there are none.
 
-    Accepted now: ``{"results": [{"dataset": "Set5", "metric": "PSNR", "value": 38.1, "attn_impl": "softmax",
-    "split": "test", "notes": "..."}, ...]}``. Speed and fidelity tables from benchmark JSON go here too: add a
-    key and its renderer; unknown keys raise so that nothing is silently left out of a card.
+    Keys (all optional, unknown keys raise so that nothing is silently left out of a card):
+
+    - ``results``: ``[{"dataset": "Set5", "metric": "PSNR", "value": 38.1, "attn_impl": "softmax", ...}]``;
+    - ``bench``: ``nystra-hub bench`` reports (JSON dicts, one per device); one speed table per report and size,
+      and a GPU section that says "not measured" when no report ran on CUDA;
+    - ``fidelity``: ``nystra-hub fidelity`` reports (JSON dicts) of the trained reference models;
+    - ``plots``: ``[{"path": "swinir-x2-speed-cpu.png", "caption": "..."}]`` (paths relative to the card).
     """
     if not measurements:
         return None, NO_MEASUREMENTS
-    unknown = sorted(set(measurements) - {"results"})
+    unknown = sorted(set(measurements) - {"results", "bench", "fidelity", "plots"})
     if unknown:
         raise NotImplementedError(f"rendering of measurement section(s) {unknown} is not implemented yet")
-    eval_results, lines = [], ["| dataset | metric | value | attention |", "|---|---|---|---|"]
-    for row in measurements["results"]:
+    eval_results: list[EvalResult] = []
+    sections: list[str] = []
+    if measurements.get("results"):
+        sections.append(_render_results(v, measurements["results"], eval_results))
+    if "bench" in measurements:
+        sections.append(_render_bench(v, measurements["bench"], eval_results))
+    if measurements.get("fidelity"):
+        sections.append(_render_fidelity(v, measurements["fidelity"], eval_results))
+    for plot in measurements.get("plots") or []:
+        sections.append(f"![{plot.get('caption', '')}]({plot['path']})\n\n*{plot.get('caption', '')}*")
+    return eval_results or None, "\n\n".join(sections)
+
+
+def _render_results(v: Variant, rows: list[dict], eval_results: list[EvalResult]) -> str:
+    lines = ["| dataset | metric | value | attention |", "|---|---|---|---|"]
+    for row in rows:
         missing = [k for k in ("dataset", "metric", "value") if k not in row]
         if missing:
             raise ValueError(f"measurement {row} lacks {missing}")
@@ -187,14 +205,180 @@ def render_measurements(v: Variant, measurements: dict | None) -> tuple[list[Eva
             metric_name=f"{row['metric']} ({impl})", metric_value=row["value"],
         ))
         lines.append(f"| {row['dataset']} | {row['metric']} | {row['value']} | {impl} |")
-    return eval_results, "\n".join(lines)
+    return "\n".join(lines)
+
+
+def _num(value, fmt: str) -> str:
+    return "–" if value is None else format(value, fmt)
+
+
+def _machine(report: dict) -> str:
+    env, settings = report["environment"], report["settings"]
+    if str(settings["device"]).startswith("cuda"):
+        return (f"{env.get('device_name')} (CUDA {env.get('cuda')}), torch {env.get('torch')}, "
+                f"{settings['dtype']}, batch {settings['batch']}")
+    return (f"{env.get('cpu_model')} ({env.get('cpu_count')} logical cores), {settings['threads']} torch "
+            f"threads, torch {env.get('torch')}, {settings['dtype']}, batch {settings['batch']}")
+
+
+def _render_bench(v: Variant, reports: list[dict], eval_results: list[EvalResult]) -> str:
+    out = ["### Speed",
+           "Every arm of a table ran in one process, interleaved round-robin, after warm-up; times are medians. "
+           "Speedups are ratios of medians against three baselines, named in each column: **(a)** this checkpoint "
+           "as trained (exact softmax attention at the trained window, in nystra_hub's code), **(f)** the same "
+           "checkpoint run through spandrel, i.e. the official code path most users run today, and **(c)** exact "
+           "attention at the enlarged window with bias and masks dropped, the baseline of the paper's speedups. "
+           "The reference arms (a), (f), (c) are the exact models; (d), (e), (e') approximate attention (quality "
+           "below). The random-weight input does not change the timing of these models."]
+    cuda = [r for r in reports if str(r["settings"]["device"]).startswith("cuda")]
+    for report in reports:
+        refs = report.get("references", {})
+        settings = report["settings"]
+        device = "GPU" if str(settings["device"]).startswith("cuda") else "CPU"
+        out.append(f"#### {device}: {_machine(report)}")
+        out.append(f"Command: `{report['command']}` ({settings['warmup']} warm-up + {settings['runs']} timed rounds,"
+                   f" {report['created']}, nystra_hub {report['environment'].get('git_commit', '')}).")
+        for result in report["results"]:
+            shape = "×".join(str(d) for d in result["input_shape"][2:])
+            out.append(f"Input {shape} ({settings['protocol']} protocol):")
+            heads = ["arm", "median ms"] + [f"speedup vs ({k}) {refs[k]}" for k in ("a", "f", "c") if refs.get(k)]
+            heads += ["peak memory MiB", "GFLOP"]
+            lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+            for name, entry in result["arms"].items():
+                arm = report["arms"].get(name, {})
+                label = f"({arm['letter']}) {name}" if arm.get("letter") else name
+                if not entry.get("times_s"):
+                    reason = str(entry.get("error"))[:80]
+                    lines.append(f"| {label} | not measured: {reason} |" + " |" * (len(heads) - 2))
+                    continue
+                cells = [label, _num(entry["median_s"] * 1e3, ".0f")]
+                for k in ("a", "f", "c"):
+                    if refs.get(k):
+                        cells.append(_num(entry.get("speedup", {}).get(f"{k}:{refs[k]}"), ".2f") + "×"
+                                     if entry.get("speedup", {}).get(f"{k}:{refs[k]}") else "–")
+                peak = entry.get("peak_rss_bytes", entry.get("peak_bytes"))
+                cells += [_num(peak / 2**20 if peak else None, ".0f"),
+                          _num(entry["flops"] / 1e9 if entry.get("flops") else None, ".1f")]
+                lines.append("| " + " | ".join(cells) + " |")
+            out.append("\n".join(lines))
+            split = _speed_split(result, refs)
+            if split:
+                out.append(split)
+            for name, key, label in (("nystra", "f", "spandrel"), ("nystra", "a", "exact")):
+                value = result["arms"].get(name, {}).get("speedup", {}).get(f"{key}:{refs.get(key)}")
+                if value:
+                    eval_results.append(EvalResult(
+                        task_type=PIPELINE_TAG, task_name=v.task_description, dataset_type="random-input",
+                        dataset_name=f"{device} {shape} random input", metric_type="speedup",
+                        metric_name=f"nystra speedup vs {label} ({device}, {shape})", metric_value=round(value, 3)))
+    if not cuda:
+        out.append("#### GPU: not measured on GPU\n\nNo GPU was available where these numbers were taken; the "
+                   "command above with `--device cuda` measures it.")
+    return "\n\n".join(out)
+
+
+def _speed_split(result: dict, refs: dict) -> str | None:
+    """"engineering x approximation" decomposition of nystra's speedup over spandrel."""
+    arms = result["arms"]
+    exact, spandrel, nystra = arms.get(refs.get("a") or ""), arms.get(refs.get("f") or ""), arms.get("nystra")
+    if not (exact and spandrel and nystra) or not all(e.get("median_s") for e in (exact, spandrel, nystra)):
+        return None
+    eng = spandrel["median_s"] / exact["median_s"]
+    approx = exact["median_s"] / nystra["median_s"]
+    return (f"Split of (d) nystra vs (f) spandrel, {eng * approx:.2f}×: engineering (our exact path vs the official "
+            f"code path) {eng:.2f}× × approximation (nystra vs our exact path) {approx:.2f}×.")
+
+
+_FIDELITY_ROWS = ("exact", "sdpa", "spandrel", "nystra", "exact-w{W}-paper", "exact-w{W}", "nystra-w{W}-paper",
+                  "nystra-w{W}", "nystromformer", "performer", "nystromformer-w{W}-paper", "performer-w{W}-paper",
+                  "nystra-biaspooled-maskdrop", "nystra-biasdrop-maskexact", "nystra-biasdrop-maskdrop")
+
+
+def _render_fidelity(v: Variant, reports: list[dict], eval_results: list[EvalResult]) -> str:
+    out = ["### Quality cost",
+           "Approximation quality means little on random weights and the released weights cannot be downloaded "
+           "where this card was made, so it is measured on a small **reference model** of the same architecture "
+           "trained with `nystra-hub train-reference` (see `reference_models/` in the repository), on held-out "
+           "images it never saw, with the official evaluation protocol. *These are not measurements of this "
+           "variant's released weights.* PSNR vs exact compares each arm's output with the exact model's own "
+           "output (higher is closer, ∞ = identical); ΔPSNR (GT) is the change of the ground-truth PSNR against "
+           "the exact model."]
+    for report in reports:
+        model, proto, training = report["model"], report["protocol"], report.get("training", {})
+        window = report.get("recipe", {}).get("window")
+        out.append(f"#### Reference model `{model['name']}` ({model['arch']}, {model.get('parameters', '?')} "
+                   f"parameters, {report['task']['description']})")
+        trained = (f"Trained by `{training['command']}`; held-out PSNR {_num(training.get('heldout_psnr'), '.2f')} "
+                   f"dB vs {_num(training.get('heldout_input_psnr'), '.2f')} dB for the input baseline"
+                   if training.get("command") else "No training record (not a trained reference model); input "
+                   "baseline")
+        out.append(f"{trained} ({report['input_baseline']['description']}); {len(report['images'])} held-out images, "
+                   f"protocol {proto['name']} ({proto.get('channel', '')}, border {proto.get('border_crop', 0)}). "
+                   f"Command: `{report['command']}`.")
+        lines = ["| arm | PSNR vs exact (dB) | SSIM vs exact | PSNR vs GT (dB) | ΔPSNR (GT) dB | attention rel. error "
+                 "(mean) |", "|---|---|---|---|---|---|"]
+        for pattern in _FIDELITY_ROWS:
+            name = pattern.format(W=window)
+            arm = report["arms"].get(name)
+            if not arm:
+                continue
+            cfg = arm["config"]
+            label = f"({cfg['letter']}) {name}" if cfg.get("letter") else name
+            if arm.get("error"):
+                lines.append(f"| {label} | error: {arm['error'][:80]} | | | | |")
+                continue
+            vs_exact = "∞ (identical)" if arm.get("psnr_vs_exact") is None else f"{arm['psnr_vs_exact']:.1f}"
+            diag = (arm.get("layer_diagnostic") or {}).get("rel_error_mean")
+            lines.append(f"| {label} | {vs_exact} | {arm['ssim_vs_exact']:.5f} | {arm['psnr_gt']:.3f} | "
+                         f"{arm['delta_psnr_gt']:+.3f} | {_num(diag, '.4f')} |")
+            if name in ("nystra", f"nystra-w{window}-paper") and arm.get("psnr_vs_exact") is not None:
+                dataset = f"held-out ({model['name']} reference model)"
+                for metric, value in (("PSNR vs exact output", arm["psnr_vs_exact"]),
+                                      ("delta PSNR vs GT", arm["delta_psnr_gt"])):
+                    eval_results.append(EvalResult(
+                        task_type=PIPELINE_TAG, task_name=v.task_description, dataset_type="reference-heldout",
+                        dataset_name=dataset, metric_type="psnr", metric_name=f"{metric} ({name})",
+                        metric_value=round(value, 3)))
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
 
 
 # -- `nystra-hub cards` --------------------------------------------------------------------------------------------
+def measurements_from_files(variant: str, bench: list[str] | None, fidelity: list[str] | None,
+                            out_dir: Path) -> dict | None:
+    """Read bench/fidelity JSON and copy their PNG plots next to the card (as ``<variant>-...png``)."""
+    import shutil
+
+    if not bench and not fidelity:
+        return None
+    measurements: dict = {"bench": [], "fidelity": [], "plots": []}
+    for kind, paths in (("bench", bench or []), ("fidelity", fidelity or [])):
+        for path in map(Path, paths):
+            report = json.loads(path.read_text())
+            expected = f"nystra_hub.{kind}/"
+            if not str(report.get("schema", "")).startswith(expected):
+                raise ValueError(f"{path}: not a {kind} report (schema {report.get('schema')!r})")
+            if kind == "bench" and report["model"]["name"] != variant:
+                raise ValueError(f"{path} measured {report['model']['name']}, not {variant}")
+            measurements[kind].append(report)
+            png = path.with_suffix(".png")
+            if png.is_file():
+                tag = report["settings"]["device"].split(":")[0] if kind == "bench" else report["model"]["name"]
+                target = f"{variant}-{'speed' if kind == 'bench' else 'quality'}-{tag}.png"
+                shutil.copyfile(png, out_dir / target)
+                caption = (f"Median time and speedups vs input size ({tag}), from {path.name}" if kind == "bench"
+                           else f"Quality vs landmarks and per arm on the reference model {tag}, from {path.name}")
+                measurements["plots"].append({"path": target, "caption": caption})
+    return measurements
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("variants", nargs="*", metavar="VARIANT", help="catalogue variants (see nystra-hub list)")
     parser.add_argument("--all", action="store_true", help="every catalogue variant")
     parser.add_argument("--out-dir", default="model_cards", help="output folder (default: model_cards)")
+    parser.add_argument("--bench", nargs="+", metavar="JSON", help="nystra-hub bench reports of the (one) variant")
+    parser.add_argument("--fidelity", nargs="+", metavar="JSON",
+                        help="nystra-hub fidelity reports of the reference model(s) standing in for the variant")
 
 
 def run(args) -> int:
@@ -203,6 +387,10 @@ def run(args) -> int:
     names = list(VARIANTS) if args.all else args.variants
     if not names:
         print("error: name at least one variant or pass --all", file=sys.stderr)
+        return 2
+    measured = bool(getattr(args, "bench", None) or getattr(args, "fidelity", None))
+    if measured and len(names) != 1:
+        print("error: --bench/--fidelity describe one variant; name exactly one", file=sys.stderr)
         return 2
     try:
         variants = [get_variant(n) for n in names]
@@ -213,6 +401,12 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for v in variants:
         path = out / f"{v.name}.md"
-        build_model_card(v).save(str(path))
+        try:
+            measurements = measurements_from_files(v.name, getattr(args, "bench", None),
+                                                   getattr(args, "fidelity", None), out)
+        except (OSError, ValueError, KeyError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        build_model_card(v, measurements).save(str(path))
         print(path)
     return 0

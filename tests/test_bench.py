@@ -12,6 +12,7 @@ from test_fidelity import make_reference
 import nystra_hub
 from nystra_hub import bench
 from nystra_hub.bench import Arm, make_arm_model, paper_recipe, ratios, resolve_model, select_arms, standard_arms
+from nystra_hub.cards import build_model_card
 
 DEFAULT_LETTERS = ["a", "b", "c", "c'", "d", "e", "e'", "f"]
 
@@ -115,6 +116,13 @@ def test_bench_json_all_default_arms(tmp_path):
         assert arms["exact-w32-paper"]["flops"] > arms["exact"]["flops"]
         assert arms["exact-w32-paper"]["flops"] > 2 * arms["nystra-w32-paper"]["flops"]
     assert out.with_suffix(".png").stat().st_size > 10_000
+    # the model card renders the same JSON: one table per size, named baselines, no invented GPU numbers
+    card = build_model_card("swinir-s-x2", {"bench": [report]}).text
+    exact_ms = report["results"][0]["arms"]["exact"]["median_s"] * 1e3
+    assert f"| (a) exact | {exact_ms:.0f} | 1.00× |" in card
+    assert "speedup vs (f) spandrel" in card and "speedup vs (c) exact-w32-paper" in card
+    assert "GPU: not measured on GPU" in card and "Split of (d) nystra vs (f) spandrel" in card
+    assert "not measured: ValueError" in card  # the 24 px window-32 arms
     # redraw from JSON only
     plot = tmp_path / "again.png"
     assert bench.run(parse("--plot-only", str(out), "--plot", str(plot))) == 0

@@ -13,6 +13,7 @@ from conftest import TESTSETS
 import nystra_hub
 from nystra_hub import fidelity
 from nystra_hub.bench import standard_arms
+from nystra_hub.cards import build_model_card
 from nystra_hub.fidelity import PROTOCOLS, layer_errors, psnr, rgb_to_y, score, ssim
 from nystra_hub.training import save_reference
 
@@ -151,3 +152,9 @@ def test_fidelity_command_json(tmp_path):
     assert report["sweep"]["landmarks_trained_window"] == {"4": "nystra-m4", "16": "nystra-m16"}
     assert report["input_baseline"]["psnr_gt"] > 20
     assert (tmp_path / "fid.png").stat().st_size > 10_000
+    card = build_model_card("swinir-s-x2", {"fidelity": [report]})
+    assert "| (a) exact | ∞ (identical) | 1.00000 |" in card.text
+    assert f"| (d) nystra | {arms['nystra']['psnr_vs_exact']:.1f} |" in card.text
+    assert "not measurements of this variant's released weights" in card.text
+    metrics = {m.metric_name: m.metric_value for m in card.data.eval_results}
+    assert metrics["PSNR vs exact output (nystra)"] == round(arms["nystra"]["psnr_vs_exact"], 3)
