@@ -364,7 +364,7 @@ def measurements_from_files(variant: str, bench: list[str] | None, fidelity: lis
             png = path.with_suffix(".png")
             if png.is_file():
                 tag = report["settings"]["device"].split(":")[0] if kind == "bench" else report["model"]["name"]
-                target = f"{variant}-{'speed' if kind == 'bench' else 'quality'}-{tag}.png"
+                target = f"{variant}--{path.stem}.png"
                 shutil.copyfile(png, out_dir / target)
                 caption = (f"Median time and speedups vs input size ({tag}), from {path.name}" if kind == "bench"
                            else f"Quality vs landmarks and per arm on the reference model {tag}, from {path.name}")
