@@ -173,9 +173,25 @@ class Arm:
     drop_modulator: bool = False
     backend: str = "nystra_hub"  # or "spandrel"
     performer_features: int | None = None
+    plan: dict | None = None  # a per-layer plan (nystra_hub.calibrate), applied last
 
     def config(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def plan_arms(paths: list[str] | None) -> list[Arm]:
+    """One arm per plan file: ``nystra-hub calibrate --out`` JSON (its ``plan``) or a bare plan."""
+    arms = []
+    for path in paths or []:
+        data = json.loads(Path(path).read_text())
+        plan = data.get("plan", data)
+        layers = plan.get("attention", {})
+        nystra = sum(1 for s in layers.values() if s.get("attn_impl") == "nystra")
+        budget = data.get("report", {}).get("budget_db")
+        arms.append(Arm(f"calibrated-{Path(path).stem}", "",
+                        f"per-layer plan from {Path(path).name}: {nystra}/{len(layers)} attention layers nystra"
+                        + (f", calibrated to a {budget} dB budget" if budget is not None else ""), plan=plan))
+    return arms
 
 
 SPANDREL_ARCHS = ("swinir", "uformer")
@@ -293,6 +309,10 @@ def make_arm_model(base: nn.Module, arm: Arm) -> nn.Module:
     model.set_attn_impl(arm.attn_impl, **(arm.nystra or {}))
     if arm.performer_features is not None:
         _baselines.set_performer_features(model, arm.performer_features)
+    if arm.plan:
+        from .plan import apply_plan
+
+        apply_plan(model, arm.plan)
     return model.eval()
 
 
@@ -570,7 +590,7 @@ def run_bench(args: argparse.Namespace, log=print) -> dict:
         recipe = {**recipe, "window": args.window, "source": recipe["source"] + f"; window overridden to "
                   f"{args.window}"}
     available = standard_arms(source, recipe)
-    arms = select_arms(available, args.arms or BENCH_DEFAULT, recipe)
+    arms = select_arms(available, args.arms or BENCH_DEFAULT, recipe) + plan_arms(getattr(args, "plan", None))
     references = {}
     for letter in REFERENCE_ARMS:
         found = [a.name for a in arms if a.letter == letter]
@@ -775,6 +795,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="'forward': the raw model on a size x size input (each pads to its window itself); "
                              "'official': the official test protocol (its padding included)")
     parser.add_argument("--window", type=int, default=None, help="override the recipe's enlarged window")
+    parser.add_argument("--plan", nargs="+", metavar="JSON",
+                        help="extra arms running per-layer plans (nystra-hub calibrate --out files)")
     parser.add_argument("--memory", default="on", choices=["on", "off"],
                         help="peak memory per arm (CPU: one subprocess forward per arm and size)")
     parser.add_argument("--flops", default="on", choices=["on", "off"], help="FLOPs per arm (one forward)")

@@ -317,7 +317,8 @@ def _render_fidelity(v: Variant, reports: list[dict], eval_results: list[EvalRes
                    f"Command: `{report['command']}`.")
         lines = ["| arm | PSNR vs exact (dB) | SSIM vs exact | PSNR vs GT (dB) | ΔPSNR (GT) dB | attention rel. error "
                  "(mean) |", "|---|---|---|---|---|---|"]
-        for pattern in _FIDELITY_ROWS:
+        calibrated = [n for n in report["arms"] if n.startswith("calibrated-")]
+        for pattern in (*_FIDELITY_ROWS, *calibrated):
             name = pattern.format(W=window)
             arm = report["arms"].get(name)
             if not arm:

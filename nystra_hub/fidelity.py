@@ -333,6 +333,7 @@ def run_fidelity(model_spec: str, args: argparse.Namespace, log=print) -> dict:
         forward_fn,
         make_arm_model,
         paper_recipe,
+        plan_arms,
         resolve_model,
         select_arms,
         standard_arms,
@@ -347,7 +348,7 @@ def run_fidelity(model_spec: str, args: argparse.Namespace, log=print) -> dict:
     protocol = PROTOCOLS[task.protocol]
     base = source.build(args.seed)
     available = standard_arms(source, recipe)
-    arms = select_arms(available, args.arms or FIDELITY_DEFAULT, recipe)
+    arms = select_arms(available, args.arms or FIDELITY_DEFAULT, recipe) + plan_arms(getattr(args, "plan", None))
     uformer = source.arch == "uformer"
     sweep = {"trained_window": {}, "enlarged_window": {}}
     for m in args.landmarks:
@@ -549,6 +550,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="landmarks sweep at the trained window (default 4 8 16 32)")
     parser.add_argument("--landmarks-enlarged", type=int, nargs="*", default=[8, 16, 32, 64],
                         help="landmarks sweep at the recipe's enlarged window, paper form (default 8 16 32 64)")
+    parser.add_argument("--plan", nargs="+", metavar="JSON",
+                        help="extra arms running per-layer plans (nystra-hub calibrate --out files)")
     parser.add_argument("--images", type=int, default=None, help="only the first N held-out images")
     parser.add_argument("--diag-images", type=int, default=1,
                         help="images for the per-layer diagnostic (0: off); default 1")

@@ -71,6 +71,24 @@ def test_make_arm_model_switches_a_copy():
     assert (params.landmarks, params.iters, params.tau, params.bias, params.mask) == (32, 6, 0.0, "pooled", "exact")
 
 
+def test_plan_arm_applies_a_calibrated_plan(tmp_path):
+    model = nystra_hub.build_model("swinir", img_size=16, window_size=8, depths=[2], num_heads=[2], embed_dim=8,
+                                   upscale=2, upsampler="pixelshuffledirect")
+    modules = [name for name, _ in nystra_hub.attention.attention_modules(model)]
+    plan = {"attention": {modules[0]: {"attn_impl": "nystra", "landmarks": 8, "iters": 2, "tau": 5.0,
+                                       "bias": "pooled", "mask": "exact"}}}
+    path = tmp_path / "plan-a.json"
+    path.write_text(json.dumps({"plan": plan, "report": {"budget_db": 0.1}}))
+    (arm,) = bench.plan_arms([str(path)])
+    assert arm.name == "calibrated-plan-a" and "1/1 attention layers nystra, calibrated to a 0.1 dB" in arm.description
+    switched = dict(nystra_hub.attention.attention_modules(make_arm_model(model, arm)))
+    assert switched[modules[0]].attn_impl == "nystra" and switched[modules[0]].nystra.landmarks == 8
+    assert switched[modules[1]].attn_impl == "softmax" and model.attn_impl == "softmax"
+    path.write_text(json.dumps({"attention": {"no.such.layer": {"attn_impl": "sdpa"}}}))
+    with pytest.raises(ValueError, match="not an attention module"):
+        make_arm_model(model, bench.plan_arms([str(path)])[0])
+
+
 def test_ratios_and_summary():
     results = {"exact": {"times_s": [2.0, 4.0], "median_s": 3.0}, "fast": {"times_s": [1.0, 1.0], "median_s": 1.0}}
     ratios(results, {"a": "exact"})
