@@ -10,6 +10,18 @@ from torch import Tensor, nn
 from ..attention import NystraParams, attention_modules, check_attn_impl, set_attn_impl
 
 
+def tokens_to_image(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """(B, H·W, C) tokens -> (B, C, H, W) image as a channels-last view, without copying.
+
+    The usual ``x.transpose(1, 2).reshape(B, C, H, W)`` is the same view, except that for B = 1 reshape sets a
+    stride of C on the batch dimension; convolutions then no longer see a channels-last tensor and take a slower
+    path with layout copies (measured 2x on Uformer's LeFF on CPU). ``image.flatten(2).transpose(1, 2)`` turns a
+    channels-last conv output back into contiguous tokens, again without a copy.
+    """
+    b, _, c = x.shape
+    return x.reshape(b, size[0], size[1], c).permute(0, 3, 1, 2)
+
+
 class RestorationModel(nn.Module):
     """Base of SwinIR, Uformer and DehazeFormer.
 

@@ -26,7 +26,7 @@ from ..attention import (
     shifted_window_mask,
     to_2tuple,
 )
-from .common import RestorationModel
+from .common import RestorationModel, tokens_to_image
 
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
@@ -182,7 +182,7 @@ class PatchUnEmbed(nn.Module):
         self.embed_dim = embed_dim
 
     def forward(self, x: Tensor, x_size: tuple[int, int]) -> Tensor:
-        return x.transpose(1, 2).reshape(x.shape[0], self.embed_dim, x_size[0], x_size[1])
+        return tokens_to_image(x, x_size)
 
 
 class RSTB(nn.Module):

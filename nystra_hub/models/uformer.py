@@ -38,7 +38,7 @@ from ..attention import (
     window_partition,
     window_reverse,
 )
-from .common import RestorationModel
+from .common import RestorationModel, tokens_to_image
 
 TOKEN_MLPS = ("leff", "fastleff", "mlp", "ffn")
 # The official test scripts pad every image to a square whose side is a multiple of this (expand2square).
@@ -76,10 +76,8 @@ class LeFF(nn.Module):
         self.linear2 = nn.Sequential(nn.Linear(hidden_dim, dim))
 
     def forward(self, x: Tensor, x_size: tuple[int, int]) -> Tensor:
-        b = x.shape[0]
         x = self.linear1(x)
-        x = x.transpose(1, 2).reshape(b, self.hidden_dim, *x_size)
-        x = self.dwconv(x).flatten(2).transpose(1, 2)
+        x = self.dwconv(tokens_to_image(x, x_size)).flatten(2).transpose(1, 2)
         return self.linear2(x)
 
 
@@ -315,8 +313,7 @@ class Downsample(nn.Module):
         self.conv = nn.Sequential(nn.Conv2d(in_channel, out_channel, kernel_size=4, stride=2, padding=1))
 
     def forward(self, x: Tensor, x_size: tuple[int, int]) -> Tensor:
-        x = x.transpose(1, 2).reshape(x.shape[0], x.shape[2], *x_size)
-        return self.conv(x).flatten(2).transpose(1, 2)
+        return self.conv(tokens_to_image(x, x_size)).flatten(2).transpose(1, 2)
 
 
 class Upsample(nn.Module):
@@ -327,8 +324,7 @@ class Upsample(nn.Module):
         self.deconv = nn.Sequential(nn.ConvTranspose2d(in_channel, out_channel, kernel_size=2, stride=2))
 
     def forward(self, x: Tensor, x_size: tuple[int, int]) -> Tensor:
-        x = x.transpose(1, 2).reshape(x.shape[0], x.shape[2], *x_size)
-        return self.deconv(x).flatten(2).transpose(1, 2)
+        return self.deconv(tokens_to_image(x, x_size)).flatten(2).transpose(1, 2)
 
 
 class InputProj(nn.Module):
@@ -350,7 +346,7 @@ class OutputProj(nn.Module):
         self.proj = nn.Sequential(nn.Conv2d(in_channel, out_channel, 3, 1, 1))
 
     def forward(self, x: Tensor, x_size: tuple[int, int]) -> Tensor:
-        return self.proj(x.transpose(1, 2).reshape(x.shape[0], x.shape[2], *x_size))
+        return self.proj(tokens_to_image(x, x_size)).contiguous()
 
 
 # -- the model -----------------------------------------------------------------------------------------------
