@@ -10,6 +10,7 @@ never states a number that was not measured: without measurements it says so pla
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -176,7 +177,7 @@ def render_measurements(v: Variant, measurements: dict | None) -> tuple[list[Eva
     """
     if not measurements:
         return None, NO_MEASUREMENTS
-    unknown = sorted(set(measurements) - {"results", "bench", "fidelity", "plots"})
+    unknown = sorted(set(measurements) - {"results", "bench", "fidelity", "plots", "command"})
     if unknown:
         raise NotImplementedError(f"rendering of measurement section(s) {unknown} is not implemented yet")
     eval_results: list[EvalResult] = []
@@ -189,6 +190,8 @@ def render_measurements(v: Variant, measurements: dict | None) -> tuple[list[Eva
         sections.append(_render_fidelity(v, measurements["fidelity"], eval_results))
     for plot in measurements.get("plots") or []:
         sections.append(f"![{plot.get('caption', '')}]({plot['path']})\n\n*{plot.get('caption', '')}*")
+    if measurements.get("command"):
+        sections.append(f"This card was generated from the JSON above by `{measurements['command']}`.")
     return eval_results or None, "\n\n".join(sections)
 
 
@@ -373,6 +376,14 @@ def measurements_from_files(variant: str, bench: list[str] | None, fidelity: lis
     return measurements
 
 
+def _measurement_args(args) -> list[str]:
+    out = ["--out-dir", str(args.out_dir)]
+    for flag in ("bench", "fidelity"):
+        if getattr(args, flag, None):
+            out += [f"--{flag}", *map(str, getattr(args, flag))]
+    return out
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("variants", nargs="*", metavar="VARIANT", help="catalogue variants (see nystra-hub list)")
     parser.add_argument("--all", action="store_true", help="every catalogue variant")
@@ -405,6 +416,8 @@ def run(args) -> int:
         try:
             measurements = measurements_from_files(v.name, getattr(args, "bench", None),
                                                    getattr(args, "fidelity", None), out)
+            if measurements is not None:
+                measurements["command"] = shlex.join(["nystra-hub", "cards", v.name, *_measurement_args(args)])
         except (OSError, ValueError, KeyError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2

@@ -158,3 +158,13 @@ def test_fidelity_command_json(tmp_path):
     assert "not measurements of this variant's released weights" in card.text
     metrics = {m.metric_name: m.metric_value for m in card.data.eval_results}
     assert metrics["PSNR vs exact output (nystra)"] == round(arms["nystra"]["psnr_vs_exact"], 3)
+    # the cards command: the card, its copied plot, the command that made it; a bench of another model is refused
+    from nystra_hub.cli import main
+
+    cards = tmp_path / "cards"
+    assert main(["cards", "swinir-s-x2", "--fidelity", str(out), "--out-dir", str(cards)]) == 0
+    text = (cards / "swinir-s-x2.md").read_text()
+    assert "(fid.png)" not in text and (cards / "swinir-s-x2--fid.png").stat().st_size > 10_000
+    assert f"`nystra-hub cards swinir-s-x2 --out-dir {cards} --fidelity {out}`" in text
+    assert main(["cards", "swinir-s-x2", "swinir-x2", "--fidelity", str(out), "--out-dir", str(cards)]) == 2
+    assert main(["cards", "swinir-s-x2", "--bench", str(out), "--out-dir", str(cards)]) == 2  # not a bench report
