@@ -366,6 +366,8 @@ def measurements_from_files(variant: str, bench: list[str] | None, fidelity: lis
                 raise ValueError(f"{path} measured {report['model']['name']}, not {variant}")
             measurements[kind].append(report)
             png = path.with_suffix(".png")
+            if kind == "bench" and len(bench) > 1:
+                continue  # one speed-vs-size plot over all the reports instead, below
             if png.is_file():
                 tag = report["settings"]["device"].split(":")[0] if kind == "bench" else report["model"]["name"]
                 target = f"{variant}--{path.stem}.png"
@@ -373,7 +375,33 @@ def measurements_from_files(variant: str, bench: list[str] | None, fidelity: lis
                 caption = (f"Median time and speedups vs input size ({tag}), from {path.name}" if kind == "bench"
                            else f"Quality vs landmarks and per arm on the reference model {tag}, from {path.name}")
                 measurements["plots"].append({"path": target, "caption": caption})
+    if len(measurements["bench"]) > 1:
+        from .bench import plot_bench
+
+        by_device: dict[str, list[dict]] = {}
+        for report in measurements["bench"]:
+            by_device.setdefault(report["settings"]["device"].split(":")[0], []).append(report)
+        for device, reports in by_device.items():
+            target = f"{variant}--speed-{device}.png"
+            plot_bench([merge_bench_reports(reports)], out_dir / target)
+            sizes = sorted({r["size"] for rep in reports for r in rep["results"]})
+            measurements["plots"].insert(0, {"path": target, "caption": (
+                f"Median time and speedups vs input size ({device}; sizes {', '.join(map(str, sizes))} from "
+                f"{len(reports)} bench runs; arms missing at a size were not run there)")})
     return measurements
+
+
+def merge_bench_reports(reports: list[dict]) -> dict:
+    """One report whose results are all sizes of ``reports`` (same model and device), for a speed-vs-size plot."""
+    merged = dict(reports[0])
+    merged["arms"], merged["references"] = {}, {}
+    for report in reports:
+        for name, arm in report["arms"].items():
+            merged["arms"].setdefault(name, arm)
+        for letter, name in report.get("references", {}).items():
+            merged["references"].setdefault(letter, name)
+    merged["results"] = sorted((r for report in reports for r in report["results"]), key=lambda r: r["size"])
+    return merged
 
 
 def _measurement_args(args) -> list[str]:

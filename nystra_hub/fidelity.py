@@ -313,8 +313,9 @@ def _arm_key(base: nn.Module, arm) -> tuple:
             effective["mask"] = None  # no shift masks (reflect padding): the mask mode changes nothing
         params = tuple(sorted(effective.items()))
     features = arm.performer_features if arm.attn_impl == "performer" else None
+    plan = json.dumps(arm.plan, sort_keys=True) if getattr(arm, "plan", None) else None  # a plan changes layers
     return (arm.backend, arm.attn_impl, arm.window, arm.window_method if arm.window else None, arm.drop_modulator,
-            params, features)
+            params, features, plan)
 
 
 def _mean(values: list[float]) -> float | None:

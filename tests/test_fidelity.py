@@ -123,11 +123,14 @@ def make_reference(folder, images=("Set5/HR/butterfly.png",)):
 def test_fidelity_command_json(tmp_path):
     folder = make_reference(tmp_path / "tiny")
     out = tmp_path / "fid.json"
+    first = next(nystra_hub.attention.attention_modules(tiny_swinir()))[0]
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps({"plan": {"attention": {first: {"attn_impl": "nystra", "landmarks": 8}}}}))
     parser = __import__("argparse").ArgumentParser()
     fidelity.add_arguments(parser)
     args = parser.parse_args(["--model", str(folder), "--arms", "a", "b", "d", "f", "nystromformer", "performer",
                               "nystra-biasdrop-maskdrop", "--landmarks", "4", "16", "--landmarks-enlarged",
-                              "--out", str(out)])
+                              "--plan", str(plan_file), "--out", str(out)])
     args.argv = ["--model", str(folder)]
     assert fidelity.run(args) == 0
     report = json.loads(out.read_text())
@@ -148,6 +151,9 @@ def test_fidelity_command_json(tmp_path):
         assert entry["layer_diagnostic"]["rel_error_mean"] > 0
         assert set(entry["per_image"][0]) >= {"psnr_gt", "ssim_gt", "psnr_vs_exact", "ssim_vs_exact"}
     assert arms["nystra-m16"]["same_as"] == "nystra"  # SwinIR's default is 16 landmarks: not recomputed
+    # a plan arm is its own arm (it once was taken for a duplicate of the exact arm)
+    plan_arm = next(a for n, a in arms.items() if n.startswith("calibrated-"))
+    assert "same_as" not in plan_arm and 20 < plan_arm["psnr_vs_exact"] < 120
     assert arms["exact"]["layer_diagnostic"]["rel_error_max"] == 0.0
     assert report["sweep"]["landmarks_trained_window"] == {"4": "nystra-m4", "16": "nystra-m16"}
     assert report["input_baseline"]["psnr_gt"] > 20
