@@ -332,7 +332,8 @@ def _render_fidelity(v: Variant, reports: list[dict], eval_results: list[EvalRes
                 lines.append(f"| {label} | error: {arm['error'][:80]} | | | | |")
                 continue
             vs_exact = "∞ (identical)" if arm.get("psnr_vs_exact") is None else f"{arm['psnr_vs_exact']:.1f}"
-            diag = (arm.get("layer_diagnostic") or {}).get("rel_error_mean")
+            # the per-layer diagnostic runs one implementation in every layer; a per-layer plan has none to show
+            diag = None if cfg.get("plan") else (arm.get("layer_diagnostic") or {}).get("rel_error_mean")
             lines.append(f"| {label} | {vs_exact} | {arm['ssim_vs_exact']:.5f} | {arm['psnr_gt']:.3f} | "
                          f"{arm['delta_psnr_gt']:+.3f} | {_num(diag, '.4f')} |")
             if name in ("nystra", f"nystra-w{window}-paper") and arm.get("psnr_vs_exact") is not None:
