@@ -766,6 +766,13 @@ def plot_bench(reports: list[dict], path: str | os.PathLike) -> Path:
         row[1].axhline(1.0, color="k", lw=0.8)
         row[2].axhline(1.0, color="k", lw=0.8)
         row[0].legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Write a matplotlib figure as PNG (parent folders created) and close it; shared by bench and fidelity."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -530,12 +530,9 @@ def plot_fidelity(reports: list[dict], path) -> Path:
                 ax.minorticks_off()
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    from .bench import save_figure
+
+    return save_figure(fig, path)
 
 
 # -- command line ------------------------------------------------------------------------------------------------
