@@ -80,6 +80,7 @@ import torch
 from torch import Tensor, nn
 
 from .attention import baselines as _baselines  # noqa: F401  (registers the comparison implementations)
+from .imageio import atomic_write_json
 
 SCHEMA_BENCH = "nystra_hub.bench/1"
 DEFAULT_SIZES = (256, 512)
@@ -835,8 +836,7 @@ def run(args: argparse.Namespace) -> int:
     report = run_bench(args, log=lambda m: print(m, flush=True))
     name = Path(args.model).name if Path(args.model).is_dir() else args.model
     out = Path(args.out or f"benchmarks/bench-{name}-{args.device.replace(':', '')}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
+    atomic_write_json(out, report, indent=1)
     plot = plot_bench([report], args.plot or out.with_suffix(".png"))
     print(f"wrote {out} and {plot}")
     _print_table(report)

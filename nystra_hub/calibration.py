@@ -29,7 +29,6 @@ records it (``config.json`` ``nystra_plan``) so ``from_pretrained`` reproduces i
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import time
@@ -40,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from .attention import NystraParams, WindowAttentionBase, attention_modules
+from .imageio import atomic_write_json
 from .plan import apply_plan, extract_plan
 
 EXACT_IMPLS = ("sdpa", "softmax")
@@ -366,8 +366,7 @@ def run(args: argparse.Namespace) -> int:
     result["model"] = args.model
     result["images"] = args.images
     result["threads"] = torch.get_num_threads()
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
+    atomic_write_json(args.out, result)
     print(f"wrote {args.out}: {result['report']['nystra_layers']}/{result['report']['layers']} layers nystra, "
           f"measured drop {result['report']['measured_drop_db']:.4f} dB")
     if args.save_hub:

@@ -55,6 +55,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .imageio import atomic_write_json
+
 # -- metrics -----------------------------------------------------------------------------------------------------
 Y_WEIGHTS = (65.481, 128.553, 24.966)  # BT.601 on [0, 1] RGB, the MATLAB rgb2ycbcr / basicsr convention
 
@@ -579,8 +581,7 @@ def run(args: argparse.Namespace) -> int:
         report = run_fidelity(spec, args, log=lambda m: print(m, flush=True))
         name = report["model"]["name"]
         out = Path(args.out or f"benchmarks/fidelity-{name}.json")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=1) + "\n")
+        atomic_write_json(out, report, indent=1)
         plot = plot_fidelity([report], args.plot or out.with_suffix(".png"))
         print(f"wrote {out} and {plot}")
         _print_summary(report)

@@ -43,6 +43,7 @@ import torch
 
 from .attention import NystraParams, attention_modules, check_attn_impl
 from .checkpoints import load_state_dict_strict, read_state_dict
+from .imageio import atomic_write_json
 from .models import ARCHITECTURES, RestorationModel, build_model
 from .plan import PLAN_KEYS, apply_plan, extract_plan
 from .variants import Variant, get_variant
@@ -380,7 +381,7 @@ def save_hub_folder(
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(out / WEIGHTS_NAME, 0o666 & ~umask)  # safetensors writes 0600; a hub folder is meant to be shared
-    (out / CONFIG_NAME).write_text(json.dumps(cfg, indent=2) + "\n")
+    atomic_write_json(out / CONFIG_NAME, cfg)
     if card:
         from .cards import build_custom_card, build_model_card
 

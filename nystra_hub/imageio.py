@@ -280,6 +280,13 @@ def encode_image(
     return buffer.getvalue()
 
 
+def atomic_write_json(path: str | os.PathLike, obj, indent: int = 2) -> Path:
+    """``obj`` as JSON through :func:`atomic_write_bytes` (reports, configs: never left half-written)."""
+    import json
+
+    return atomic_write_bytes(path, (json.dumps(obj, indent=indent) + "\n").encode())
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` so that ``path`` is either absent/old or complete: temporary file in the same
     folder, fsync, ``os.replace``, fsync of the folder. The temporary file is removed on any error."""
@@ -335,6 +342,7 @@ __all__ = [
     "ImageReadError",
     "array_to_pil",
     "atomic_write_bytes",
+    "atomic_write_json",
     "encode_image",
     "encode_png16",
     "format_for",

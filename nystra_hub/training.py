@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .imageio import atomic_write_json
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TESTSETS = REPO_ROOT.parent / "shared" / "testsets"
 DEFAULT_REFERENCE_DIR = REPO_ROOT / "reference_models"
@@ -428,7 +430,7 @@ def save_reference(model: torch.nn.Module, folder: str | os.PathLike, info: dict
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt", "arch": info["arch"]})
     os.chmod(folder / "model.safetensors", 0o644)  # safetensors writes 0600; these are shared files
-    (folder / "reference.json").write_text(json.dumps(info, indent=2) + "\n")
+    atomic_write_json(folder / "reference.json", info)
     write_reference_config(model, folder)
     return folder
 
@@ -438,8 +440,7 @@ def write_reference_config(model: torch.nn.Module, folder: str | os.PathLike) ->
     from .hub import CONFIG_NAME, model_hub_config
 
     path = Path(folder) / CONFIG_NAME
-    path.write_text(json.dumps(model_hub_config(model), indent=2) + "\n")
-    return path
+    return atomic_write_json(path, model_hub_config(model))
 
 
 def load_reference(folder: str | os.PathLike, attn_impl: str = "softmax"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_attention import exact_attention as exact
 
 from nystra_hub.attention import (
     NystraParams,
@@ -27,15 +28,6 @@ def toy(impl: str, **nystra) -> ToyAttention:
     module = ToyAttention(WINDOW, HEADS, D**-0.5)
     module.set_attn_impl(impl, NystraParams(**nystra) if nystra else None)
     return module
-
-
-def exact(q, k, v, scale, bias=None, mask=None):
-    logits = (q * scale) @ k.transpose(-1, -2)
-    if bias is not None:
-        logits = logits + bias
-    if mask is not None:
-        logits = logits + mask
-    return logits.softmax(-1) @ v
 
 
 def block_constant(windows: int, scale: float, gen: torch.Generator) -> torch.Tensor:

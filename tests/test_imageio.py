@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import signal
 import struct
@@ -198,3 +199,14 @@ def test_imageio_module_imports_standalone():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.PARTIAL_SUFFIX == imageio.PARTIAL_SUFFIX
+
+
+def test_atomic_write_json_keeps_the_old_file_when_serialising_fails(tmp_path):
+    from nystra_hub.imageio import atomic_write_json
+
+    path = tmp_path / "report.json"
+    atomic_write_json(path, {"a": 1})
+    assert json.loads(path.read_text()) == {"a": 1}
+    with pytest.raises(TypeError):
+        atomic_write_json(path, {"a": object()})
+    assert json.loads(path.read_text()) == {"a": 1} and sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
