@@ -18,9 +18,13 @@ if the approximation's error e is independent of the model's own error r, the dr
 and ‖r‖² is taken from ``reference_psnr_db`` (the model's PSNR on its task; default 35 dB, stricter than the
 PSNR of most restoration models, so the budget holds for them).
 
-Windows are not varied per layer: at a fixed number of landmarks the Nyström cost per token does not depend on
-the window (N·m·d), so a larger window only changes quality (and the exact fallbacks get dearer); run
-:meth:`set_window_size` first to calibrate at another window.
+**Windows.** With ``windows=(16, ...)`` every layer also gets Nyström candidates at those windows: its block is
+rebuilt at the window from the trained weights (bias table resized with ``window_resize``, masks and modulators
+following), timed in a pass where all such layers run at that window (times are compared per input pixel, since
+the model's padding depends on its windows), and costed one layer at a time like the others. At a fixed number of
+landmarks Nyström's cost per token barely depends on the window, while exact attention's grows with it, so a
+larger window pays only through Nyström, and only where its quality cost is small: that is what gets measured.
+The chosen windows go into the plan (``"windows"``), which is applied to the trained model, not to a copy.
 
 The chosen plan is applied to the model (``model.nystra_plan``) and returned; saving the model as a hub folder
 records it (``config.json`` ``nystra_plan``) so ``from_pretrained`` reproduces it.
@@ -29,6 +33,7 @@ records it (``config.json`` ``nystra_plan``) so ``from_pretrained`` reproduces i
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import statistics
 import time
@@ -38,7 +43,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from .attention import NystraParams, WindowAttentionBase, attention_modules
+from .attention import WINDOW_RESIZE_METHODS, NystraParams, WindowAttentionBase, attention_modules
 from .imageio import atomic_write_json
 from .plan import apply_plan, extract_plan
 
@@ -49,16 +54,17 @@ EXACT_IMPLS = ("sdpa", "softmax")
 class Candidate:
     attn_impl: str
     params: NystraParams | None = None
+    window: int | None = None  # None: the window the layer was trained with
 
     @property
     def label(self) -> str:
-        if self.params is None:
-            return self.attn_impl
-        return f"nystra m{self.params.landmarks} it{self.params.iters}"
+        label = self.attn_impl if self.params is None else f"nystra m{self.params.landmarks} it{self.params.iters}"
+        return label if self.window is None else f"w{self.window} {label}"
 
 
-def default_candidates(module: WindowAttentionBase) -> list[Candidate]:
-    """Nyström settings worth trying for one layer: fewer landmarks than tokens, the module's τ/bias/mask."""
+def default_candidates(module: WindowAttentionBase, windows: Sequence[int] = ()) -> list[Candidate]:
+    """Nyström settings worth trying for one layer: fewer landmarks than tokens, the module's τ/bias/mask; at the
+    trained window and at each of ``windows`` (landmarks 16/32/64 there, the iterations that matter most)."""
     n = module.window_size[0] * module.window_size[1]
     base = module.nystra
     out = []
@@ -67,7 +73,56 @@ def default_candidates(module: WindowAttentionBase) -> list[Candidate]:
             continue
         for iters in (2, 4, 6):
             out.append(Candidate("nystra", base.replace(landmarks=landmarks, iters=iters)))
+    for window in windows:
+        if window * window == n:
+            continue
+        for landmarks in (16, 32, 64):
+            if landmarks < window * window:
+                for iters in (2, 4):
+                    out.append(Candidate("nystra", base.replace(landmarks=landmarks, iters=iters), window))
     return out
+
+
+class _Blocks:
+    """Each layer's enclosing block (what has ``set_window_size``) as trained and, built on demand, at other
+    windows; :meth:`use` swaps the wanted one into the model. Resizing is not invertible (a bias table resized
+    to 16 and back is not the trained one), so every variant is made from the trained block, never from another
+    variant."""
+
+    def __init__(self, model: nn.Module, names: Sequence[str], method: str) -> None:
+        self.model, self.method = model, method
+        self.trained = {name: _block_of(model, name) for name in names}
+        self.variants: dict[tuple[str, int], nn.Module] = {}
+        self.current = dict.fromkeys(names)
+
+    def supports_windows(self, name: str) -> bool:
+        return hasattr(self.trained[name], "set_window_size")
+
+    def window_of(self, name: str, window: int | None) -> tuple[int, int]:
+        """The attention window layer ``name`` really runs when its block is set to ``window`` (a block may
+        clamp it, e.g. Uformer's at a stage smaller than the window)."""
+        block = self.trained[name] if window is None else self.variant(name, window)
+        return tuple(block.get_submodule(name[len(_block_name(name)):].lstrip(".")).window_size)
+
+    def variant(self, name: str, window: int) -> nn.Module:
+        if (name, window) not in self.variants:
+            variant = copy.deepcopy(self.trained[name])
+            variant.set_window_size(window, self.method)
+            self.variants[(name, window)] = variant
+        return self.variants[(name, window)]
+
+    def use(self, name: str, window: int | None) -> WindowAttentionBase:
+        """Put layer ``name``'s block at ``window`` (None: as trained) and return its attention module."""
+        if self.current[name] != window:
+            block = self.trained[name] if window is None else self.variant(name, window)
+            parent, _, child = _block_name(name).rpartition(".")
+            setattr(self.model.get_submodule(parent) if parent else self.model, child, block)
+            self.current[name] = window
+        return self.model.get_submodule(name)
+
+    def restore(self) -> None:
+        for name in self.trained:
+            self.use(name, None)
 
 
 @dataclass
@@ -83,7 +138,7 @@ class LayerReport:
 def _median_ms(fn, runs: int) -> float:
     fn()  # warm-up
     times = []
-    for _ in range(runs):
+    for _ in range(max(runs, 1)):
         start = time.perf_counter()
         fn()
         times.append((time.perf_counter() - start) * 1e3)
@@ -94,38 +149,38 @@ def _set(module: WindowAttentionBase, candidate: Candidate) -> None:
     module.set_attn_impl(candidate.attn_impl, candidate.params or module.nystra)
 
 
+def _block_name(name: str) -> str:
+    return name.rsplit(".", 1)[0] if "." in name else ""
+
+
 def _block_of(model: nn.Module, name: str) -> nn.Module:
     """The module whose forward wraps the attention module (partition, projection, mask): what gets timed."""
-    parent = name.rsplit(".", 1)[0] if "." in name else ""
+    parent = _block_name(name)
     return model.get_submodule(parent) if parent else model
 
 
-def _time_layers(model, x: Tensor, layers: dict[str, WindowAttentionBase], candidates: dict, runs: int, log):
-    """Time each layer's enclosing block on its own input, inside one forward pass (inputs are not stored)."""
-    reports: dict[str, LayerReport] = {}
-    hooks = []
+def _timed_pass(model, x: Tensor, todo: dict[str, list[Candidate]], with_exact: bool, runs: int):
+    """One forward pass in which each listed layer's block is timed on its own input with each candidate (and the
+    exact implementations if ``with_exact``); inputs are not stored. Returns ({name: {label: ms}}, padded input
+    area of the pass)."""
+    times: dict[str, dict[str, float]] = {}
+    area = []
+    hooks = [model.register_forward_pre_hook(lambda _, args: area.append(args[0].shape[-2] * args[0].shape[-1]))]
 
     def make_hook(name: str):
-        module = layers[name]
-
         def hook(block, args, kwargs):
+            module = model.get_submodule(name)
             saved = (module.attn_impl, module.nystra)
-            times = {}
-            for impl in EXACT_IMPLS:
-                _set(module, Candidate(impl))
-                times[impl] = _median_ms(lambda: block.forward(*args, **kwargs), runs)
-            for cand in candidates[name]:
+            layer_times = times.setdefault(name, {})
+            options = [Candidate(impl) for impl in EXACT_IMPLS] if with_exact else []
+            for cand in options + todo[name]:
                 _set(module, cand)
-                times[cand.label] = _median_ms(lambda: block.forward(*args, **kwargs), runs)
+                layer_times[cand.label] = _median_ms(lambda: block.forward(*args, **kwargs), runs)
             module.set_attn_impl(*saved)
-            exact_impl = min(EXACT_IMPLS, key=times.__getitem__)
-            reports[name] = LayerReport(name, exact_impl, times[exact_impl], times)
-            log(f"  timed {name}: exact {exact_impl} {times[exact_impl]:.2f} ms, best nystra "
-                f"{min((t for k, t in times.items() if k not in EXACT_IMPLS), default=float('nan')):.2f} ms")
 
         return hook  # calls block.forward: calling the block would re-enter this hook
 
-    for name in layers:
+    for name in todo:
         hooks.append(_block_of(model, name).register_forward_pre_hook(make_hook(name), with_kwargs=True))
     try:
         with torch.inference_mode():
@@ -133,6 +188,36 @@ def _time_layers(model, x: Tensor, layers: dict[str, WindowAttentionBase], candi
     finally:
         for h in hooks:
             h.remove()
+    return times, area[0]
+
+
+def _time_layers(model, x: Tensor, blocks: _Blocks, candidates: dict[str, list[Candidate]], runs: int, log):
+    """Per-layer block timings: one pass at the trained windows (exact implementations and the candidates there),
+    then one pass per other candidate window with every layer that has candidates at it switched to it. Times at
+    another window are scaled to the trained pass's padded input area: the model pads to a multiple of its
+    windows, and the per-pixel cost is what a layer contributes at any size."""
+    reports: dict[str, LayerReport] = {}
+    windows = sorted({c.window for cands in candidates.values() for c in cands if c.window is not None})
+    base_area = None
+    for window in [None, *windows]:
+        todo = {name: [c for c in cands if c.window == window] for name, cands in candidates.items()}
+        if window is not None:
+            todo = {name: cands for name, cands in todo.items() if cands}
+        for name in todo:
+            blocks.use(name, window)
+        times, area = _timed_pass(model, x, todo, window is None, runs)
+        blocks.restore()
+        if window is None:
+            base_area = area
+            for name, layer_times in times.items():
+                exact_impl = min(EXACT_IMPLS, key=layer_times.__getitem__)
+                reports[name] = LayerReport(name, exact_impl, layer_times[exact_impl], layer_times)
+        else:
+            for name, layer_times in times.items():
+                reports[name].times_ms.update({k: t * base_area / area for k, t in layer_times.items()})
+    for name, report in reports.items():
+        best = min((t for k, t in report.times_ms.items() if k not in EXACT_IMPLS), default=float("nan"))
+        log(f"  timed {name}: exact {report.exact_impl} {report.exact_ms:.2f} ms, best nystra {best:.2f} ms")
     return reports
 
 
@@ -164,13 +249,16 @@ def calibrate(
     reference_psnr_db: float = 35.0,
     timing_image: Tensor | None = None,
     timing_runs: int = 3,
+    windows: Sequence[int] = (),
+    window_resize: str = "bicubic",
     log=None,
 ) -> dict:
     """Choose a per-layer plan for ``model`` (a RestorationModel with trained weights) and apply it.
 
     ``images``: calibration inputs, [0, 1] (1, C, H, W) tensors (or one batch); ``targets``: their ground truth
     (optional, see the module docs); ``timing_image``: the input size to optimise speed for (default: the first
-    image). Returns ``{"plan": ..., "report": ...}``; the plan is also stored as ``model.nystra_plan``.
+    image); ``windows``: other windows to try per layer (see the module docs), their position terms resized with
+    ``window_resize``. Returns ``{"plan": ..., "report": ...}``; the plan is also stored as ``model.nystra_plan``.
     """
     log = log or (lambda *_: None)
     model = getattr(model, "restoration_model", model)
@@ -184,7 +272,19 @@ def calibrate(
     layers = dict(attention_modules(model))
     if not layers:
         raise ValueError("the model has no attention modules to calibrate")
-    candidates = candidates or {name: default_candidates(m) for name, m in layers.items()}
+    blocks = _Blocks(model, list(layers), window_resize)
+    if any(not isinstance(w, int) or isinstance(w, bool) or w < 2 for w in windows):
+        raise ValueError(f"windows must be ints >= 2, got {list(windows)}")
+    if candidates is None:
+        candidates = {}
+        for name, m in layers.items():
+            # Only windows that change what the layer runs (a block may clamp a window to its stage's size).
+            usable = [w for w in windows if blocks.supports_windows(name)
+                      and blocks.window_of(name, w) != blocks.window_of(name, None)]
+            candidates[name] = default_candidates(m, usable)
+    for name, cands in candidates.items():
+        if any(c.window is not None for c in cands) and not blocks.supports_windows(name):
+            raise ValueError(f"layer {name!r} cannot change its window (its block has no set_window_size)")
     original_plan = extract_plan(model)
     model.eval()
 
@@ -207,22 +307,29 @@ def calibrate(
         f"MSE {allowed_mse:.3g} ({'measured' if targets is not None else 'assumed'} model MSE {residual_mse:.3g})")
 
     log("timing layers")
-    reports = _time_layers(model, inputs[0] if timing_image is None else timing_image, layers, candidates,
+    reports = _time_layers(model, inputs[0] if timing_image is None else timing_image, blocks, candidates,
                            timing_runs, log)
     for name, m in layers.items():
         m.set_attn_impl(reports[name].exact_impl)
 
+    def use(name: str, cand: Candidate | None) -> None:
+        """Layer ``name`` runs ``cand`` (None: its fastest exact implementation at the trained window)."""
+        if cand is None:
+            blocks.use(name, None).set_attn_impl(reports[name].exact_impl)
+        else:
+            _set(blocks.use(name, cand.window), cand)
+
     log("measuring per-layer costs")
     options = []  # (efficiency, name, candidate, gain_ms, cost)
-    for name, m in layers.items():
+    for name in layers:
         report = reports[name]
         for cand in candidates[name]:
             gain = report.exact_ms - report.times_ms[cand.label]
             if gain <= 0:
                 continue  # slower than exact here: never worth any quality
-            _set(m, cand)
+            use(name, cand)
             cost = _mse(_outputs(model, inputs), exact)
-            m.set_attn_impl(report.exact_impl)
+            use(name, None)
             report.costs[cand.label] = cost
             options.append((gain / max(cost, 1e-30), name, cand, gain, cost))
     options.sort(key=lambda o: o[0], reverse=True)
@@ -241,11 +348,8 @@ def calibrate(
         predicted += cost
 
     def apply(selection):
-        for name, m in layers.items():
-            if name in selection:
-                _set(m, selection[name][0])
-            else:
-                m.set_attn_impl(reports[name].exact_impl)
+        for name in layers:
+            use(name, selection[name][0] if name in selection else None)
 
     def measured_drop(outputs) -> float:
         if targets is not None:
@@ -264,7 +368,11 @@ def calibrate(
 
     for name, report in reports.items():
         report.chosen = chosen[name][0].label if name in chosen else report.exact_impl
+    apply(chosen)
     plan = extract_plan(model)
+    windows_chosen = {_block_name(n): c[0].window for n, c in sorted(chosen.items()) if c[0].window is not None}
+    if windows_chosen:
+        plan = {"windows": windows_chosen, "window_resize": window_resize, **plan}
     speed = {}
     if timing_runs > 0:  # end to end, both in this process, interleaved: the ratio is what counts
         x = inputs[0] if timing_image is None else timing_image
@@ -275,13 +383,20 @@ def calibrate(
                 calibrated_ms.append(_median_ms(lambda: model.official_inference(x), 1))
                 apply({})
                 exact_ms.append(_median_ms(lambda: model.official_inference(x), 1))
-        apply(chosen)
         speed = {"input_shape": list(x.shape), "exact_ms": statistics.median(exact_ms),
                  "calibrated_ms": statistics.median(calibrated_ms),
                  "speedup": statistics.median(exact_ms) / statistics.median(calibrated_ms)}
         log(f"end to end: exact {speed['exact_ms']:.1f} ms, calibrated {speed['calibrated_ms']:.1f} ms "
             f"({speed['speedup']:.3f}x)")
+    # The model keeps the plan applied the way from_pretrained applies it: to the trained blocks.
+    blocks.restore()
+    if drop > budget_db:  # even all-exact failed (cannot happen: exact has drop 0); keep the invariant explicit
+        apply_plan(model, original_plan)
+        raise RuntimeError(f"calibration could not meet the {budget_db} dB budget")
+    apply_plan(model, plan)
     model.nystra_plan = plan
+    if windows_chosen:
+        model.nystra_plan_applied = plan  # its weights are no longer the trained ones: hub saving must know
     result = {
         "plan": plan,
         "report": {
@@ -298,9 +413,6 @@ def calibrate(
             "per_layer": [vars(r) for r in reports.values()],
         },
     }
-    if drop > budget_db:  # even all-exact failed (cannot happen: exact has drop 0); keep the invariant explicit
-        apply_plan(model, original_plan)
-        raise RuntimeError(f"calibration could not meet the {budget_db} dB budget")
     return result
 
 
@@ -316,6 +428,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crop", type=int, default=0, help="centre-crop the clean images to this size first")
     parser.add_argument("--timing-size", type=int, default=0,
                         help="input side to optimise speed for (default: the first calibration input)")
+    parser.add_argument("--windows", type=int, nargs="*", default=[],
+                        help="other windows to try per layer, e.g. 16 32 (default: the trained windows only)")
+    parser.add_argument("--window-resize", default="bicubic", choices=WINDOW_RESIZE_METHODS,
+                        help="how position bias tables follow a changed window (default bicubic)")
     parser.add_argument("--runs", type=int, default=3, help="timing runs per candidate (median)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     parser.add_argument("--out", required=True, help="JSON file for the plan and the report")
@@ -362,7 +478,7 @@ def run(args: argparse.Namespace) -> int:
         timing = torch.rand(1, inputs[0].shape[1], args.timing_size, args.timing_size,
                             generator=torch.Generator().manual_seed(0))
     result = calibrate(model, inputs, args.budget_db, targets=targets, timing_image=timing, timing_runs=args.runs,
-                       log=print)
+                       windows=args.windows, window_resize=args.window_resize, log=print)
     result["model"] = args.model
     result["images"] = args.images
     result["threads"] = torch.get_num_threads()
@@ -372,6 +488,8 @@ def run(args: argparse.Namespace) -> int:
     if args.save_hub:
         from .hub import save_hub_folder
 
-        save_hub_folder(model, args.save_hub)
+        if result["plan"].get("windows"):  # the folder holds the trained weights and the plan re-applies them
+            model, _, _ = _load_for_calibration(args.model)
+        save_hub_folder(model, args.save_hub, plan=result["plan"])
         print(f"wrote {args.save_hub}")
     return 0

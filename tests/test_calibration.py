@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import load_golden
+from conftest import TESTSETS, load_golden
 
 import nystra_hub
 from nystra_hub import calibration
@@ -12,14 +12,23 @@ from nystra_hub.attention import NystraParams, attention_modules
 from nystra_hub.calibration import Candidate, LayerReport
 
 
-def _fake_timings(model, x, layers, candidates, runs, log):
-    """Deterministic timings: exact 10 ms per layer; Nyström with fewer landmarks is faster."""
+def _fake_timings(model, x, blocks, candidates, runs, log):
+    """Deterministic timings: exact 10 ms per layer; Nyström with fewer landmarks is faster; other windows slower."""
     reports = {}
-    for name in layers:
+    for name in candidates:
         times = {"sdpa": 10.0, "softmax": 12.0}
         for cand in candidates[name]:
-            times[cand.label] = 4.0 + cand.params.landmarks / 8
+            times[cand.label] = 4.0 + cand.params.landmarks / 8 + (20.0 if cand.window else 0.0)
         reports[name] = LayerReport(name, "sdpa", 10.0, times)
+    return reports
+
+
+def _windows_pay(model, x, blocks, candidates, runs, log):
+    """Only the candidates at another window are faster than exact."""
+    reports = _fake_timings(model, x, blocks, candidates, runs, log)
+    for name, report in reports.items():
+        for cand in candidates[name]:
+            report.times_ms[cand.label] = 2.0 if cand.window else 50.0
     return reports
 
 
@@ -57,8 +66,8 @@ def test_tiny_budget_keeps_everything_exact(golden_sr, monkeypatch):
 
 
 def test_slower_candidates_are_never_chosen(golden_sr, monkeypatch):
-    def slow(model, x, layers, candidates, runs, log):
-        reports = _fake_timings(model, x, layers, candidates, runs, log)
+    def slow(model, x, blocks, candidates, runs, log):
+        reports = _fake_timings(model, x, blocks, candidates, runs, log)
         for r in reports.values():
             r.times_ms.update({k: 50.0 for k in r.times_ms if k.startswith("nystra")})
         return reports
@@ -81,10 +90,13 @@ def test_without_targets_the_budget_uses_the_reference_psnr(golden_sr, monkeypat
 
 def test_real_timing_path_runs(golden_sr):
     model, x, target = golden_sr
-    cands = {name: [Candidate("nystra", NystraParams(landmarks=16, iters=2))] for name, _ in attention_modules(model)}
+    m16 = NystraParams(landmarks=16, iters=2)
+    cands = {name: [Candidate("nystra", m16), Candidate("nystra", m16, window=16)]
+             for name, _ in attention_modules(model)}
     result = nystra_hub.calibrate(model, [x], budget_db=0.5, targets=[target], candidates=cands, timing_runs=1)
     per_layer = result["report"]["per_layer"]
-    assert len(per_layer) == 4 and all(r["exact_ms"] > 0 and "nystra m16 it2" in r["times_ms"] for r in per_layer)
+    assert len(per_layer) == 4
+    assert all(r["exact_ms"] > 0 and {"nystra m16 it2", "w16 nystra m16 it2"} <= set(r["times_ms"]) for r in per_layer)
     assert result["report"]["speed"]["exact_ms"] > 0
     assert result["report"]["measured_drop_db"] <= 0.5
 
@@ -102,9 +114,96 @@ def test_plan_survives_a_hub_round_trip(golden_sr, monkeypatch, tmp_path):
         assert torch.equal(loaded.official_inference(x), model.official_inference(x))
 
 
+WINDOW_GOLDENS = ["swinir_sr_x2_pixelshuffle", "uformer_tiny_modulator", "dehazeformer_tiny_dwconv"]
+
+
+def _golden_with_target(name):
+    model, io, _ = load_golden(name)
+    x = io["input"].clamp(0, 1)
+    with torch.no_grad():
+        target = model.official_inference(x)
+    return model, x, (target + 0.05 * torch.randn_like(target)).clamp(0, 1)
+
+
+@pytest.mark.parametrize("golden", WINDOW_GOLDENS)
+def test_window_choices_enter_the_plan_and_a_hub_folder_reproduces_them(golden, monkeypatch, tmp_path):
+    from nystra_hub.hub import load_pretrained, save_hub_folder
+
+    monkeypatch.setattr(calibration, "_time_layers", _windows_pay)
+    model, x, target = _golden_with_target(golden)
+    result = nystra_hub.calibrate(model, [x], budget_db=6.0, targets=[target], windows=[16], timing_runs=0)
+    plan = result["plan"]
+    assert plan["windows"] and set(plan["windows"].values()) == {16} and plan["window_resize"] == "bicubic"
+    # Exactly the layers whose block changed window run Nyström, each at 16x16 (or clamped to its stage).
+    modules = dict(attention_modules(model))
+    for block in plan["windows"]:
+        attn = modules[next(n for n in modules if n.rsplit(".", 1)[0] == block)]
+        assert attn.attn_impl == "nystra" and attn.window_size[0] > 8
+    assert result["report"]["measured_drop_db"] <= 6.0
+    with torch.no_grad():
+        calibrated = model.official_inference(x)
+    # A model whose windows changed no longer holds its trained weights: saving it directly is refused...
+    with pytest.raises(ValueError, match="windows"):
+        save_hub_folder(model, tmp_path / "refused")
+    # ...the trained model is saved with the plan, and loading re-applies it to the same function.
+    trained, _, _ = load_golden(golden)
+    save_hub_folder(trained, tmp_path / "calibrated", plan=plan)
+    loaded = load_pretrained(tmp_path / "calibrated")
+    with torch.no_grad():
+        assert torch.equal(loaded.official_inference(x), calibrated)
+
+
+@pytest.mark.parametrize("golden", WINDOW_GOLDENS)
+def test_trying_windows_leaves_an_unchosen_layer_exactly_as_trained(golden, monkeypatch):
+    monkeypatch.setattr(calibration, "_time_layers", _windows_pay)
+    model, x, target = _golden_with_target(golden)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        exact = model.official_inference(x)
+    result = nystra_hub.calibrate(model, [x], budget_db=1e-9, targets=[target], windows=[16], timing_runs=0)
+    assert result["report"]["nystra_layers"] == 0 and "windows" not in result["plan"]
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    with torch.no_grad():
+        torch.testing.assert_close(model.official_inference(x), exact, rtol=0, atol=1e-5)  # softmax vs sdpa
+
+
 def test_bad_arguments():
     model, io, _ = load_golden("swinir_sr_x2_pixelshuffle")
     with pytest.raises(ValueError, match="budget"):
         nystra_hub.calibrate(model, [io["input"]], budget_db=0)
     with pytest.raises(ValueError, match="targets"):
         nystra_hub.calibrate(model, [io["input"]], targets=[])
+    with pytest.raises(ValueError, match="windows"):
+        nystra_hub.calibrate(model, [io["input"]], windows=[1])
+
+
+@pytest.mark.skipif(not (TESTSETS / "Set5").is_dir(), reason="needs ../shared/testsets")
+def test_command_with_windows_saves_a_hub_folder_that_reproduces_the_plan(tmp_path, monkeypatch):
+    """The CLI path: a plan that changes windows is saved with the trained weights, and loading re-applies it."""
+    import argparse
+    import json
+
+    from test_fidelity import make_reference
+
+    from nystra_hub.hub import load_pretrained
+    from nystra_hub.plan import apply_plan
+    from nystra_hub.training import load_reference
+
+    monkeypatch.setattr(calibration, "_time_layers", _windows_pay)
+    folder = make_reference(tmp_path / "tiny")
+    parser = argparse.ArgumentParser()
+    calibration.add_arguments(parser)
+    args = parser.parse_args(["--model", str(folder), "--images", "Set5/HR/butterfly.png", "--crop", "64",
+                              "--windows", "16", "--budget-db", "50", "--runs", "0", "--out", str(tmp_path / "p.json"),
+                              "--save-hub", str(tmp_path / "hub")])
+    assert calibration.run(args) == 0
+    plan = json.loads((tmp_path / "p.json").read_text())["plan"]
+    assert set(plan["windows"].values()) == {16}
+    loaded = load_pretrained(tmp_path / "hub")
+    expected, _ = load_reference(folder)
+    apply_plan(expected, plan)
+    x = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(loaded.official_inference(x), expected.official_inference(x))
+    assert loaded.window_sizes() == expected.window_sizes() and 16 in loaded.window_sizes()

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.nn.init import _calculate_fan_in_and_fan_out
 
 from ..attention import (
+    WINDOW_RESIZE_METHODS,
     NystraParams,
     WindowAttentionBase,
     log_relative_positions,
@@ -259,7 +260,11 @@ class Attention(nn.Module):
         attn_out = shifted_out[:, s:s + h, s:s + w, :].permute(0, 3, 1, 2)
         return self.proj(self.conv(V) + attn_out)
 
-    def set_window_size(self, window_size: int) -> None:
+    def set_window_size(self, window_size: int, method: str = "bicubic") -> None:
+        """Run this block at another window. ``method`` is accepted for a uniform interface (plans pass it)
+        and checked, but there is no table to resize: the bias MLP evaluates the new offsets itself."""
+        if method not in WINDOW_RESIZE_METHODS:
+            raise ValueError(f"window resize method must be one of {WINDOW_RESIZE_METHODS}, got {method!r}")
         shifted = self.shift_size > 0
         self.window_size = window_size
         self.shift_size = window_size // 2 if shifted else 0
