@@ -26,7 +26,7 @@ from ..attention import (
     shifted_window_mask,
     to_2tuple,
 )
-from .common import RestorationModel, tokens_to_image
+from .common import RestorationModel, gelu_fresh, tokens_to_image
 
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
@@ -39,7 +39,7 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_features, in_features)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        return self.fc2(gelu_fresh(self.fc1(x), self.act))
 
 
 class WindowAttention(TableBiasWindowAttention):

@@ -38,7 +38,7 @@ from ..attention import (
     window_partition,
     window_reverse,
 )
-from .common import RestorationModel, tokens_to_image
+from .common import RestorationModel, gelu_fresh, tokens_to_image
 
 TOKEN_MLPS = ("leff", "fastleff", "mlp", "ffn")
 # The official test scripts pad every image to a square whose side is a multiple of this (expand2square).
@@ -57,7 +57,7 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_features, in_features)
 
     def forward(self, x: Tensor, x_size: tuple[int, int]) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        return self.fc2(gelu_fresh(self.fc1(x), self.act))
 
 
 class LeFF(nn.Module):
@@ -76,8 +76,9 @@ class LeFF(nn.Module):
         self.linear2 = nn.Sequential(nn.Linear(hidden_dim, dim))
 
     def forward(self, x: Tensor, x_size: tuple[int, int]) -> Tensor:
-        x = self.linear1(x)
-        x = self.dwconv(tokens_to_image(x, x_size)).flatten(2).transpose(1, 2)
+        # The Sequentials keep the official keys (linear1.0, dwconv.0); their GELUs run in place on fresh outputs.
+        x = gelu_fresh(self.linear1[0](x), self.linear1[1])
+        x = gelu_fresh(self.dwconv[0](tokens_to_image(x, x_size)), self.dwconv[1]).flatten(2).transpose(1, 2)
         return self.linear2(x)
 
 
