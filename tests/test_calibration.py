@@ -78,6 +78,22 @@ def test_slower_candidates_are_never_chosen(golden_sr, monkeypatch):
     assert result["report"]["nystra_layers"] == 0
 
 
+def test_a_selection_slower_than_exact_end_to_end_is_rejected(golden_sr, monkeypatch):
+    monkeypatch.setattr(calibration, "_time_layers", _fake_timings)
+    monkeypatch.setattr(calibration, "_end_to_end", lambda *a: {"exact_ms": 9.0, "calibrated_ms": 10.0,
+                                                                "speedup": 0.9})
+    model, x, target = golden_sr
+    result = nystra_hub.calibrate(model, [x], budget_db=3.0, targets=[target], timing_runs=1)
+    report = result["report"]
+    assert report["nystra_layers"] == 0 and report["speed"]["rejected"]  # per-layer gains did not add up
+    assert {m.attn_impl for _, m in attention_modules(model)} <= {"sdpa", "softmax"}
+    assert all(s["attn_impl"] != "nystra" for s in result["plan"]["attention"].values())
+    monkeypatch.setattr(calibration, "_end_to_end", lambda *a: {"exact_ms": 11.0, "calibrated_ms": 10.0,
+                                                                "speedup": 1.1})
+    kept = nystra_hub.calibrate(model, [x], budget_db=3.0, targets=[target], timing_runs=1)["report"]
+    assert kept["nystra_layers"] >= 1 and "rejected" not in kept["speed"]
+
+
 def test_without_targets_the_budget_uses_the_reference_psnr(golden_sr, monkeypatch):
     monkeypatch.setattr(calibration, "_time_layers", _fake_timings)
     model, x, _ = golden_sr
