@@ -94,6 +94,29 @@ def test_a_selection_slower_than_exact_end_to_end_is_rejected(golden_sr, monkeyp
     assert kept["nystra_layers"] >= 1 and "rejected" not in kept["speed"]
 
 
+def test_a_window_change_that_slows_the_whole_model_is_retried_without_it(golden_sr, monkeypatch):
+    def both_pay(model, x, blocks, candidates, runs, log):
+        reports = _windows_pay(model, x, blocks, candidates, runs, log)
+        for name, report in reports.items():
+            report.times_ms.update({c.label: 3.0 for c in candidates[name] if not c.window})
+        return reports
+
+    def slow_if_windows_changed(model, x, runs, use_calibrated, use_exact):
+        use_calibrated()  # e.g. SwinIR padding every layer's input to a multiple of 16
+        return {"exact_ms": 10.0, "calibrated_ms": 12.5 if max(model.window_sizes()) > 8 else 9.0,
+                "speedup": 0.8 if max(model.window_sizes()) > 8 else 10 / 9}
+
+    monkeypatch.setattr(calibration, "_time_layers", both_pay)
+    monkeypatch.setattr(calibration, "_end_to_end", slow_if_windows_changed)
+    model, x, target = golden_sr
+    result = nystra_hub.calibrate(model, [x], budget_db=6.0, targets=[target], windows=[16], timing_runs=1)
+    report = result["report"]
+    assert "windows" not in result["plan"] and report["nystra_layers"] >= 1
+    assert report["speed"]["speedup"] > 1 and len(report["speed"]["rejected"]) == 1
+    assert any(label.startswith("w16") for label in report["speed"]["rejected"][0]["layers"].values())
+    assert model.window_sizes() == [8, 8, 8, 8]
+
+
 def test_without_targets_the_budget_uses_the_reference_psnr(golden_sr, monkeypatch):
     monkeypatch.setattr(calibration, "_time_layers", _fake_timings)
     model, x, _ = golden_sr
