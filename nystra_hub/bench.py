@@ -236,6 +236,9 @@ def standard_arms(source: ModelSource, recipe: dict | None = None) -> dict[str, 
         arms.append(Arm("spandrel", "f", "the same weights loaded through spandrel (official code path)" + note,
                         backend="spandrel"))
     arms += [
+        Arm(f"nystra-w{w}-maskdrop", "", f"PnP-Nystra at window {w} with the paper's recipe, {resized}, bias pooled, "
+            f"masks dropped (the paper's masks choice, the position bias kept)", attn_impl="nystra", window=w,
+            nystra={**params, "bias": "pooled", "mask": "drop"}),
         Arm(f"sdpa-w{w}", "", f"exact fused attention at window {w}, {resized}, masks kept", attn_impl="sdpa",
             window=w),
         Arm("nystromformer", "", "windowed softmax-normalised Nystromformer at the trained window (same landmarks,"

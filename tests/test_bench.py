@@ -52,6 +52,9 @@ def test_standard_arms(variant, window, spandrel):
     assert by_letter["e'"].nystra["bias"] == "pooled" and by_letter["e'"].nystra["mask"] == "exact"
     assert by_letter["c"].drop_modulator == (source.arch == "uformer")
     assert select_arms(arms, ["nystra-wW-paper"], paper_recipe(source.arch, source.task))[0].window == window
+    maskdrop = select_arms(arms, ["nystra-wW-maskdrop"], paper_recipe(source.arch, source.task))[0]
+    assert maskdrop.window == window and maskdrop.nystra["bias"] == "pooled" and maskdrop.nystra["mask"] == "drop"
+    assert maskdrop.nystra["landmarks"] == by_letter["e"].nystra["landmarks"] and not maskdrop.drop_modulator
     with pytest.raises(ValueError, match="unknown arm"):
         select_arms(arms, ["nonsense"], paper_recipe(source.arch, source.task))
 
