@@ -293,8 +293,9 @@ def _speed_split(result: dict, refs: dict) -> str | None:
 
 
 _FIDELITY_ROWS = ("exact", "sdpa", "spandrel", "nystra", "exact-w{W}-paper", "exact-w{W}", "nystra-w{W}-paper",
-                  "nystra-w{W}", "nystromformer", "performer", "nystromformer-w{W}-paper", "performer-w{W}-paper",
-                  "nystra-biaspooled-maskdrop", "nystra-biasdrop-maskexact", "nystra-biasdrop-maskdrop")
+                  "nystra-w{W}", "nystra-w{W}-maskdrop", "nystromformer", "performer", "nystromformer-w{W}-paper",
+                  "performer-w{W}-paper", "nystra-biaspooled-maskdrop", "nystra-biasdrop-maskexact",
+                  "nystra-biasdrop-maskdrop")
 
 
 def _render_fidelity(v: Variant, reports: list[dict], eval_results: list[EvalResult]) -> str:
