@@ -5,8 +5,9 @@ cd "$(dirname "$0")/.."
 B=benchmarks
 cards() { nystra-hub cards "$@" --out-dir model_cards; }
 existing() { for f in "$@"; do [ -f "$f" ] && echo "$f"; done; }
-cards swinir-x2 --bench $(existing $B/timing-swinir-x2-128-cpu.json $B/bench-swinir-x2-cpu.json $B/bench-swinir-x2-512-cpu.json) \
-    --fidelity $B/fidelity-swinir-ref-x2.json
+cards swinir-x2 --bench $(existing $B/timing-swinir-x2-128-cpu.json $B/bench-swinir-x2-cpu.json $B/bench-swinir-x2-512-cpu.json \
+        $B/bench-swinir-x2-enlarged-cpu.json) \
+    --fidelity $(existing $B/fidelity-swinir-ref-x2.json $B/fidelity-swinir-ref-x2-enlarged.json)
 cards swinir-x4 --bench $B/bench-swinir-x4-cpu.json --fidelity $B/fidelity-swinir-ref-x2.json
 cards uformer-b-sidd --bench $(existing $B/bench-uformer-b-sidd-cpu.json $B/bench-uformer-b-sidd-512-cpu.json) \
     --fidelity $(existing $B/fidelity-uformer-ref-denoise25.json $B/fidelity-uformer-ref-denoise25-calibrated.json)
