@@ -26,7 +26,7 @@ def gelu_fresh(x: Tensor, act: nn.GELU) -> Tensor:
     """``act(x)`` for an ``x`` nothing else holds (a layer's fresh output), in place unless autograd needs ``x``.
 
     On CPU a new image-sized tensor costs more in page faults than the GELU itself (65536×128 floats, 2 threads:
-    12.9 ms into a new tensor, 2.3 ms in place); the values are the same bits either way.
+    17.8 ms into a new tensor, 2.1 ms in place, ``benchmarks/profile_cpu.py``); the values are the same bits.
     """
     if torch.is_grad_enabled() and x.requires_grad:
         return act(x)
