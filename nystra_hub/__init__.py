@@ -7,6 +7,7 @@ libraries are installed; building, loading and running models needs neither.
 from __future__ import annotations
 
 import importlib
+import warnings
 
 from .attention import ATTN_IMPLS, NystraParams
 from .checkpoints import CheckpointError, CheckpointMismatchError, load_original_checkpoint, read_state_dict
@@ -41,9 +42,9 @@ def _register_plugins() -> None:
         except ImportError as err:
             if getattr(err, "name", None) in (module_name, "transformers", "timm"):
                 continue  # the glue module or the library it glues to is not installed
-            import warnings
-
             warnings.warn(f"nystra_hub: {module_name} not registered ({err})", stacklevel=2)
+        except Exception as err:  # noqa: BLE001 - an incompatible library version must not break the core
+            warnings.warn(f"nystra_hub: {module_name} not registered ({type(err).__name__}: {err})", stacklevel=2)
 
 
 _register_plugins()

@@ -15,6 +15,7 @@ from .nystrom import iterative_pinv, landmark_grid, nystrom_attention, pool_bias
 from .windows import (
     SHIFT_MASK_VALUE,
     WindowMask,
+    log_relative_offsets,
     log_relative_positions,
     merge_tokens,
     partition_tokens,
@@ -38,6 +39,7 @@ __all__ = [
     "check_attn_impl",
     "iterative_pinv",
     "landmark_grid",
+    "log_relative_offsets",
     "log_relative_positions",
     "merge_tokens",
     "partition_tokens",

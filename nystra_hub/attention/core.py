@@ -149,7 +149,9 @@ class WindowAttentionBase(nn.Module):
 
     def _cache_key(self, window: tuple[int, int], dtype: torch.dtype, device: torch.device) -> tuple:
         sources = self.position_bias_sources()
-        return (window, dtype, device, tuple((t.data_ptr(), t._version) for t in sources))
+        # Inference tensors (a model converted under torch.inference_mode) have no version counter.
+        versions = tuple((t.data_ptr(), 0 if t.is_inference() else t._version) for t in sources)
+        return (window, dtype, device, versions)
 
     def clear_caches(self) -> None:
         self._bias_cache.clear()
@@ -164,7 +166,9 @@ class WindowAttentionBase(nn.Module):
     ) -> Tensor | None:
         """(heads, N, N) additive bias in ``dtype``; cached while no gradient flows through it."""
         window = self.window_size if window is None else window
-        if self._needs_grad():
+        if self._needs_grad() or torch.compiler.is_compiling():
+            # Under torch.compile the bias is part of the graph (a gather of the table): the cache key reads
+            # data pointers, which a traced graph cannot.
             bias = self.compute_position_bias(window)
             return None if bias is None else bias.to(dtype)
         key = self._cache_key(window, dtype, device)
@@ -180,7 +184,7 @@ class WindowAttentionBase(nn.Module):
     def pooled_position_bias(
         self, bias: Tensor, window: tuple[int, int], grid: tuple[int, int]
     ) -> tuple[Tensor, Tensor, Tensor]:
-        if self._needs_grad():
+        if self._needs_grad() or torch.compiler.is_compiling():
             return pool_bias(bias, window, grid)
         key = (*self._cache_key(window, bias.dtype, bias.device), grid)
         if key not in self._pooled_cache:

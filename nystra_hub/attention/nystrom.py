@@ -130,8 +130,14 @@ def nystrom_attention(
 
     ``pooled_bias`` is :func:`pool_bias` of the position bias (or None to drop it, as the paper does); each part
     broadcasts over the leading dims. The output has the dtype of ``v``; rows flagged untrustworthy hold
-    unusable values and must be recomputed by the caller.
+    unusable values and must be recomputed by the caller. Autocast is switched off inside: the kernel and the
+    pseudo-inverse are computed in float32 for half-precision inputs, whatever the surrounding context.
     """
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        return _nystrom_attention(q, k, v, window, landmarks, iters, tau, scale, pooled_bias)
+
+
+def _nystrom_attention(q, k, v, window, landmarks, iters, tau, scale, pooled_bias):
     out_dtype = v.dtype
     compute = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
     # One contiguous copy each (they are strided views of a fused qkv projection); every product below reads

@@ -86,8 +86,11 @@ class WindowMask:
         return self.additive.shape[0]
 
     @classmethod
-    def from_additive(cls, additive: Tensor) -> WindowMask:
-        cut = (additive != 0).flatten(1).any(dim=1).nonzero().flatten()
+    def from_additive(cls, additive: Tensor, cut: Tensor | None = None) -> WindowMask:
+        """``cut``: the indices of the windows with a masked pair, when the caller knows them from the geometry
+        (finding them in the data is a data-dependent ``nonzero`` that torch.compile cannot trace)."""
+        if cut is None:
+            cut = (additive != 0).flatten(1).any(dim=1).nonzero().flatten()
         return cls(additive=additive, cut=cut, cut_additive=additive.index_select(0, cut))
 
     def to(self, dtype: torch.dtype) -> WindowMask:
@@ -119,7 +122,16 @@ def _shifted_window_mask(
     windows = window_partition(labels.view(1, h, w, 1), window).squeeze(-1)  # (nW, N)
     differs = windows.unsqueeze(1) != windows.unsqueeze(2)
     additive = torch.zeros(differs.shape, dtype=dtype, device="cpu").masked_fill_(differs, SHIFT_MASK_VALUE)
-    return WindowMask.from_additive(additive.to(device))
+    return WindowMask.from_additive(additive.to(device), shift_cut_windows(h, w, window, shift).to(device))
+
+
+def shift_cut_windows(h: int, w: int, window: tuple[int, int], shift: tuple[int, int]) -> Tensor:
+    """Indices of the windows a cyclic shift cuts: the last row of windows (if shifted vertically) and the last
+    column (if shifted horizontally); every other window lies inside one region."""
+    rows, cols = h // window[0], w // window[1]
+    cut = {(rows - 1) * cols + j for j in range(cols)} if shift[0] else set()
+    cut |= {i * cols + cols - 1 for i in range(rows)} if shift[1] else set()
+    return torch.tensor(sorted(cut), dtype=torch.int64)
 
 
 def shifted_window_mask(
@@ -151,6 +163,15 @@ def sub_window_index(window: tuple[int, int], table_window: tuple[int, int]) -> 
     ).flatten(1)
     rel = coords[:, :, None] - coords[:, None, :]
     return (rel[0] + table_window[0] - 1) * (2 * table_window[1] - 1) + rel[1] + table_window[1] - 1
+
+
+def log_relative_offsets(window: tuple[int, int]) -> Tensor:
+    """((2wh-1)(2ww-1), 2) float sign(d)*log(1+|d|) of every distinct token offset, in the order of the Swin bias
+    table, so ``log_relative_offsets(w)[relative_position_index(w)]`` is :func:`log_relative_positions`."""
+    dy = torch.arange(-(window[0] - 1), window[0]).repeat_interleave(2 * window[1] - 1)
+    dx = torch.arange(-(window[1] - 1), window[1]).repeat(2 * window[0] - 1)
+    rel = torch.stack([dy, dx], dim=-1)
+    return torch.sign(rel) * torch.log(1.0 + rel.abs())
 
 
 def log_relative_positions(window: tuple[int, int]) -> Tensor:

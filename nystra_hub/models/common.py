@@ -33,6 +33,18 @@ def gelu_fresh(x: Tensor, act: nn.GELU) -> Tensor:
     return torch.ops.aten.gelu_(x, approximate=act.approximate)
 
 
+def stream_op(module: nn.Module, x: Tensor) -> Tensor:
+    """``module(x)`` for an ``x`` read straight off the residual stream (no normalisation before it).
+
+    The stream's values grow with depth and can pass float16's 65504 (the black images of float16 SwinIR runs);
+    under float16 autocast this call therefore runs in float32. bfloat16 has float32's range and stays fast."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.float16:
+        with torch.autocast(device, enabled=False):
+            return module(x.float())
+    return module(x)
+
+
 class RestorationModel(nn.Module):
     """Base of SwinIR, Uformer and DehazeFormer.
 
@@ -42,6 +54,8 @@ class RestorationModel(nn.Module):
 
     arch: str = ""
     default_nystra = NystraParams()
+    #: the repeated transformer block classes: :meth:`compile_blocks` compiles each kind once
+    block_types: tuple[type[nn.Module], ...] = ()
 
     def __init__(self) -> None:
         super().__init__()
@@ -64,6 +78,21 @@ class RestorationModel(nn.Module):
 
         Returns [0, 1] images of size (H·scale, W·scale)."""
         raise NotImplementedError
+
+    def compile_blocks(self, **compile_kwargs) -> RestorationModel:
+        """``torch.compile`` every transformer block in place (regional compilation).
+
+        Identical blocks share one compiled graph, so compile time does not grow with depth (SwinIR-M: 2 graphs
+        for 36 blocks, shifted and not); the input checks, padding and convolutions around the blocks stay eager.
+        Shapes are specialised: a new input size compiles again (tile a large image to keep one shape)."""
+        # Blocks of different stages differ in shape (Uformer: 9 stages, shifted or not), each one compile.
+        config = torch._dynamo.config
+        limit = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # torch < 2.7
+        setattr(config, limit, max(getattr(config, limit), 64))
+        for module in self.modules():
+            if isinstance(module, self.block_types):
+                module.compile(**compile_kwargs)
+        return self
 
     # -- attention ---------------------------------------------------------------------------------------------
     def set_attn_impl(self, attn_impl: str, **nystra_params) -> RestorationModel:

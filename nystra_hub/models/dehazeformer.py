@@ -29,7 +29,9 @@ from ..attention import (
     WINDOW_RESIZE_METHODS,
     NystraParams,
     WindowAttentionBase,
+    log_relative_offsets,
     log_relative_positions,
+    relative_position_index,
     to_2tuple,
     window_partition,
     window_reverse,
@@ -129,6 +131,12 @@ class WindowAttention(WindowAttentionBase):
         # window-w buffer holds only (2w − 1)² distinct rows, so at window 32 the MLP sees 3969 rows instead of
         # 1M (the full evaluation's 256-wide hidden layer alone would be 1 GiB). Same function, same buffer.
         positions = self.relative_positions
+        if torch.compiler.is_compiling():
+            # The distinct offsets from the geometry (torch.unique is data-dependent and cannot be traced).
+            offsets = log_relative_offsets(window).to(positions)
+            index = relative_position_index(window).to(positions.device).view(-1)
+            n = window[0] * window[1]
+            return self.meta(offsets)[index].view(n, n, -1).permute(2, 0, 1)
         if window != self.window_size:  # a smaller window: the MLP evaluates its offsets
             positions = log_relative_positions(window).to(positions)
         n = positions.shape[0]
@@ -420,6 +428,7 @@ class DehazeFormer(RestorationModel):
     """
 
     arch = "dehazeformer"
+    block_types = (TransformerBlock,)
     # No reference recipe for DehazeFormer: the SwinIR recipe (m = 16, 2 iterations, τ = 5) is the reference's
     # choice for the other window-8 model with a position bias; DehazeFormer's heads are 16 wide (d ≥ 16), its
     # logits are of SwinIR's order, and τ = 5 keeps φ = exp there (τ = 0, Uformer's, linearises every positive

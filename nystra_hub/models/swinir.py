@@ -26,7 +26,7 @@ from ..attention import (
     shifted_window_mask,
     to_2tuple,
 )
-from .common import RestorationModel, gelu_fresh, tokens_to_image
+from .common import RestorationModel, gelu_fresh, stream_op, tokens_to_image
 
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
@@ -202,7 +202,7 @@ class RSTB(nn.Module):
     def forward(self, x: Tensor, x_size: tuple[int, int]) -> Tensor:
         # x first: the sum takes the layout of the first operand, and patch_embed's output is a transposed view;
         # the other order leaves the residual stream transposed and every LayerNorm after it copies it.
-        return x + self.patch_embed(self.conv(self.patch_unembed(self.residual_group(x, x_size), x_size)))
+        return x + self.patch_embed(stream_op(self.conv, self.patch_unembed(self.residual_group(x, x_size), x_size)))
 
 
 class Upsample(nn.Sequential):
@@ -234,6 +234,7 @@ class SwinIR(RestorationModel):
     """
 
     arch = "swinir"
+    block_types = (SwinTransformerBlock,)
     default_nystra = NystraParams(landmarks=16, iters=2, tau=5.0)  # the reference's SwinIR recipe
 
     def __init__(

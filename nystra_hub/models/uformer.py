@@ -38,7 +38,7 @@ from ..attention import (
     window_partition,
     window_reverse,
 )
-from .common import RestorationModel, gelu_fresh, tokens_to_image
+from .common import RestorationModel, gelu_fresh, stream_op, tokens_to_image
 
 TOKEN_MLPS = ("leff", "fastleff", "mlp", "ffn")
 # The official test scripts pad every image to a square whose side is a multiple of this (expand2square).
@@ -314,7 +314,7 @@ class Downsample(nn.Module):
         self.conv = nn.Sequential(nn.Conv2d(in_channel, out_channel, kernel_size=4, stride=2, padding=1))
 
     def forward(self, x: Tensor, x_size: tuple[int, int]) -> Tensor:
-        return self.conv(tokens_to_image(x, x_size)).flatten(2).transpose(1, 2)
+        return stream_op(self.conv, tokens_to_image(x, x_size)).flatten(2).transpose(1, 2)
 
 
 class Upsample(nn.Module):
@@ -325,7 +325,7 @@ class Upsample(nn.Module):
         self.deconv = nn.Sequential(nn.ConvTranspose2d(in_channel, out_channel, kernel_size=2, stride=2))
 
     def forward(self, x: Tensor, x_size: tuple[int, int]) -> Tensor:
-        return self.deconv(tokens_to_image(x, x_size)).flatten(2).transpose(1, 2)
+        return stream_op(self.deconv, tokens_to_image(x, x_size)).flatten(2).transpose(1, 2)
 
 
 class InputProj(nn.Module):
@@ -347,7 +347,7 @@ class OutputProj(nn.Module):
         self.proj = nn.Sequential(nn.Conv2d(in_channel, out_channel, 3, 1, 1))
 
     def forward(self, x: Tensor, x_size: tuple[int, int]) -> Tensor:
-        return self.proj(tokens_to_image(x, x_size)).contiguous()
+        return stream_op(self.proj, tokens_to_image(x, x_size)).contiguous()
 
 
 # -- the model -----------------------------------------------------------------------------------------------
@@ -361,6 +361,7 @@ class Uformer(RestorationModel):
     """
 
     arch = "uformer"
+    block_types = (LeWinTransformerBlock,)
     # The reference's Uformer recipes (pnp-nystra.md): deblurring 16 landmarks / 3 iterations, denoising
     # 32 / 6, both with tau = 0. 16 / 3 is the default: at the trained window 8 (64 tokens) 32 landmarks would
     # be half the tokens. Denoising at an enlarged window: set_attn_impl("nystra", landmarks=32, iters=6).
