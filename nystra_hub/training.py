@@ -21,6 +21,8 @@ steps, time, image lists, held-out PSNR/SSIM of the model and of the degraded in
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -227,11 +229,14 @@ _add(Recipe(
     name="swinir-ref-x2", arch="swinir", task_name="lightweight-sr",
     task=Task("sr", scale=2, protocol="swinir-sr",
               description="x2 super-resolution, bicubic degradation"),
-    kwargs=dict(upscale=2, in_chans=3, img_size=32, window_size=8, img_range=1.0, depths=[4, 4], embed_dim=60,
-                num_heads=[6, 6], mlp_ratio=2, upsampler="pixelshuffledirect", resi_connection="1conv"),
-    patch=32, batch=8, steps=500, lr=1e-3,
-    notes="SwinIR-S (lightweight) structure with 2 RSTBs of 4 blocks instead of 4 of 6: embed 60, 6 heads of "
-          "dim 10, window 8, shifted windows in every other block, pixelshuffledirect x2",
+    kwargs=dict(upscale=2, in_chans=3, img_size=16, window_size=8, img_range=1.0, depths=[6, 6, 6, 6],
+                embed_dim=60, num_heads=[6, 6, 6, 6], mlp_ratio=2, upsampler="pixelshuffledirect",
+                resi_connection="1conv"),
+    patch=64, batch=32, steps=4000, lr=5e-4,
+    notes="the SwinIR-S (lightweight) x2 configuration of the release: 4 RSTBs of 6 blocks, embed 60, 6 heads "
+          "of dim 10, window 8, shifted windows in every other block, pixelshuffledirect x2, LR patch 64; "
+          "img_size 16 instead of 64 only sizes the attn_mask buffers kept for state-dict compatibility (the "
+          "forward builds the masks of the actual size): 0.8 MB of them instead of 12",
 ))
 _add(Recipe(
     name="uformer-ref-denoise25", arch="uformer", task_name="denoise-color",
@@ -240,7 +245,7 @@ _add(Recipe(
     kwargs=dict(img_size=128, in_chans=3, dd_in=3, embed_dim=8, depths=[2, 2, 2, 2, 1, 1, 2, 2, 2],
                 num_heads=[1, 1, 2, 4, 8, 8, 4, 2, 1], win_size=8, mlp_ratio=4.0, token_projection="linear",
                 token_mlp="leff", modulator=True, shift_flag=True),
-    patch=128, batch=4, steps=1200, lr=1e-3,
+    patch=128, batch=16, steps=4000, lr=1e-3,
     notes="Uformer-T structure (LeFF, modulator, window 8, shifted windows, img_size 128 like the SIDD release) "
           "at embed 8 with heads [1,1,2,4,8,8,4,2,1] (head dim 16 as Uformer-T, 8 in the first stage) and "
           "depth 1 in the bottleneck and the first decoder stage (2 elsewhere) to stay under 5 MB",
@@ -252,7 +257,7 @@ _add(Recipe(
     kwargs=dict(in_chans=3, out_chans=4, window_size=8, norm_layer=["RLN"] * 5, embed_dims=[24, 48, 96, 48, 24],
                 mlp_ratios=[2.0, 4.0, 4.0, 2.0, 2.0], num_heads=[2, 4, 6, 1, 1], depths=[4, 4, 4, 2, 2],
                 attn_ratio=[0.0, 0.5, 1.0, 0.0, 0.0], conv_type=["DWConv"] * 5),
-    patch=128, batch=4, steps=500, lr=1e-3,
+    patch=128, batch=16, steps=4000, lr=1e-3,
     notes="the official DehazeFormer-t configuration (0.69 M parameters), trained on 128 crops instead of 256",
 ))
 
@@ -354,72 +359,207 @@ def evaluate_heldout(model, recipe: Recipe, names: list[str], root=None, log=pri
     }
 
 
+OPTIMIZER_NOTE = "Adam(betas=(0.9, 0.99)), linear warm-up over 5 % of the steps, cosine decay to 1 %"
+AMP_MODES = ("none", "bf16")
+
+
+def lr_at(step: int, steps: int, lr: float) -> float:
+    """Linear warm-up over the first 5 % of the steps, then cosine decay to 1 % of ``lr``."""
+    warmup = max(1, steps // 20)
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@dataclass
+class TrainRun:
+    """What a (possibly resumed) training run has done so far; saved with the weights in the state file."""
+
+    settings: dict  # recipe, kwargs, patch, steps, batch, lr, seed: a resume must match them
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    pieces: list[dict] = field(default_factory=list)  # one per run of the command: steps, device, amp, seconds
+
+
+def save_train_state(path: str | os.PathLike, run: TrainRun, model, optimizer, sampler: PairSampler) -> Path:
+    """Weights, optimizer, data-sampler and RNG state at ``run.step``, written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "run": dataclasses.asdict(run),
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "sampler": {"numpy": sampler.rng.bit_generator.state, "torch": sampler.gen.get_state()},
+        "torch_rng": torch.get_rng_state(),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_train_state(path: str | os.PathLike, settings: dict, model, optimizer, sampler: PairSampler) -> TrainRun:
+    """Restore a run saved by :func:`save_train_state`; its settings must equal ``settings``."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    run = TrainRun(**state["run"])
+    differ = sorted(k for k in set(settings) | set(run.settings) if settings.get(k) != run.settings.get(k))
+    if differ:
+        details = ", ".join(f"{k}: saved {run.settings.get(k)!r} vs asked {settings.get(k)!r}" for k in differ)
+        raise ValueError(f"cannot resume from {path}: the settings differ ({details})")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    sampler.rng.bit_generator.state = state["sampler"]["numpy"]
+    sampler.gen.set_state(state["sampler"]["torch"])
+    torch.set_rng_state(state["torch_rng"])
+    return run
+
+
+def _amp_context(device: torch.device, amp: str):
+    if amp == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def train(
     recipe: Recipe, *, steps: int | None = None, batch: int | None = None, lr: float | None = None, seed: int = 0,
     threads: int | None = None, stop_at: int | None = None, max_minutes: float | None = None,
-    root=None, log_every: int = 25, log=print,
+    root=None, log_every: int = 25, log=print, device: str = "cpu", amp: str | None = None,
+    state_path: str | os.PathLike | None = None, save_every: int | None = None, resume: bool = False,
 ) -> tuple[torch.nn.Module, dict]:
-    """Train ``recipe``; returns (model in eval mode, training record). Deterministic for fixed arguments and
-    thread count (``stop_at``/``max_minutes`` end early without changing the learning-rate schedule)."""
+    """Train ``recipe``; returns (model in eval mode on the CPU, training record).
+
+    On CPU the run is deterministic for fixed arguments and thread count (``stop_at``/``max_minutes`` end early
+    without changing the learning-rate schedule). On CUDA it runs under bf16 autocast by default (``amp``) and
+    is not bit-reproducible (atomic adds in the backward of the window gathers). With ``state_path`` the run is
+    saved every ``save_every`` steps and at the end, and ``resume`` continues a saved run exactly where it
+    stopped, so it can be trained in pieces."""
     from .models import build_model
 
     steps = recipe.steps if steps is None else steps
     batch = recipe.batch if batch is None else batch
     lr = recipe.lr if lr is None else lr
+    device = torch.device(device)
+    amp = amp or ("bf16" if device.type == "cuda" else "none")
+    if amp not in AMP_MODES:
+        raise ValueError(f"amp must be one of {AMP_MODES}, got {amp!r}")
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
     names = [n for s in recipe.train_sets for n in list_images(s, root)]
     sampler = PairSampler(recipe, names, seed, root)
-    model = build_model(recipe.arch, **recipe.kwargs).train()
-    to_input, from_output = model_io(recipe.arch)
+    model = build_model(recipe.arch, **recipe.kwargs).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99))
-    warmup = max(1, steps // 20)
-
-    def lr_at(step: int) -> float:  # linear warm-up, cosine decay to 1 % of lr
-        if step < warmup:
-            return lr * (step + 1) / warmup
-        progress = (step - warmup) / max(1, steps - warmup)
-        return lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-    losses: list[float] = []
-    start = time.perf_counter()
+    settings = {"recipe": recipe.name, "kwargs": recipe.kwargs, "patch": recipe.patch, "steps": steps,
+                "batch": batch, "lr": lr, "seed": seed}
+    run = TrainRun(settings)
+    if resume and state_path and Path(state_path).is_file():
+        run = load_train_state(state_path, settings, model, optimizer, sampler)
+        log(f"resumed {recipe.name} at step {run.step}/{steps} from {state_path}")
     last = steps if stop_at is None else min(steps, stop_at)
-    done = 0
-    stopped = None
-    for step in range(last):
-        if max_minutes is not None and time.perf_counter() - start > max_minutes * 60:
-            stopped = f"time limit of {max_minutes:g} min reached after {step} steps"
-            break
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step)
-        inputs, targets = sampler.batch(batch)
-        out = from_output(model(to_input(inputs)))
-        loss = F.l1_loss(out, targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-        done = step + 1
-        if log_every and (done % log_every == 0 or done == 1):
-            window = losses[-log_every:]
-            log(f"step {done}/{steps}  L1 {np.mean(window):.5f}  lr {lr_at(step):.2e}  "
-                f"{time.perf_counter() - start:.0f}s")
-    elapsed = time.perf_counter() - start
-    model.eval()
+    if run.step < last:  # a piece that trains (a resume that only evaluates adds none)
+        run.pieces.append({"from_step": run.step, "device": device.type, "device_name": _device_name(device),
+                           "amp": amp, "deterministic": device.type == "cpu"})
+    stopped = _train_steps(model, optimizer, sampler, run, last, device, amp, max_minutes, log_every, log,
+                           save=(lambda: save_train_state(state_path, run, model, optimizer, sampler))
+                           if state_path else None, save_every=save_every)
+    model = model.cpu().eval()
+    losses = run.losses
+    pieces = run.pieces
     record = {
-        "steps": done, "planned_steps": steps, "batch": batch, "lr": lr, "patch": recipe.patch, "seed": seed,
-        "optimizer": "Adam(betas=(0.9, 0.99)), linear warm-up over 5 % of the steps, cosine decay to 1 %",
+        "steps": run.step, "planned_steps": steps, "batch": batch, "lr": lr, "patch": recipe.patch, "seed": seed,
+        "optimizer": OPTIMIZER_NOTE,
         "loss": "L1" + (" in the model's [-1, 1] range" if recipe.arch == "dehazeformer" else ""),
         "augmentation": "random crops, 8 flips/rotations",
-        "threads": torch.get_num_threads(), "train_seconds": round(elapsed, 1),
+        "device": pieces[0]["device"] if pieces else device.type,
+        "amp": pieces[0]["amp"] if pieces else amp,
+        "pieces": pieces,
+        "threads": torch.get_num_threads(), "train_seconds": round(run.seconds, 1),
         "loss_first": float(np.mean(losses[: max(1, log_every)])) if losses else None,
         "loss_last": float(np.mean(losses[-max(1, log_every):])) if losses else None,
         "loss_curve": [round(v, 6) for v in losses],
         "stopped_early": stopped,
     }
     return model, record
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+def _train_steps(model, optimizer, sampler, run: TrainRun, last: int, device, amp: str, max_minutes, log_every,
+                 log, save, save_every) -> str | None:
+    """Optimizer steps from ``run.step`` to ``last``; the loss is read back only when logged (no sync per step)."""
+    to_input, from_output = model_io(model.arch)
+    steps, lr, batch = run.settings["steps"], run.settings["lr"], run.settings["batch"]
+    start = time.perf_counter() - run.seconds
+    pending: list[Tensor] = []
+    stopped = None
+
+    def flush() -> None:
+        if pending:
+            run.losses.extend(torch.stack(pending).float().cpu().tolist())
+            pending.clear()
+        run.seconds = time.perf_counter() - start
+        if run.pieces:
+            run.pieces[-1].update(to_step=run.step, total_seconds=round(run.seconds, 1))
+
+    while run.step < last:
+        if max_minutes is not None and time.perf_counter() - start > max_minutes * 60:
+            stopped = f"time limit of {max_minutes:g} min reached after {run.step} steps"
+            break
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(run.step, steps, lr)
+        inputs, targets = (t.to(device, non_blocking=True) for t in sampler.batch(batch))
+        with _amp_context(device, amp):
+            out = from_output(model(to_input(inputs)))
+        loss = F.l1_loss(out.float(), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        pending.append(loss.detach())
+        run.step += 1
+        if log_every and (run.step % log_every == 0 or run.step == 1):
+            flush()
+            log(f"step {run.step}/{steps}  L1 {np.mean(run.losses[-log_every:]):.5f}  "
+                f"lr {lr_at(run.step - 1, steps, lr):.2e}  {run.seconds:.0f}s")
+        if save and save_every and run.step % save_every == 0:
+            flush()
+            save()
+    flush()
+    if save:
+        save()
+    return stopped
+
+
+def probe_step_seconds(recipe: Recipe, batch: int, device: str, amp: str | None, root=None, steps: int = 12) -> float:
+    """Seconds per training step of ``recipe`` on ``device`` (median of the steps after two warm-up steps);
+    the model is thrown away (``--steps auto`` sizes a run to its time budget with it)."""
+    from .models import build_model
+
+    device_ = torch.device(device)
+    amp = amp or ("bf16" if device_.type == "cuda" else "none")
+    names = [n for s in recipe.train_sets for n in list_images(s, root)][:8]
+    sampler = PairSampler(recipe, names, 12345, root)
+    model = build_model(recipe.arch, **recipe.kwargs).to(device_).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    to_input, from_output = model_io(recipe.arch)
+    times = []
+    for _ in range(steps + 2):
+        t0 = time.perf_counter()
+        inputs, targets = (t.to(device_) for t in sampler.batch(batch))
+        with _amp_context(device_, amp):
+            loss = F.l1_loss(from_output(model(to_input(inputs))).float(), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss.item()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times[2:]))
 
 
 def save_reference(model: torch.nn.Module, folder: str | os.PathLike, info: dict) -> Path:
@@ -466,11 +606,21 @@ def recipe_task(info: dict) -> Task:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", required=True, choices=sorted(RECIPES), help="which reference model")
     parser.add_argument("--out", help="output folder (default reference_models/<recipe>)")
-    parser.add_argument("--steps", type=int, help="optimizer steps (default: the recipe's)")
+    parser.add_argument("--steps", help="optimizer steps (default: the recipe's, or the resumed run's); 'auto' "
+                                        "with --max-minutes: as many as fit, from a measured step time")
     parser.add_argument("--batch", type=int, help="batch size (default: the recipe's)")
     parser.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    parser.add_argument("--amp", choices=AMP_MODES, default=None,
+                        help="mixed precision (default: bf16 autocast on CUDA, none on CPU)")
+    parser.add_argument("--state", help="training-state file: saved every --save-every steps and at the end")
+    parser.add_argument("--save-every", type=int, default=None, help="save the state every N steps")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run saved in --state (settings must match; steps default to its own)")
+    parser.add_argument("--no-eval", action="store_true",
+                        help="train and save the state only (evaluate and write the folder later with --resume)")
     parser.add_argument("--stop-at", type=int, default=None,
                         help="stop after this many steps without changing the schedule (reproduces a run that "
                              "hit --max-minutes)")
@@ -488,30 +638,61 @@ def _display_path(path: Path) -> str:
         return str(path)
 
 
-def _command(args: argparse.Namespace, steps_done: int) -> str:
+def _command(args: argparse.Namespace, record: dict) -> str:
+    """The command that trains this model from scratch in one go (the device and precision it was trained in)."""
     parts = ["nystra-hub", "train-reference", "--recipe", args.recipe, "--out", _display_path(args.out_resolved),
-             "--steps", str(args.steps_resolved), "--batch", str(args.batch_resolved), "--lr",
-             repr(args.lr_resolved), "--seed", str(args.seed), "--threads", str(torch.get_num_threads())]
-    if steps_done < args.steps_resolved:
-        parts += ["--stop-at", str(steps_done)]
+             "--steps", str(record["planned_steps"]), "--batch", str(record["batch"]), "--lr", repr(record["lr"]),
+             "--seed", str(args.seed)]
+    if record["device"] == "cpu":
+        parts += ["--threads", str(record["threads"])]
+    else:
+        parts += ["--device", record["device"], "--amp", record["amp"]]
+    if record["steps"] < record["planned_steps"]:
+        parts += ["--stop-at", str(record["steps"])]
     if args.heldout_limit is not None:
         parts += ["--heldout-limit", str(args.heldout_limit)]
     return shlex.join(parts)
 
 
+def _resolve_steps(args: argparse.Namespace, recipe: Recipe, batch: int, log) -> int:
+    """--steps: a number, the resumed run's, the recipe's, or 'auto' (fill --max-minutes at the measured rate)."""
+    if args.steps not in (None, "auto"):
+        return int(args.steps)
+    if args.resume and args.state and Path(args.state).is_file():
+        saved = torch.load(args.state, map_location="cpu", weights_only=False)["run"]["settings"]
+        return int(saved["steps"])
+    if args.steps is None:
+        return recipe.steps
+    if not args.max_minutes:
+        raise SystemExit("train-reference: --steps auto needs --max-minutes")
+    seconds = probe_step_seconds(recipe, batch, args.device, args.amp, args.testsets)
+    steps = max(1, int(args.max_minutes * 60 * 0.93 / seconds))  # 7 % slack for start-up, logging, saving
+    log(f"measured {seconds * 1e3:.1f} ms per step: {steps} steps fill {args.max_minutes:g} min")
+    return steps
+
+
 def run(args: argparse.Namespace) -> int:
     recipe = RECIPES[args.recipe]
-    args.out_resolved = Path(args.out) if args.out else DEFAULT_REFERENCE_DIR / recipe.name
-    args.steps_resolved = recipe.steps if args.steps is None else args.steps
-    args.batch_resolved = recipe.batch if args.batch is None else args.batch
-    args.lr_resolved = recipe.lr if args.lr is None else args.lr
     log = lambda msg: print(msg, flush=True)  # noqa: E731
-    log(f"training {recipe.name} ({recipe.arch}, {recipe.task.description}) for {args.steps_resolved} steps")
+    args.out_resolved = Path(args.out) if args.out else DEFAULT_REFERENCE_DIR / recipe.name
+    batch = recipe.batch if args.batch is None else args.batch
+    steps = _resolve_steps(args, recipe, batch, log)
+    log(f"training {recipe.name} ({recipe.arch}, {recipe.task.description}) for {steps} steps on {args.device}")
     model, record = train(
-        recipe, steps=args.steps_resolved, batch=args.batch_resolved, lr=args.lr_resolved, seed=args.seed,
-        threads=args.threads, stop_at=args.stop_at, max_minutes=args.max_minutes, root=args.testsets,
-        log_every=args.log_every, log=log,
+        recipe, steps=steps, batch=batch, lr=args.lr, seed=args.seed, threads=args.threads, stop_at=args.stop_at,
+        max_minutes=args.max_minutes, root=args.testsets, log_every=args.log_every, log=log, device=args.device,
+        amp=args.amp, state_path=args.state, save_every=args.save_every, resume=args.resume,
     )
+    log(f"trained {record['steps']} steps in {record['train_seconds']:.0f}s")
+    if args.no_eval:
+        return 0
+    folder = write_reference_folder(model, recipe, record, args, log)
+    log(f"wrote {folder} ({(folder / 'model.safetensors').stat().st_size / 1e6:.2f} MB weights)")
+    return 0
+
+
+def write_reference_folder(model, recipe: Recipe, record: dict, args: argparse.Namespace, log) -> Path:
+    """Evaluate on the held-out images and write ``model.safetensors``, ``reference.json`` and ``config.json``."""
     train_names = [n for s in recipe.train_sets for n in list_images(s, args.testsets)]
     heldout = [n for s in recipe.heldout_sets for n in list_images(s, args.testsets)]
     if args.heldout_limit is not None:
@@ -519,8 +700,7 @@ def run(args: argparse.Namespace) -> int:
     overlap = sorted(set(train_names) & set(heldout))
     if overlap:
         raise RuntimeError(f"held-out images used in training: {overlap}")
-    log(f"trained {record['steps']} steps in {record['train_seconds']:.0f}s; evaluating on {len(heldout)} "
-        f"held-out images")
+    log(f"evaluating on {len(heldout)} held-out images")
     evaluation = evaluate_heldout(model, recipe, heldout, args.testsets, log=log)
     task = recipe.task
     info = {
@@ -536,7 +716,7 @@ def run(args: argparse.Namespace) -> int:
                            else {})},
         "parameters": count_parameters(model),
         "notes": recipe.notes,
-        "command": _command(args, record["steps"]),
+        "command": _command(args, record),
         "argv": shlex.join(["nystra-hub", *sys.argv[1:]]) if sys.argv else None,
         "training": record,
         "train_images": train_names,
@@ -547,12 +727,10 @@ def run(args: argparse.Namespace) -> int:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     folder = save_reference(model, args.out_resolved, info)
-    size = (folder / "model.safetensors").stat().st_size
     log(f"held-out {evaluation['protocol']['name']}: model {evaluation['psnr']:.2f} dB / SSIM "
         f"{evaluation['ssim']:.4f}, {evaluation['input_baseline']} {evaluation['input_psnr']:.2f} dB / "
         f"{evaluation['input_ssim']:.4f}")
-    log(f"wrote {folder} ({size / 1e6:.2f} MB weights)")
-    return 0
+    return folder
 
 
 __all__ = [
