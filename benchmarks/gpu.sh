@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The GPU measurement behind the model cards' GPU columns: benchmarks/gpu.sh OUT_DIR [--dry-run] [gpu_bench.py options]
+#
+# Runs on a bare GPU machine whose python3 already has torch (no network, no pip install of this package, so the
+# machine's own torch and CUDA are kept): the checkout is put first on PYTHONPATH, and spandrel (the official
+# code-path baseline) is installed from a wheel downloaded beforehand into .whl/ of the checkout:
+#     pip download spandrel --no-deps -d .whl/
+# Writes OUT_DIR/gpu-bench.json (schema nystra_hub.gpu_bench/1) and OUT_DIR/gpu-bench.log. At most ~8 minutes with
+# the default --budget-s; --dry-run runs every code path on the CPU with tiny models in seconds (CI runs it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:?usage: benchmarks/gpu.sh OUT_DIR [--dry-run] [gpu_bench.py options]}
+shift
+python=${PYTHON:-python3}
+if ! "$python" -c "import spandrel" 2>/dev/null && compgen -G ".whl/spandrel-*.whl" >/dev/null; then
+    "$python" -m pip install -q --no-index --no-deps --no-compile --target /tmp/nystra-bench-site .whl/spandrel-*.whl
+    export PYTHONPATH=/tmp/nystra-bench-site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
+mkdir -p "$out"
+{
+    command -v nvidia-smi >/dev/null && nvidia-smi
+    "$python" benchmarks/gpu_bench.py --out "$out" "$@"
+} 2>&1 | tee "$out/gpu-bench.log"

@@ -1,0 +1,439 @@
+"""The GPU measurement behind the model cards' GPU columns (run through ``benchmarks/gpu.sh``).
+
+One process, random (seeded) weights, synthetic inputs, no network, nothing from ``../shared``. For each model and
+size, every arm is built from the same weights and run interleaved: one untimed warm-up round (compilation happens
+there), one round measuring peak memory and output quality, then ``--runs`` timed rounds with the arm order rotated
+each round; medians are reported. Quality is PSNR against our float32 exact output on the same input (outputs
+mapped to [0, 1] and clamped), plus the number of non-finite output values.
+
+``--dry-run`` runs every code path on the CPU with tiny models and sizes in seconds (CI runs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import math
+import os
+import statistics
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from nystra_hub import bench, build_model
+from nystra_hub.imageio import atomic_write_json
+from nystra_hub.precision import PrecisionFallbackWarning, run_guarded
+from nystra_hub.variants import build_variant, get_variant
+
+SCHEMA = "nystra_hub.gpu_bench/1"
+
+
+@dataclass(frozen=True)
+class GpuArm:
+    name: str
+    description: str
+    backend: str = "nystra_hub"  # or "spandrel"
+    attn_impl: str = "softmax"
+    dtype: str = "float32"
+    precision: str = "autocast"  # ours: float32 weights under autocast + non-finite guard; spandrel: "cast"
+    compile: bool = False
+    window: int | None = None
+    nystra: dict | None = None
+    drop_modulator: bool = False
+
+
+def arms_for(arch: str, recipe: dict) -> list[GpuArm]:
+    w = recipe["window"]
+    paper = {k: recipe[k] for k in ("landmarks", "iters", "tau")} | {"bias": "drop", "mask": "drop"}
+    uformer = arch == "uformer"
+    arms = []
+    if arch in bench.SPANDREL_ARCHS:
+        arms += [
+            GpuArm("spandrel-fp32", "spandrel (official code path), float32", "spandrel", precision="cast"),
+            GpuArm("spandrel-bf16", "spandrel, model and input cast to bfloat16 (chaiNNer's half mode)",
+                   "spandrel", dtype="bfloat16", precision="cast"),
+            GpuArm("spandrel-fp16", "spandrel, model and input cast to float16 (what gives black images)",
+                   "spandrel", dtype="float16", precision="cast"),
+        ]
+    arms += [
+        GpuArm("exact-fp32", "ours, exact softmax attention, float32 (the model as trained)"),
+        GpuArm("sdpa-fp32", "ours, exact fused SDPA (bias as additive mask), float32", attn_impl="sdpa"),
+        GpuArm("exact-bf16", "ours, exact softmax, bf16 autocast (fp32 residual stream, norms, softmax)",
+               dtype="bfloat16"),
+        GpuArm("sdpa-bf16", "ours, exact fused SDPA, bf16 autocast", attn_impl="sdpa", dtype="bfloat16"),
+        GpuArm("exact-fp16", "ours, exact softmax, fp16 autocast + per-call non-finite check (fp32 redo)",
+               dtype="float16"),
+        GpuArm("sdpa-fp16", "ours, exact fused SDPA, fp16 autocast + non-finite check", attn_impl="sdpa",
+               dtype="float16"),
+        GpuArm("compile-bf16", "ours, SDPA, torch.compile per transformer block, bf16 autocast", attn_impl="sdpa",
+               dtype="bfloat16", compile=True),
+        GpuArm("nystra-bf16", "ours, PnP-Nystra at the trained window (bias pooled, cut windows exact; kernel and "
+               "pseudo-inverse fp32), bf16 autocast elsewhere", attn_impl="nystra", dtype="bfloat16"),
+    ]
+    for dtype, tag in (("float32", "fp32"), ("bfloat16", "bf16")):
+        arms += [
+            GpuArm(f"exact-w{w}-paper-{tag}", f"exact softmax at window {w}, bias and masks"
+                   f"{' and modulators' if uformer else ''} dropped: the paper's 'Original' baseline, {dtype}",
+                   attn_impl="exact-paper", dtype=dtype, window=w, drop_modulator=uformer),
+            GpuArm(f"nystra-w{w}-paper-{tag}", f"PnP-Nystra at window {w} with the paper's recipe and choices, "
+                   f"{dtype}", attn_impl="nystra", dtype=dtype, window=w, nystra=paper, drop_modulator=uformer),
+        ]
+    return arms
+
+
+# -- building and calling ---------------------------------------------------------------------------------------
+def build_arm(base: nn.Module, arm: GpuArm, device: torch.device) -> Callable[[Tensor], Tensor]:
+    """The arm's callable: float32 input in the model's range -> float32 output."""
+    spec = bench.Arm(arm.name, "", arm.description, attn_impl=arm.attn_impl, window=arm.window, nystra=arm.nystra,
+                     drop_modulator=arm.drop_modulator, backend="spandrel" if arm.backend == "spandrel" else
+                     "nystra_hub")
+    model = bench.make_arm_model(base, spec).to(device)
+    dtype = getattr(torch, arm.dtype)
+    if arm.precision == "cast":
+        model = model.to(dtype)
+        return lambda x: model(x.to(dtype)).float()
+    model.validate_inputs = False  # the benchmark input is finite; the check is a device sync per call
+    if arm.compile:
+        # dynamic=None: the first shape compiles static, a block of another shape (another stage) triggers one
+        # shape-generic compile instead of one compile per stage (Uformer has 9 stages).
+        model.compile_blocks(dynamic=None)
+    return lambda x: run_guarded(model, x, dtype, what=arm.name)
+
+
+def make_input(arch: str, kwargs: dict, size: int, device: torch.device, seed: int) -> Tensor:
+    channels = int(kwargs.get("dd_in", kwargs.get("in_chans", 3)))
+    x = torch.rand(1, channels, size, size, generator=torch.Generator().manual_seed(seed))
+    return (x * 2 - 1 if arch == "dehazeformer" else x).to(device)
+
+
+def to_unit(arch: str, y: Tensor) -> Tensor:
+    y = (y + 1) / 2 if arch == "dehazeformer" else y
+    return y.float().clamp(0, 1)
+
+
+def psnr(a: Tensor, b: Tensor) -> float:
+    mse = float(((a - b) ** 2).mean())
+    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def call(fn: Callable, x: Tensor, device: torch.device) -> tuple[Tensor, float, int]:
+    """(output, seconds, fp32 fallbacks) of one call, synchronised."""
+    sync(device)
+    with warnings.catch_warnings(record=True) as caught, torch.inference_mode():
+        warnings.simplefilter("always", PrecisionFallbackWarning)
+        t0 = time.perf_counter()
+        out = fn(x)
+        sync(device)
+        elapsed = time.perf_counter() - t0
+    fallbacks = sum(issubclass(w.category, PrecisionFallbackWarning) for w in caught)
+    return out, elapsed, fallbacks
+
+
+# -- one model at one size --------------------------------------------------------------------------------------
+@dataclass
+class ArmResult:
+    times_s: list[float] = field(default_factory=list)
+    warmup_s: float | None = None
+    peak_bytes: int | None = None
+    psnr_vs_exact_fp32: float | None = None
+    max_abs_diff_vs_exact_fp32: float | None = None
+    nonfinite_values: int | None = None
+    fp32_fallbacks: int = 0
+    error: str | None = None
+
+
+def measure(fns: dict[str, Callable], x: Tensor, arch: str, device: torch.device, runs: int, log) -> dict:
+    results = {name: ArmResult() for name in fns}
+
+    def guarded(name: str, step: Callable[[], None]) -> None:
+        if results[name].error:
+            return
+        try:
+            step()
+        except Exception as err:  # noqa: BLE001 - one arm failing (OOM, compile) must not end the run
+            results[name].error = f"{type(err).__name__}: {str(err)[:300]}"
+            log(f"    {name}: {results[name].error}")
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    for name, fn in fns.items():  # warm-up (compilation happens here)
+        guarded(name, lambda n=name, f=fn: setattr(results[n], "warmup_s", call(f, x, device)[1]))
+    outputs: dict[str, Tensor] = {}
+    for name, fn in fns.items():  # memory and quality
+        def quality(n=name, f=fn):
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            out, _, fallbacks = call(f, x, device)
+            if device.type == "cuda":
+                results[n].peak_bytes = torch.cuda.max_memory_allocated(device)
+            results[n].nonfinite_values = int((~torch.isfinite(out)).sum())
+            results[n].fp32_fallbacks += fallbacks
+            outputs[n] = to_unit(arch, torch.nan_to_num(out, nan=0.0)).cpu()
+        guarded(name, quality)
+    reference = outputs.get("exact-fp32")
+    for name, unit in outputs.items():
+        if reference is not None and unit.shape == reference.shape:
+            results[name].psnr_vs_exact_fp32 = psnr(unit, reference)
+            results[name].max_abs_diff_vs_exact_fp32 = float((unit - reference).abs().max())
+    outputs.clear()
+    names = list(fns)
+    for rnd in range(runs):
+        order = names[rnd % len(names):] + names[: rnd % len(names)]
+        for name in order:
+            guarded(name, lambda n=name: results[n].times_s.append(call(fns[n], x, device)[1]))
+    table = {}
+    for name, res in results.items():
+        row = asdict(res)
+        if res.times_s:
+            row["median_s"] = statistics.median(res.times_s)
+        if row.get("psnr_vs_exact_fp32") == math.inf:
+            row["psnr_vs_exact_fp32"] = "identical"
+        table[name] = row
+    return table
+
+
+def run_case(case: dict, args, device: torch.device, log) -> dict:
+    arch, kwargs = case["arch"], case["kwargs"]
+    recipe = bench.paper_recipe(arch, case["task"])
+    torch.manual_seed(args.seed)
+    base = build_model(arch, **kwargs) if "variant" not in case else build_variant(case["variant"])
+    base = base.eval()
+    wanted = args.arms or case.get("arms")
+    arms = [a for a in arms_for(arch, recipe) if not wanted or a.name in wanted]
+    fns, errors = {}, {}
+    for arm in arms:
+        try:
+            fns[arm.name] = build_arm(base, arm, device)
+        except Exception as err:  # noqa: BLE001
+            errors[arm.name] = f"{type(err).__name__}: {str(err)[:300]}"
+            log(f"    {arm.name}: cannot build ({errors[arm.name]})")
+    out = {"model": case["name"], "arch": arch, "variant": case.get("variant"), "recipe": recipe,
+           "parameters": sum(p.numel() for p in base.parameters()), "arms": {a.name: asdict(a) for a in arms},
+           "results": []}
+    for size in case["sizes"]:
+        sized = {n: f for n, f in fns.items() if size in case.get("compile_sizes", case["sizes"])
+                 or not out["arms"][n]["compile"]}
+        if time.perf_counter() - args.t0 > args.budget_s:
+            out["results"].append({"size": size, "skipped": "time budget of the run spent"})
+            log(f"  {case['name']} {size}: skipped (time budget)")
+            continue
+        t_size = time.perf_counter()
+        x = make_input(arch, kwargs, size, device, args.seed)
+        table = measure(sized, x, arch, device, args.runs, log)
+        for name, err in errors.items():
+            table[name] = {"error": err}
+        out["results"].append({"size": size, "input_shape": list(x.shape), "arms": table,
+                               "seconds": round(time.perf_counter() - t_size, 1)})
+        log_table(case["name"], size, table, log)
+        del x
+    del fns, base
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return out
+
+
+def log_table(name: str, size: int, table: dict, log) -> None:
+    log(f"  {name} {size}x{size}:")
+    ref = table.get("spandrel-fp32", {}).get("median_s")
+    for arm, row in table.items():
+        if row.get("median_s") is None:
+            log(f"    {arm:<24} {str(row.get('error'))[:90]}")
+            continue
+        vs = f"{ref / row['median_s']:6.2f}x spandrel-fp32" if ref else ""
+        peak = row.get("peak_bytes")
+        log(f"    {arm:<24} {row['median_s'] * 1e3:9.2f} ms  {vs}  psnr {row.get('psnr_vs_exact_fp32')}  "
+            f"nonfinite {row.get('nonfinite_values')}  peak {peak / 2**30 if peak else 0:.2f} GiB")
+
+
+# -- SDPA kernel selection ----------------------------------------------------------------------------------------
+def sdpa_kernels(device: torch.device, head_dims=(30, 32, 16, 12, 24, 48), windows: int = 4096) -> list[dict]:
+    """Which fused SDPA backend runs window attention with a (heads, 64, 64) bias mask, per head dim and dtype."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    rows = []
+    backends = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION,
+                SDPBackend.MATH]
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        for d in head_dims:
+            heads = 6
+            q, k, v = (torch.randn(windows, heads, 64, d, device=device, dtype=dtype) for _ in range(3))
+            bias = torch.randn(heads, 64, 64, device=device, dtype=dtype)
+            row = {"dtype": str(dtype).removeprefix("torch."), "head_dim": d, "windows": windows, "heads": heads}
+            for backend in backends:
+                try:
+                    with sdpa_kernel([backend]), torch.inference_mode():
+                        torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+                        sync(device)
+                        t0 = time.perf_counter()
+                        for _ in range(5):
+                            torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+                        sync(device)
+                    row[backend.name] = round((time.perf_counter() - t0) / 5 * 1e3, 4)
+                except Exception as err:  # noqa: BLE001 - "no kernel for these inputs" is the answer
+                    row[backend.name] = f"unavailable: {str(err).splitlines()[0][:160]}"
+            row["default_kernels"] = default_sdpa_kernels(q, k, v, bias)
+            rows.append(row)
+    return rows
+
+
+def default_sdpa_kernels(q, k, v, bias) -> list[str]:
+    """CUDA kernel names the default dispatch launches (profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof, torch.inference_mode():
+        torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        torch.cuda.synchronize()
+    return sorted({e.key[:120] for e in prof.key_averages() if e.device_type.name == "CUDA"})
+
+
+# -- fp16 overflow stress -----------------------------------------------------------------------------------------
+def inflate_residual_stream(model: nn.Module, bias: float) -> nn.Module:
+    """Add ``bias`` to every transformer MLP's output bias: the residual stream grows block after block by a
+    constant, as in released SwinIR weights whose float16 runs overflow; the LayerNorms remove the constant, so
+    the float32 run stays an ordinary output."""
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if name.endswith("mlp.fc2"):
+                module.bias.add_(bias)
+    return model
+
+
+def fp16_stress(args, device: torch.device, log) -> dict:
+    """A plain float16 cast of an inflated model overflows; our float16 run must stay finite and close."""
+    torch.manual_seed(args.seed)
+    base = build_model("swinir", **CASES_DRY[0]["kwargs"]) if args.dry_run else build_variant("swinir-x2")
+    base = inflate_residual_stream(base.eval(), args.stress_bias).to(device)
+    x = make_input("swinir", {}, 32 if args.dry_run else 128, device, args.seed)
+    plain_model = copy.deepcopy(base).half()
+    with torch.inference_mode():
+        ref = base(x).float().clamp(0, 1)
+        plain = plain_model(x.half()).float()
+    safe, _, fallbacks = call(lambda t: run_guarded(base, t, torch.float16, "stress"), x, device)
+    res = {"model": "tiny swinir" if args.dry_run else "swinir-x2",
+           "inflation": f"every mlp.fc2 bias + {args.stress_bias:g}",
+           "plain_fp16_nonfinite": int((~torch.isfinite(plain)).sum()),
+           "ours_fp16_nonfinite": int((~torch.isfinite(safe)).sum()), "ours_fp32_fallbacks": fallbacks,
+           "ours_fp16_psnr_vs_fp32": psnr(safe.clamp(0, 1).cpu(), ref.cpu())}
+    log(f"  fp16 stress: {res}")
+    return res
+
+
+# -- cases and the run ---------------------------------------------------------------------------------------------
+def _variant_case(name: str, sizes: list[int]) -> dict:
+    v = get_variant(name)
+    # Compiled only at 512 (the targets' size): each further shape is another compilation of minutes.
+    return {"name": name, "variant": name, "arch": v.arch, "task": v.task, "kwargs": v.kwargs, "sizes": sizes,
+            "compile_sizes": [512]}
+
+
+def cases_full() -> list[dict]:
+    # The 512 runs (the issue's targets) of all three models first, so a run cut short by its budget has them.
+    swinir, uformer, dehaze = (_variant_case(n, [512]) for n in ("swinir-x2", "uformer-b-sidd",
+                                                                  "dehazeformer-b-indoor"))
+    return [swinir, uformer, dehaze, {**swinir, "sizes": [256, 1024]}, {**uformer, "sizes": [1024]},
+            {**dehaze, "sizes": [1024]}]
+
+
+# The dry run: every arm on a tiny SwinIR, the arms whose code differs per architecture on the other two.
+DRY_SUBSET = ["spandrel-fp32", "exact-fp32", "sdpa-bf16", "nystra-bf16", "exact-w32-paper-fp32",
+              "nystra-w32-paper-fp32", "exact-w64-paper-fp32", "nystra-w64-paper-fp32"]
+CASES_DRY = [
+    {"name": "tiny-swinir-x2", "arch": "swinir", "task": "classical-sr", "sizes": [32],
+     "kwargs": dict(upscale=2, in_chans=3, img_size=32, window_size=8, img_range=1.0, depths=[2], embed_dim=12,
+                    num_heads=[2], mlp_ratio=2, upsampler="pixelshuffle", resi_connection="1conv")},
+    {"name": "tiny-uformer", "arch": "uformer", "task": "denoise-real", "sizes": [128], "arms": DRY_SUBSET,
+     "kwargs": dict(img_size=128, in_chans=3, dd_in=3, embed_dim=8, depths=[1] * 9, num_heads=[1, 1, 2, 2, 2, 2, 2,
+                    1, 1], win_size=8, mlp_ratio=2.0, token_projection="linear", token_mlp="leff",
+                    modulator=True)},
+    {"name": "tiny-dehazeformer", "arch": "dehazeformer", "task": "dehaze", "sizes": [128], "arms": DRY_SUBSET,
+     "kwargs": dict(in_chans=3, out_chans=4, window_size=8, embed_dims=[8, 16, 16, 16, 8], mlp_ratios=[2.0] * 5,
+                    depths=[1, 1, 2, 1, 1], num_heads=[1, 2, 2, 1, 1], attn_ratio=[0.0, 0.5, 1.0, 0.0, 0.0],
+                    conv_type=["DWConv"] * 5, norm_layer=["RLN"] * 5)},
+]
+
+
+def environment(device: torch.device) -> dict:
+    env = bench.environment(device)
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        env.update(multiprocessors=props.multi_processor_count, memory_bytes=props.total_memory,
+                   bf16_supported=torch.cuda.is_bf16_supported())
+    return env
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="output folder (gpu-bench.json)")
+    parser.add_argument("--dry-run", action="store_true", help="CPU, tiny models and sizes, 1 run: seconds")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--budget-s", type=float, default=300, help="stop starting new sizes after this")
+    parser.add_argument("--arms", nargs="*", help="only these arms")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stress-bias", type=float, default=None,
+                        help="added to every MLP output bias in the fp16 stress (default 3000; dry run 40000)")
+    args = parser.parse_args(argv)
+    args.t0 = time.perf_counter()
+    device = torch.device("cpu" if args.dry_run else "cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("gpu_bench: no CUDA device (use --dry-run on a CPU)")
+    if args.dry_run:
+        args.runs = 1
+    if args.stress_bias is None:
+        args.stress_bias = 40000.0 if args.dry_run else 3000.0
+    log = lambda m: print(m, flush=True)  # noqa: E731
+    out_dir = Path(args.out)
+    report = {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "dry_run": args.dry_run,
+              "git_commit": os.environ.get("NYSTRA_COMMIT") or bench._git_commit(),
+              "command": " ".join(["benchmarks/gpu.sh", *(argv or sys.argv[1:])]),
+              "environment": environment(device),
+              "settings": {"runs": args.runs, "batch": 1, "seed": args.seed, "input": "uniform random, square, "
+                           "batch 1 (DehazeFormer: [-1, 1]); for SR the size is the low-resolution input",
+                           "weights": "random (seeded) initialisation of the official configurations",
+                           "timer": "time.perf_counter around one call, torch.cuda.synchronize before and after",
+                           "order": "per size: a warm-up round, a memory/quality round, then timed rounds "
+                                    "with the arm order rotated each round",
+                           "tf32_matmul": torch.backends.cuda.matmul.allow_tf32},
+              "cases": [], "errors": []}
+
+    def save() -> None:
+        atomic_write_json(out_dir / "gpu-bench.json", report, indent=1)
+
+    sections = [("sdpa_kernels", lambda: sdpa_kernels(device)) if device.type == "cuda" else None,
+                ("fp16_stress", lambda: fp16_stress(args, device, log))]
+    for section in filter(None, sections):
+        try:
+            report[section[0]] = section[1]()
+        except Exception:  # noqa: BLE001
+            report["errors"].append({"section": section[0], "traceback": traceback.format_exc()[-2000:]})
+        save()
+    for case in CASES_DRY if args.dry_run else cases_full():
+        log(f"{case['name']}:")
+        try:
+            report["cases"].append(run_case(case, args, device, log))
+        except Exception:  # noqa: BLE001
+            report["errors"].append({"case": case["name"], "traceback": traceback.format_exc()[-2000:]})
+            log(report["errors"][-1]["traceback"])
+        save()
+    report["seconds"] = round(time.perf_counter() - args.t0, 1)
+    save()
+    log(f"wrote {out_dir / 'gpu-bench.json'} in {report['seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
