@@ -62,7 +62,6 @@ import argparse
 import copy
 import dataclasses
 import gc
-import inspect
 import json
 import math
 import os
@@ -303,11 +302,7 @@ def make_arm_model(base: nn.Module, arm: Arm) -> nn.Module:
         return spandrel_model(base)
     model = copy.deepcopy(base)
     if arm.window is not None:
-        set_window = model.set_window_size
-        if "method" in inspect.signature(set_window).parameters:
-            set_window(arm.window, method=arm.window_method)
-        else:
-            set_window(arm.window)
+        model.set_window_size(arm.window, method=arm.window_method)
     if arm.drop_modulator:
         _drop_modulators(model)
     model.set_attn_impl(arm.attn_impl, **(arm.nystra or {}))

@@ -173,11 +173,12 @@ def render_measurements(v: Variant, measurements: dict | None) -> tuple[list[Eva
     - ``bench``: ``nystra-hub bench`` reports (JSON dicts, one per device); one speed table per report and size,
       and a GPU section that says "not measured" when no report ran on CUDA;
     - ``fidelity``: ``nystra-hub fidelity`` reports (JSON dicts) of the trained reference models;
+    - ``gpu``: ``benchmarks/gpu.sh`` reports (JSON dicts); the variant's case of each becomes a GPU section;
     - ``plots``: ``[{"path": "swinir-x2-speed-cpu.png", "caption": "..."}]`` (paths relative to the card).
     """
     if not measurements:
         return None, NO_MEASUREMENTS
-    unknown = sorted(set(measurements) - {"results", "bench", "fidelity", "plots", "command"})
+    unknown = sorted(set(measurements) - {"results", "bench", "fidelity", "gpu", "plots", "command"})
     if unknown:
         raise NotImplementedError(f"rendering of measurement section(s) {unknown} is not implemented yet")
     eval_results: list[EvalResult] = []
@@ -185,7 +186,9 @@ def render_measurements(v: Variant, measurements: dict | None) -> tuple[list[Eva
     if measurements.get("results"):
         sections.append(_render_results(v, measurements["results"], eval_results))
     if "bench" in measurements:
-        sections.append(_render_bench(v, measurements["bench"], eval_results))
+        sections.append(_render_bench(v, measurements["bench"], eval_results, bool(measurements.get("gpu"))))
+    for report in measurements.get("gpu") or []:
+        sections.append(render_gpu(v, report))
     if measurements.get("fidelity"):
         sections.append(_render_fidelity(v, measurements["fidelity"], eval_results))
     for plot in measurements.get("plots") or []:
@@ -224,7 +227,7 @@ def _machine(report: dict) -> str:
             f"threads, torch {env.get('torch')}, {settings['dtype']}, batch {settings['batch']}")
 
 
-def _render_bench(v: Variant, reports: list[dict], eval_results: list[EvalResult]) -> str:
+def _render_bench(v: Variant, reports: list[dict], eval_results: list[EvalResult], gpu_elsewhere: bool = False) -> str:
     out = ["### Speed",
            "Every arm of a table ran in one process, interleaved round-robin, after warm-up; times are medians. "
            "Speedups are ratios of medians against three baselines, named in each column: **(a)** this checkpoint "
@@ -274,10 +277,84 @@ def _render_bench(v: Variant, reports: list[dict], eval_results: list[EvalResult
                         task_type=PIPELINE_TAG, task_name=v.task_description, dataset_type="random-input",
                         dataset_name=f"{device} {shape} random input", metric_type="speedup",
                         metric_name=f"nystra speedup vs {label} ({device}, {shape})", metric_value=round(value, 3)))
-    if not cuda:
-        out.append("#### GPU: not measured on GPU\n\nNo GPU was available where these numbers were taken; the "
-                   "command above with `--device cuda` measures it.")
+    if not cuda and not gpu_elsewhere:
+        out.append("#### GPU: not measured on GPU\n\nNo GPU was available where these numbers were taken; "
+                   "`benchmarks/gpu.sh` measures it.")
     return "\n\n".join(out)
+
+
+GPU_ARM_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def render_gpu(v: Variant, report: dict) -> str:
+    """The GPU section of ``v``'s card from a ``benchmarks/gpu.sh`` report (``nystra_hub.gpu_bench/1``)."""
+    env, settings = report["environment"], report["settings"]
+    machine = (f"{env.get('device_name')}, CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}, torch {env.get('torch')}, "
+               f"spandrel {env.get('spandrel')}, TF32 matmul {'on' if settings.get('tf32_matmul') else 'off'}")
+    out = [f"### Speed on GPU: {env.get('device_name')}",
+           f"{machine}. Command: `{report['command']}` ({report['created']}, nystra_hub {report.get('git_commit')}); "
+           f"{settings['weights']}, {settings['input']}; {settings['order']}, {settings['runs']} timed rounds, "
+           "medians. Every arm takes a float32 input and returns float32; ours keep float32 weights and run half "
+           "precision under autocast (residual stream, norms and softmax in float32, a non-finite call redone in "
+           "float32), spandrel's are cast whole. PSNR is against our float32 exact output on the same input."]
+    case = next((c for c in report["cases"] if c.get("variant") == v.name), None)
+    if case is None:
+        return "\n\n".join(out + ["Not measured on GPU for this variant."])
+    for result in case["results"]:
+        if "arms" not in result:
+            out.append(f"Input {result['size']}²: not measured on GPU ({result.get('skipped')}).")
+            continue
+        out.append(f"Input {'×'.join(map(str, result['input_shape'][2:]))}:")
+        out.append(_gpu_table(case, result["arms"]))
+        claim = _paper_claim(case, result["arms"])
+        if claim:
+            out.append(claim)
+    stress = report.get("fp16_stress")
+    if stress:
+        out.append(f"float16 overflow check ({stress['model']}, {stress['inflation']}, so that the residual stream "
+                   f"passes 65504): a plain float16 cast gave {stress['plain_fp16_nonfinite']} non-finite output "
+                   f"values; ours {stress['ours_fp16_nonfinite']} ({stress['ours_fp32_fallbacks']} float32 redos), "
+                   f"{_num(stress['ours_fp16_psnr_vs_fp32'], '.1f')} dB against float32.")
+    out.append("Peak memory is not listed: the run measured the process peak with every arm's model resident and "
+               "the masks of earlier arms cached, which is not a per-arm figure.")
+    return "\n\n".join(out)
+
+
+def _gpu_table(case: dict, arms: dict) -> str:
+    ref = arms.get("spandrel-fp32", {}).get("median_s")
+    exact = arms.get("exact-fp32", {}).get("median_s")
+    lines = ["| arm | dtype | median ms | vs spandrel fp32 | vs our exact fp32 | PSNR vs our fp32 (dB) | non-finite |",
+             "|---|---|---|---|---|---|---|"]
+    for name, row in arms.items():
+        dtype = case["arms"].get(name, {}).get("dtype") or GPU_ARM_DTYPES.get(name.rsplit("-", 1)[-1], "?")
+        if row.get("median_s") is None:
+            error = str(row.get("error")).splitlines()[0][:70]
+            lines.append(f"| {name} | {dtype} | not measured: {error} | | | | |")
+            continue
+        t = row["median_s"]
+        quality = row.get("psnr_vs_exact_fp32")
+        quality = quality if isinstance(quality, str) else _num(quality, ".1f")
+        lines.append(f"| {name} | {dtype} | {t * 1e3:.1f} | {_ratio(ref, t)} | {_ratio(exact, t)} | {quality} | "
+                     f"{row.get('nonfinite_values')} |")
+    return "\n".join(lines)
+
+
+def _ratio(reference: float | None, value: float) -> str:
+    return f"{reference / value:.2f}×" if reference else "–"
+
+
+def _paper_claim(case: dict, arms: dict) -> str | None:
+    window = case["recipe"]["window"]
+    parts = []
+    for tag in ("fp32", "bf16"):
+        exact = arms.get(f"exact-w{window}-paper-{tag}", {}).get("median_s")
+        nystra = arms.get(f"nystra-w{window}-paper-{tag}", {}).get("median_s")
+        if exact and nystra:
+            parts.append(f"{exact / nystra:.2f}× in {GPU_ARM_DTYPES[tag]}")
+    if not parts:
+        return None
+    return (f"The paper's comparison (PnP-Nystra vs exact attention, both at window {window} with bias and masks "
+            f"dropped; it reports 1.8–3.6× on GPU): {', '.join(parts)} here.")
 
 
 def _speed_split(result: dict, refs: dict) -> str | None:
@@ -351,13 +428,18 @@ def _render_fidelity(v: Variant, reports: list[dict], eval_results: list[EvalRes
 
 # -- `nystra-hub cards` --------------------------------------------------------------------------------------------
 def measurements_from_files(variant: str, bench: list[str] | None, fidelity: list[str] | None,
-                            out_dir: Path) -> dict | None:
-    """Read bench/fidelity JSON and copy their PNG plots next to the card (as ``<variant>-...png``)."""
+                            out_dir: Path, gpu: list[str] | None = None) -> dict | None:
+    """Read bench/fidelity/GPU JSON and copy their PNG plots next to the card (as ``<variant>-...png``)."""
     import shutil
 
-    if not bench and not fidelity:
+    if not bench and not fidelity and not gpu:
         return None
-    measurements: dict = {"bench": [], "fidelity": [], "plots": []}
+    measurements: dict = {"bench": [], "fidelity": [], "plots": [], "gpu": []}
+    for path in map(Path, gpu or []):
+        report = json.loads(path.read_text())
+        if not str(report.get("schema", "")).startswith("nystra_hub.gpu_bench/"):
+            raise ValueError(f"{path}: not a benchmarks/gpu.sh report (schema {report.get('schema')!r})")
+        measurements["gpu"].append(report)
     for kind, paths in (("bench", bench or []), ("fidelity", fidelity or [])):
         for path in map(Path, paths):
             report = json.loads(path.read_text())
@@ -408,7 +490,7 @@ def merge_bench_reports(reports: list[dict]) -> dict:
 
 def _measurement_args(args) -> list[str]:
     out = ["--out-dir", str(args.out_dir)]
-    for flag in ("bench", "fidelity"):
+    for flag in ("bench", "fidelity", "gpu"):
         if getattr(args, flag, None):
             out += [f"--{flag}", *map(str, getattr(args, flag))]
     return out
@@ -421,6 +503,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--bench", nargs="+", metavar="JSON", help="nystra-hub bench reports of the (one) variant")
     parser.add_argument("--fidelity", nargs="+", metavar="JSON",
                         help="nystra-hub fidelity reports of the reference model(s) standing in for the variant")
+    parser.add_argument("--gpu", nargs="+", metavar="JSON", help="benchmarks/gpu.sh reports (gpu-bench.json)")
 
 
 def run(args) -> int:
@@ -430,9 +513,9 @@ def run(args) -> int:
     if not names:
         print("error: name at least one variant or pass --all", file=sys.stderr)
         return 2
-    measured = bool(getattr(args, "bench", None) or getattr(args, "fidelity", None))
+    measured = any(getattr(args, flag, None) for flag in ("bench", "fidelity", "gpu"))
     if measured and len(names) != 1:
-        print("error: --bench/--fidelity describe one variant; name exactly one", file=sys.stderr)
+        print("error: --bench/--fidelity/--gpu describe one variant; name exactly one", file=sys.stderr)
         return 2
     try:
         variants = [get_variant(n) for n in names]
@@ -445,7 +528,7 @@ def run(args) -> int:
         path = out / f"{v.name}.md"
         try:
             measurements = measurements_from_files(v.name, getattr(args, "bench", None),
-                                                   getattr(args, "fidelity", None), out)
+                                                   getattr(args, "fidelity", None), out, getattr(args, "gpu", None))
             if measurements is not None:
                 measurements["command"] = shlex.join(["nystra-hub", "cards", v.name, *_measurement_args(args)])
         except (OSError, ValueError, KeyError) as err:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import json
 import math
@@ -422,6 +423,31 @@ def _amp_context(device: torch.device, amp: str):
     return contextlib.nullcontext()
 
 
+ABLATION_THRESHOLDS_DB = {"position_bias_dropped": 0.3, "window_x2": 0.05}
+
+
+def attention_ablations(model, recipe: Recipe, names: list[str], trained_psnr: float, root=None, log=print) -> dict:
+    """How much the trained model owes its attention, in held-out GT-PSNR: the position bias dropped, and exact
+    attention at twice the trained window (bias tables resized bicubically). A model for which both change
+    little cannot tell attention approximations apart (thresholds: :data:`ABLATION_THRESHOLDS_DB`)."""
+    from .attention import set_position_bias
+
+    window = max(model.window_sizes())
+    no_bias = set_position_bias(copy.deepcopy(model), False)
+    wide = copy.deepcopy(model)
+    wide.set_window_size(2 * window, method="bicubic")
+    out = {"trained_psnr": trained_psnr, "thresholds_db": ABLATION_THRESHOLDS_DB}
+    for key, variant, what in (("position_bias_dropped", no_bias, "position bias dropped"),
+                               ("window_x2", wide, f"exact at window {2 * window} (bicubic bias resize)")):
+        log(f"ablation: {what}")
+        psnr = evaluate_heldout(variant, recipe, names, root, log=lambda m: None)["psnr"]
+        change = psnr - trained_psnr
+        out[key] = {"what": what, "psnr": psnr, "change_db": change,
+                    "matters": abs(change) >= ABLATION_THRESHOLDS_DB[key]}
+        log(f"  {psnr:.3f} dB ({change:+.3f} dB)")
+    return out
+
+
 def train(
     recipe: Recipe, *, steps: int | None = None, batch: int | None = None, lr: float | None = None, seed: int = 0,
     threads: int | None = None, stop_at: int | None = None, max_minutes: float | None = None,
@@ -702,6 +728,7 @@ def write_reference_folder(model, recipe: Recipe, record: dict, args: argparse.N
         raise RuntimeError(f"held-out images used in training: {overlap}")
     log(f"evaluating on {len(heldout)} held-out images")
     evaluation = evaluate_heldout(model, recipe, heldout, args.testsets, log=log)
+    ablations = attention_ablations(model, recipe, heldout, evaluation["psnr"], args.testsets, log=log)
     task = recipe.task
     info = {
         "name": recipe.name,
@@ -722,6 +749,7 @@ def write_reference_folder(model, recipe: Recipe, record: dict, args: argparse.N
         "train_images": train_names,
         "heldout_images": heldout,
         "heldout": evaluation,
+        "ablations": ablations,
         "environment": {"torch": torch.__version__, "python": platform.python_version(),
                         "platform": platform.platform(), "threads": torch.get_num_threads()},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -96,6 +96,19 @@ def test_a_few_steps_reduce_the_loss_deterministically():
         assert torch.equal(v, w), k
 
 
+def test_a_run_saved_in_pieces_resumes_exactly(tmp_path):
+    state = tmp_path / "state.pt"
+    straight, record = train(TINY_SR, steps=8, seed=0, threads=1, log=lambda m: None)
+    train(TINY_SR, steps=8, seed=0, threads=1, stop_at=3, state_path=state, log=lambda m: None)
+    resumed, pieces = train(TINY_SR, steps=8, seed=0, threads=1, state_path=state, resume=True, log=lambda m: None)
+    for (k, v), (_, w) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(v, w), k
+    assert pieces["loss_curve"] == record["loss_curve"] and pieces["steps"] == 8
+    assert [(p["from_step"], p["to_step"]) for p in pieces["pieces"]] == [(0, 3), (3, 8)]
+    with pytest.raises(ValueError, match=r"settings differ \(lr: saved 0.002 vs asked 0.001\)"):
+        train(TINY_SR, steps=8, lr=1e-3, seed=0, threads=1, state_path=state, resume=True, log=lambda m: None)
+
+
 def test_save_and_load_reference_roundtrip(tmp_path):
     model, _ = train(TINY_SR, seed=0, threads=1, stop_at=1, log=lambda m: None)
     info = {"name": "tiny", "arch": "swinir", "kwargs": model.official_kwargs}
@@ -148,3 +161,8 @@ def test_shipped_reference_models(folder: Path):
     assert score(out, gt, task.protocol, task.scale)["psnr"] == pytest.approx(row["psnr"], abs=0.02)
     hub = nystra_hub.load_pretrained(folder)  # config.json: the same model through the hub loader
     assert hub.official_kwargs == model.official_kwargs and hub.attn_impl == "softmax"
+    ablations = info["ablations"]  # what the model owes its attention, recorded with the model
+    for key in ("position_bias_dropped", "window_x2"):
+        entry = ablations[key]
+        assert entry["change_db"] == pytest.approx(entry["psnr"] - info["heldout"]["psnr"])
+        assert entry["matters"] == (abs(entry["change_db"]) >= ablations["thresholds_db"][key])

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .nystrom import landmark_grid, nystrom_attention, pool_bias
-from .windows import WindowMask, relative_position_index, sub_window_index, to_2tuple
+from .windows import WindowMask, relative_position_index, sub_window_index_on, to_2tuple
 
 ATTN_IMPLS = ("softmax", "sdpa", "nystra")
 NYSTRA_BIAS_MODES = ("pooled", "drop")
@@ -99,6 +99,24 @@ def check_attn_impl(name: str) -> str:
     return name
 
 
+# Devices whose fused attention kernels with an additive mask need a head dim that is a multiple of 8. On an H200
+# (torch 2.11, benchmarks/gpu/gpu-bench-h200.json) head dims 30 (SwinIR-M) and 12 ran the unfused math kernel:
+# 2.9 ms against 0.4 ms for head dim 32 (memory-efficient kernel), 4096 windows x 6 heads, bf16.
+PAD_HEAD_DIM_DEVICES = {"cuda"}
+
+
+def fused_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, scale: float) -> Tensor:
+    """``scaled_dot_product_attention``, the head dim zero-padded to a multiple of 8 where the fused kernels need
+    it. Exact: zero columns add nothing to q·k and produce output columns that are dropped."""
+    d = q.shape[-1]
+    if d % 8 == 0 or q.device.type not in PAD_HEAD_DIM_DEVICES:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale)
+    pad = (0, 8 - d % 8)
+    out = F.scaled_dot_product_attention(F.pad(q, pad), F.pad(k, pad), F.pad(v, pad), attn_mask=attn_mask,
+                                         scale=scale)
+    return out[..., :d]
+
+
 class WindowAttentionBase(nn.Module):
     """Multi-head attention inside windows, with an additive position bias and optional per-window masks.
 
@@ -120,6 +138,7 @@ class WindowAttentionBase(nn.Module):
         self.scale = scale
         self.attn_impl = check_attn_impl(attn_impl)
         self.nystra = nystra if nystra is not None else NystraParams()
+        self.use_position_bias = True  # False drops the bias (an ablation: what the model owes to it)
         # Input-independent terms per (window, dtype, device, source versions); a few windows at most.
         self._bias_cache: dict[tuple, Tensor | None] = {}
         self._pooled_cache: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
@@ -206,7 +225,7 @@ class WindowAttentionBase(nn.Module):
         """
         window = self.window_size if window is None else tuple(window)
         self._check_window(window)
-        bias = self.position_bias(q.dtype, q.device, window)
+        bias = self.position_bias(q.dtype, q.device, window) if self.use_position_bias else None
         if mask is not None:
             mask = mask.to(q.dtype)
             if q.shape[0] % mask.num_windows:
@@ -240,7 +259,7 @@ class WindowAttentionBase(nn.Module):
         return attn @ v
 
     def _sdpa(self, q, k, v, bias, mask):
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+        out = fused_attention(q, k, v, bias, self.scale)
         if mask is not None and mask.cut.numel():
             self._redo_exact(out, q, k, v, bias, mask, self._cut_window_indices(q.shape[0], mask))
         return out
@@ -277,9 +296,8 @@ class WindowAttentionBase(nn.Module):
         if mask is not None:
             window_mask = mask.additive.index_select(0, windows % mask.num_windows).unsqueeze(1)
             attn_mask = window_mask if attn_mask is None else attn_mask + window_mask
-        exact = F.scaled_dot_product_attention(
-            q.index_select(0, windows), k.index_select(0, windows), v.index_select(0, windows),
-            attn_mask=attn_mask, scale=self.scale,
+        exact = fused_attention(
+            q.index_select(0, windows), k.index_select(0, windows), v.index_select(0, windows), attn_mask, self.scale
         )
         out.index_copy_(0, windows, exact.to(out.dtype))
 
@@ -298,6 +316,13 @@ def set_attn_impl(model: nn.Module, attn_impl: str, **nystra_overrides) -> nn.Mo
     updated = [(module, module.nystra.replace(**nystra_overrides)) for _, module in modules]  # validate first
     for module, params in updated:
         module.set_attn_impl(attn_impl, params)
+    return model
+
+
+def set_position_bias(model: nn.Module, enabled: bool) -> nn.Module:
+    """Keep (True) or drop (False) the relative-position bias in every attention module of ``model``."""
+    for _, module in attention_modules(model):
+        module.use_position_bias = bool(enabled)
     return model
 
 
@@ -324,7 +349,7 @@ class TableBiasWindowAttention(WindowAttentionBase):
         else:
             # A smaller window's offsets are all offsets of the trained window: take their exact table rows
             # (the centre of the table), nothing interpolated.
-            index = sub_window_index(window, self.window_size).to(self.relative_position_index.device)
+            index = sub_window_index_on(window, self.window_size, self.relative_position_index.device)
         bias = self.relative_position_bias_table[index.reshape(-1)]
         return bias.view(n, n, -1).permute(2, 0, 1)
 

@@ -52,18 +52,27 @@ def _window_token_index(
     return order.to(device), torch.argsort(order).to(device)
 
 
+@torch.compiler.assume_constant_result
+def window_token_index(
+    h: int, w: int, window: tuple[int, int], shift: tuple[int, int], device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """(order, inverse) gathers of :func:`partition_tokens` / :func:`merge_tokens`, cached; under torch.compile a
+    constant of the graph (built once here, never traced into CPU kernels recomputed at every call)."""
+    return _window_token_index(h, w, tuple(window), tuple(shift), torch.device(device))
+
+
 def partition_tokens(x: Tensor, h: int, w: int, window: tuple[int, int], shift: tuple[int, int] = (0, 0)) -> Tensor:
     """(B, H·W, C) tokens -> (B·nW, wh·ww, C) windows of the map cyclically shifted by ``-shift``.
 
     The same as ``window_partition(torch.roll(x.view(B, H, W, C), -shift), window)`` in one gather with a cached
     index, instead of two full copies (roll, then partition)."""
-    order, _ = _window_token_index(h, w, tuple(window), tuple(shift), x.device)
+    order, _ = window_token_index(h, w, tuple(window), tuple(shift), x.device)
     return x.index_select(1, order).view(-1, window[0] * window[1], x.shape[-1])
 
 
 def merge_tokens(windows: Tensor, h: int, w: int, window: tuple[int, int], shift: tuple[int, int] = (0, 0)) -> Tensor:
     """Inverse of :func:`partition_tokens`: (B·nW, N, C) windows -> (B, H·W, C) tokens, shift undone."""
-    _, inverse = _window_token_index(h, w, tuple(window), tuple(shift), windows.device)
+    _, inverse = window_token_index(h, w, tuple(window), tuple(shift), windows.device)
     c = windows.shape[-1]
     return windows.reshape(-1, h * w, c).index_select(1, inverse)
 
@@ -145,7 +154,16 @@ def shifted_window_mask(
     """The Swin shifted-window mask for an (h, w) map, cached per (size, window, shift, device, dtype)."""
     if h % window[0] or w % window[1]:
         raise ValueError(f"feature map {h}x{w} is not a multiple of the window {window[0]}x{window[1]}")
-    return _shifted_window_mask(h, w, tuple(window), tuple(shift), torch.device(device), dtype)
+    return WindowMask(*_shifted_window_mask_tensors(h, w, tuple(window), tuple(shift), torch.device(device), dtype))
+
+
+@torch.compiler.assume_constant_result
+def _shifted_window_mask_tensors(
+    h: int, w: int, window: tuple[int, int], shift: tuple[int, int], device: torch.device, dtype: torch.dtype
+) -> tuple[Tensor, Tensor, Tensor]:
+    # torch.compile treats the cached tensors as constants of the graph (a dataclass cannot be one).
+    mask = _shifted_window_mask(h, w, window, shift, device, dtype)
+    return mask.additive, mask.cut, mask.cut_additive
 
 
 def relative_position_index(window: tuple[int, int]) -> Tensor:
@@ -154,6 +172,32 @@ def relative_position_index(window: tuple[int, int]) -> Tensor:
     from timm.layers import gen_relative_position_index
 
     return gen_relative_position_index(tuple(window))
+
+
+@torch.compiler.assume_constant_result
+def sub_window_index_on(window: tuple[int, int], table_window: tuple[int, int], device: torch.device) -> Tensor:
+    """:func:`sub_window_index` on ``device``, cached (a graph constant under torch.compile)."""
+    return _sub_window_index_on(tuple(window), tuple(table_window), torch.device(device))
+
+
+@lru_cache(maxsize=32)
+def _sub_window_index_on(window: tuple[int, int], table_window: tuple[int, int], device: torch.device) -> Tensor:
+    return sub_window_index(window, table_window).to(device)
+
+
+@torch.compiler.assume_constant_result
+def log_relative_offset_table(
+    window: tuple[int, int], device: torch.device, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """(:func:`log_relative_offsets`, flat :func:`relative_position_index`) on ``device``: DehazeFormer's bias MLP
+    input per distinct offset and where each token pair reads it (graph constants under torch.compile)."""
+    return _log_relative_offset_table(tuple(window), torch.device(device), dtype)
+
+
+@lru_cache(maxsize=32)
+def _log_relative_offset_table(window: tuple[int, int], device: torch.device, dtype: torch.dtype):
+    index = relative_position_index(window).view(-1).to(device)
+    return log_relative_offsets(window).to(device=device, dtype=dtype), index
 
 
 def sub_window_index(window: tuple[int, int], table_window: tuple[int, int]) -> Tensor:

@@ -34,10 +34,12 @@ def gelu_fresh(x: Tensor, act: nn.GELU) -> Tensor:
 
 
 def stream_op(module: nn.Module, x: Tensor) -> Tensor:
-    """``module(x)`` for an ``x`` read straight off the residual stream (no normalisation before it).
+    """``module(x)`` for a module that starts the residual stream or reads it without a normalisation.
 
-    The stream's values grow with depth and can pass float16's 65504 (the black images of float16 SwinIR runs);
-    under float16 autocast this call therefore runs in float32. bfloat16 has float32's range and stays fast."""
+    The stream's values grow with depth and can pass float16's 65504 (the black images of float16 SwinIR runs).
+    Under float16 autocast this call runs in float32, so the stream is float32 from its first layer on (every
+    block adds its half-precision branch to it) and what reads it raw sees no overflow. bfloat16 has float32's
+    range and stays in bfloat16."""
     device = x.device.type
     if torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.float16:
         with torch.autocast(device, enabled=False):
@@ -72,6 +74,12 @@ class RestorationModel(nn.Module):
     @property
     def in_channels(self) -> int:
         return int(self.official_kwargs.get("in_chans", 3))
+
+    def set_window_size(self, window_size: int, method: str = "bicubic", layers=None) -> None:
+        """Run the trained model at another window: position biases resized with ``method`` (see
+        :data:`nystra_hub.attention.WINDOW_RESIZE_METHODS`), masks following; ``layers`` selects stages by index
+        (default: all). The same signature on every architecture."""
+        raise NotImplementedError
 
     def official_inference(self, x: Tensor) -> Tensor:
         """The official test script's protocol on a [0, 1] batch of any size: padding, the model, crop, clamp.

@@ -29,9 +29,8 @@ from ..attention import (
     WINDOW_RESIZE_METHODS,
     NystraParams,
     WindowAttentionBase,
-    log_relative_offsets,
+    log_relative_offset_table,
     log_relative_positions,
-    relative_position_index,
     to_2tuple,
     window_partition,
     window_reverse,
@@ -133,8 +132,7 @@ class WindowAttention(WindowAttentionBase):
         positions = self.relative_positions
         if torch.compiler.is_compiling():
             # The distinct offsets from the geometry (torch.unique is data-dependent and cannot be traced).
-            offsets = log_relative_offsets(window).to(positions)
-            index = relative_position_index(window).to(positions.device).view(-1)
+            offsets, index = log_relative_offset_table(window, positions.device, positions.dtype)
             n = window[0] * window[1]
             return self.meta(offsets)[index].view(n, n, -1).permute(2, 0, 1)
         if window != self.window_size:  # a smaller window: the MLP evaluates its offsets
@@ -534,13 +532,16 @@ class DehazeFormer(RestorationModel):
 
     # -- windows --------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def set_window_size(self, window_size: int, layers: Sequence[int] | None = None) -> None:
+    def set_window_size(self, window_size: int, method: str = "bicubic", layers: Sequence[int] | None = None) -> None:
         """Run at another window (trained: ``window_size`` at build, 8 in every release).
-        ``relative_positions`` is rebuilt and the bias MLP extrapolates to the new offsets; odd blocks shift
-        by window//2 (reflect padding). ``layers`` selects stage indices 0–4 (default: all). The minimum input
+        ``relative_positions`` is rebuilt and the bias MLP extrapolates to the new offsets (``method`` is checked
+        for the interface shared with SwinIR and Uformer; there is no table to resize); odd blocks shift by
+        window//2 (reflect padding). ``layers`` selects stage indices 0–4 (default: all). The minimum input
         size grows with the window (:attr:`min_size`); the function changes, so measure quality."""
         if isinstance(window_size, bool) or not isinstance(window_size, int) or window_size < 1:
             raise ValueError(f"window_size must be a positive int, got {window_size!r}")
+        if method not in WINDOW_RESIZE_METHODS:
+            raise ValueError(f"window resize method must be one of {WINDOW_RESIZE_METHODS}, got {method!r}")
         if layers is not None and not set(layers) <= set(range(5)):
             raise ValueError(f"layers must be stage indices in 0..4, got {list(layers)}")
         for i, layer in enumerate(self.layers):

@@ -406,18 +406,17 @@ class SwinIR(RestorationModel):
         x = self.check_image_size(x)
         mean = self.mean.type_as(x)
         x = (x - mean) * self.img_range
+        # conv_first starts the residual stream: float32 under float16 autocast (see stream_op).
+        first = stream_op(self.conv_first, x)
         if self.upsampler == "pixelshuffle":
-            x = self.conv_first(x)
-            x = self.conv_after_body(self.forward_features(x)) + x
+            x = self.conv_after_body(self.forward_features(first)) + first
             x = self.conv_before_upsample(x)
             x = self.conv_last(self.upsample(x))
         elif self.upsampler == "pixelshuffledirect":
-            x = self.conv_first(x)
-            x = self.conv_after_body(self.forward_features(x)) + x
+            x = self.conv_after_body(self.forward_features(first)) + first
             x = self.upsample(x)
         elif self.upsampler == "nearest+conv":
-            x = self.conv_first(x)
-            x = self.conv_after_body(self.forward_features(x)) + x
+            x = self.conv_after_body(self.forward_features(first)) + first
             x = self.conv_before_upsample(x)
             x = self.lrelu(self.conv_up1(F.interpolate(x, scale_factor=2, mode="nearest")))
             if self.upscale >= 4:
@@ -426,8 +425,7 @@ class SwinIR(RestorationModel):
                 x = self.lrelu(self.conv_up3(F.interpolate(x, scale_factor=2, mode="nearest")))
             x = self.conv_last(self.lrelu(self.conv_hr(x)))
         else:
-            x_first = self.conv_first(x)
-            res = self.conv_after_body(self.forward_features(x_first)) + x_first
+            res = self.conv_after_body(self.forward_features(first)) + first
             x = x + self.conv_last(res)
         x = x / self.img_range + mean
         return x[:, :, : h * self.upscale, : w * self.upscale]

@@ -21,7 +21,7 @@ and "fastleff", which only differ in the feed-forward), the default ``norm_layer
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -489,8 +489,9 @@ class Uformer(RestorationModel):
         return state
 
     @torch.no_grad()
-    def set_window_size(self, win_size: int, method: str = "bicubic") -> None:
+    def set_window_size(self, window_size: int, method: str = "bicubic", layers: Sequence[int] | None = None) -> None:
         """Run the trained model at another window, e.g. 16 or 32 (the trained one is ``win_size`` at build).
+        ``layers`` selects stages by index (0-3 encoder, 4 bottleneck, 5-8 decoder; default: all).
 
         Every block becomes what the official code builds with this ``win_size`` (the same build rule: a stage
         whose training resolution is at most the window is one unshifted window of that resolution); bias
@@ -499,13 +500,18 @@ class Uformer(RestorationModel):
         Parameter shapes change: to go back, reload the checkpoint. Quality at another window must be
         measured, never assumed.
         """
-        if isinstance(win_size, bool) or not isinstance(win_size, int) or win_size < 1:
-            raise ValueError(f"win_size must be a positive int, got {win_size!r}")
+        if isinstance(window_size, bool) or not isinstance(window_size, int) or window_size < 1:
+            raise ValueError(f"window_size must be a positive int, got {window_size!r}")
         if method not in WINDOW_RESIZE_METHODS:
             raise ValueError(f"window resize method must be one of {WINDOW_RESIZE_METHODS}, got {method!r}")
-        for _, blk in self.blocks():
-            blk.set_window_size(win_size, method)
-        self.win_size = win_size
+        stages = len(self.stages())
+        if layers is not None and not set(layers) <= set(range(stages)):
+            raise ValueError(f"layers must be stage indices in 0..{stages - 1}, got {list(layers)}")
+        for stage, blk in self.blocks():
+            if layers is None or stage in layers:
+                blk.set_window_size(window_size, method)
+        if layers is None:
+            self.win_size = window_size
 
     # -- input checks ----------------------------------------------------------------------------------------
     def size_fits(self, side: int) -> bool:
@@ -546,7 +552,7 @@ class Uformer(RestorationModel):
         if mask is not None:
             self._check_mask(mask, x)
         size = x.shape[-1]
-        y = self.input_proj(x)
+        y = stream_op(self.input_proj, x)  # starts the residual stream: float32 under float16 autocast
         skips = []
         for i in range(NUM_STAGES):
             y = getattr(self, f"encoderlayer_{i}")(y, (size, size), mask)
