@@ -181,11 +181,10 @@ class _Capture:
         self.calls: list[tuple[str, nn.Module, tuple, dict, Tensor]] = []
         self.stats: dict[str, list[tuple[float, float, int]]] = {}
         self.handles = []
-        self.patched: list[nn.Module] = []
         for name, module in attention_modules(model):
             self.handles.append(module.register_forward_hook(self._hook(name), with_kwargs=True))
             if stats:
-                self._patch_attend(name, module)
+                self.handles.append(module.register_attention_hook(self._stats_hook(name)))
 
     def _hook(self, name: str):
         def hook(module, args, kwargs, output):
@@ -195,34 +194,28 @@ class _Capture:
 
         return hook
 
-    def _patch_attend(self, name: str, module: nn.Module) -> None:
+    def _stats_hook(self, name: str):
         """Record the exact attention's row entropy / max probability (softmax arm only)."""
-        original = module.attend
 
-        def attend(q, k, v, mask=None, window=None):
-            bias = module.position_bias(q.dtype, q.device, window)
+        def hook(module, q, k, v, bias, mask, window, out):
             logits = (q * module.scale) @ k.transpose(-2, -1)
             if bias is not None:
                 logits = logits + bias.unsqueeze(0)
             if mask is not None:
                 n_w, n = mask.num_windows, q.shape[-2]
                 logits = (logits.view(-1, n_w, module.num_heads, n, n)
-                          + mask.to(q.dtype).additive.unsqueeze(1).unsqueeze(0)).view(-1, module.num_heads, n, n)
+                          + mask.additive.unsqueeze(1).unsqueeze(0)).view(-1, module.num_heads, n, n)
             p = logits.softmax(dim=-1)
             entropy = -(p * p.clamp_min(1e-30).log()).sum(-1) / math.log(q.shape[-2])
             self.stats.setdefault(name, []).append((float(entropy.mean()), float(p.amax(-1).mean()),
                                                     q.shape[-2]))
-            return original(q, k, v, mask, window)
 
-        module.attend = attend
-        self.patched.append(module)
+        return hook
 
     def close(self) -> None:
         for handle in self.handles:
             handle.remove()
-        for module in self.patched:
-            del module.attend  # back to the class method
-        self.handles, self.patched = [], []
+        self.handles = []
 
 
 CHUNKED = {"softmax": "exact-chunked", "sdpa": "exact-chunked", "exact-paper": "exact-paper-chunked"}
@@ -352,7 +345,7 @@ def run_fidelity(model_spec: str, args: argparse.Namespace, log=print) -> dict:
     base = source.build(args.seed)
     available = standard_arms(source, recipe)
     arms = select_arms(available, args.arms or FIDELITY_DEFAULT, recipe) + plan_arms(getattr(args, "plan", None))
-    uformer = source.arch == "uformer"
+    uformer = source.spec_of_arch.modulators  # the paper's recipe drops the decoder modulators too
     sweep = {"trained_window": {}, "enlarged_window": {}}
     for m in args.landmarks:
         arm = sweep_arm(m, None, recipe, paper_form=False, uformer=uformer)
@@ -387,7 +380,7 @@ def run_fidelity(model_spec: str, args: argparse.Namespace, log=print) -> dict:
             if evaluated is not arm:
                 entry["evaluated_with"] = evaluated.attn_impl
             model = make_arm_model(base, evaluated)
-            fn = forward_fn(model, source.arch, "official", source.scale)
+            fn = forward_fn(model, source, "official")
             for idx, (name, degraded, gt, _) in enumerate(pairs):
                 with torch.no_grad():
                     out = fn(degraded)[0].float()

@@ -7,6 +7,7 @@ import torch
 from test_attention import exact_attention as exact
 
 from nystra_hub.attention import (
+    ATTENTION_REGISTRY,
     NystraParams,
     TableBiasWindowAttention,
     WindowMask,
@@ -14,7 +15,8 @@ from nystra_hub.attention import (
     check_attn_impl,
     shifted_window_mask,
 )
-from nystra_hub.attention.core import EXTRA_IMPLS
+
+baselines.register_baselines()  # importing the module registers nothing
 
 HEADS, D, WINDOW = 2, 16, 8
 N = WINDOW * WINDOW
@@ -38,8 +40,8 @@ def block_constant(windows: int, scale: float, gen: torch.Generator) -> torch.Te
 
 
 def test_registered_and_selectable():
-    for name in baselines.BASELINE_IMPLS:
-        assert name in EXTRA_IMPLS
+    for name in baselines.BASELINE_IMPLS + baselines.CHUNKED_IMPLS:
+        assert ATTENTION_REGISTRY.get(name) is baselines.BASELINE_FUNCTIONS[name]
         assert check_attn_impl(name) == name
     assert baselines.register_baselines() == baselines.BASELINE_IMPLS  # idempotent
 

@@ -1,13 +1,18 @@
 """The shared windowed-attention core: geometry, exact paths and PnP-Nystra. Imports no model."""
 
 from .core import (
+    ATTENTION_REGISTRY,
     ATTN_IMPLS,
     WINDOW_RESIZE_METHODS,
+    AttentionRegistry,
     NystraParams,
     TableBiasWindowAttention,
     WindowAttentionBase,
     attention_modules,
+    capture_attention,
     check_attn_impl,
+    cut_window_indices,
+    redo_exact,
     register_attn_impl,
     set_attn_impl,
     set_position_bias,
@@ -31,7 +36,9 @@ from .windows import (
 )
 
 __all__ = [
+    "ATTENTION_REGISTRY",
     "ATTN_IMPLS",
+    "AttentionRegistry",
     "NystraParams",
     "TableBiasWindowAttention",
     "WINDOW_RESIZE_METHODS",
@@ -39,7 +46,9 @@ __all__ = [
     "WindowAttentionBase",
     "WindowMask",
     "attention_modules",
+    "capture_attention",
     "check_attn_impl",
+    "cut_window_indices",
     "iterative_pinv",
     "landmark_grid",
     "log_relative_offsets",
@@ -50,6 +59,7 @@ __all__ = [
     "nystrom_attention",
     "pool_bias",
     "pool_tokens",
+    "redo_exact",
     "register_attn_impl",
     "relative_position_index",
     "set_attn_impl",

@@ -1,11 +1,12 @@
 """Comparison attention implementations for the measurement harness (``bench``, ``fidelity``).
 
-Registered with :func:`nystra_hub.attention.register_attn_impl` when this module is imported; training-free, no
-parameters, no effect unless a model is switched to one of them (``model.set_attn_impl("performer")``). Each is
-called as ``fn(module, q, k, v, bias, mask, window)`` with the tensors :meth:`WindowAttentionBase.attend` works
-on: q, k, v (B·nW, heads, N, d) with q unscaled, ``bias`` (heads, N, N) or None, ``mask`` a :class:`WindowMask`
-or None, ``window`` the (h, w) window the tokens come from (the module's, or a smaller one for a feature map
-smaller than the window; None means the module's); they read ``module.scale`` and ``module.nystra``.
+Registered in the attention registry by :func:`register_baselines` (an explicit call; importing this module
+registers nothing); training-free, no parameters, no effect unless a model is switched to one of them
+(``model.set_attn_impl("performer")``). Each is called as ``fn(module, q, k, v, bias, mask, window)`` with the
+tensors :meth:`WindowAttentionBase.attend` works on: q, k, v (B·nW, heads, N, d) with q unscaled, ``bias``
+(heads, N, N) or None, ``mask`` a :class:`WindowMask` or None, ``window`` the (h, w) window the tokens come
+from (the module's, or a smaller one for a feature map smaller than the window; None means the module's); they
+read ``module.scale`` and ``module.nystra``.
 
 - ``"exact-paper"``: exact softmax attention with the relative-position bias and the shifted-window mask
   ignored: the "Original" the paper times and scores at an enlarged window (pnp-nystra.md). Unfused
@@ -29,7 +30,7 @@ mask, softmax, @ v) and ``"exact-paper-chunked"`` (bias and mask dropped), both 
 (at most :data:`CHUNK_BYTES` of scores per chunk). Same function as ``"softmax"`` / ``"exact-paper"``; they exist
 so ``nystra-hub fidelity`` can score those arms on whole images, and are not timed by ``bench``.
 
-The approximations fall back to exact attention (:meth:`WindowAttentionBase._sdpa`) when the landmark/feature
+The approximations fall back to exact attention (:func:`~.core.sdpa_attention`) when the landmark/feature
 count is at least the number of tokens, like PnP-Nystra. Half-precision inputs are computed in float32.
 """
 
@@ -41,7 +42,15 @@ from functools import lru_cache
 import torch
 from torch import Tensor, nn
 
-from .core import WindowAttentionBase, attention_modules, register_attn_impl
+from .core import (
+    ATTENTION_REGISTRY,
+    WindowAttentionBase,
+    attention_modules,
+    cut_window_indices,
+    redo_exact,
+    register_attn_impl,
+    sdpa_attention,
+)
 from .nystrom import iterative_pinv, landmark_grid, pool_tokens
 from .windows import WindowMask
 
@@ -58,7 +67,7 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 def _redo_cut_windows(module: WindowAttentionBase, out: Tensor, q, k, v, bias, mask: WindowMask | None) -> None:
     """Apply ``module.nystra.mask``: "exact" recomputes the windows the shift mask cuts (bias and mask applied)."""
     if mask is not None and module.nystra.mask == "exact" and mask.cut.numel():
-        module._redo_exact(out, q, k, v, bias, mask, module._cut_window_indices(q.shape[0], mask))
+        redo_exact(module, out, q, k, v, bias, mask, cut_window_indices(q.shape[0], mask))
 
 
 def exact_paper_attention(
@@ -105,7 +114,7 @@ def nystromformer_attention(
     window = module.window_size if window is None else tuple(window)
     n = q.shape[-2]
     if params.landmarks >= n:
-        return module._sdpa(q, k, v, bias, mask)
+        return sdpa_attention(module, q, k, v, bias, mask, window)
     out_dtype = v.dtype
     compute = _compute_dtype(q.dtype)
     q, k, v = q.to(compute), k.to(compute), v.to(compute)
@@ -152,7 +161,7 @@ def performer_attention(
     n, d = q.shape[-2:]
     r = performer_features(module)
     if r >= n:
-        return module._sdpa(q, k, v, bias, mask)
+        return sdpa_attention(module, q, k, v, bias, mask, window)
     out_dtype = v.dtype
     compute = _compute_dtype(q.dtype)
     qc, kc, vc = q.to(compute), k.to(compute), v.to(compute)
@@ -185,19 +194,26 @@ def set_performer_features(model: nn.Module, features: int | None, seed: int | N
     return model
 
 
+BASELINE_FUNCTIONS = {
+    "exact-paper": exact_paper_attention,
+    "nystromformer": nystromformer_attention,
+    "performer": performer_attention,
+    "exact-chunked": exact_chunked_attention,
+    "exact-paper-chunked": exact_paper_chunked_attention,
+}
+
+
 def register_baselines() -> tuple[str, ...]:
-    """(Re-)register the baselines; idempotent. Returns their names."""
-    register_attn_impl("exact-paper", exact_paper_attention)
-    register_attn_impl("nystromformer", nystromformer_attention)
-    register_attn_impl("performer", performer_attention)
-    register_attn_impl("exact-chunked", exact_chunked_attention)
-    register_attn_impl("exact-paper-chunked", exact_paper_chunked_attention)
+    """Register the baselines and the chunked exact implementations in the attention registry; idempotent (every
+    harness entry point may call it). Returns the baselines' names (:data:`BASELINE_IMPLS`)."""
+    for name, fn in BASELINE_FUNCTIONS.items():
+        if name in ATTENTION_REGISTRY and ATTENTION_REGISTRY.get(name) is fn:
+            continue  # registered by an earlier call
+        register_attn_impl(name, fn)  # raises if another function holds the name
     return BASELINE_IMPLS
 
-
-register_baselines()
-
 __all__ = [
+    "BASELINE_FUNCTIONS",
     "BASELINE_IMPLS",
     "CHUNKED_IMPLS",
     "exact_chunked_attention",

@@ -1,14 +1,18 @@
 """The one windowed-attention core behind SwinIR, Uformer and DehazeFormer.
 
 An architecture's attention module subclasses :class:`WindowAttentionBase`, keeps its official parameter names,
-projects tokens to per-window q, k, v and calls :meth:`WindowAttentionBase.attend`, which runs the selected
-implementation:
+projects tokens to per-window q, k, v and calls :meth:`WindowAttentionBase.attend`, which runs the implementation
+selected by name from :data:`ATTENTION_REGISTRY` (each one a function ``fn(module, q, k, v, bias, mask, window)``).
+The built-ins:
 
 - ``"softmax"``: the original math, operation for operation (scores, + bias, + mask, softmax, @ v);
 - ``"sdpa"``: the same function through ``torch.nn.functional.scaled_dot_product_attention`` with the position
   bias as additive mask; only the windows a shift mask cuts get their mask (the others' mask is all zeros);
 - ``"nystra"``: PnP-Nystra (:mod:`.nystrom`), with documented choices for the bias and the mask
   (:class:`NystraParams`).
+
+Comparison baselines register by an explicit call (:func:`nystra_hub.attention.baselines.register_baselines`).
+Diagnostics observe every attention through :func:`capture_attention` instead of patching :meth:`attend`.
 
 The position bias depends only on parameters and the window: it is computed once and cached until a source
 tensor changes (in-place update, ``load_state_dict``, ``.to()``), and recomputed every call while gradients flow.
@@ -17,17 +21,19 @@ tensor changes (in-place update, ``load_state_dict``, ``.to()``), and recomputed
 from __future__ import annotations
 
 import dataclasses
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 
 from .nystrom import landmark_grid, nystrom_attention, pool_bias
 from .windows import WindowMask, relative_position_index, sub_window_index_on, to_2tuple
 
-ATTN_IMPLS = ("softmax", "sdpa", "nystra")
 NYSTRA_BIAS_MODES = ("pooled", "drop")
 NYSTRA_MASK_MODES = ("exact", "drop")
 
@@ -82,21 +88,67 @@ class NystraParams:
         return dataclasses.asdict(self)
 
 
-# Comparison baselines (e.g. other training-free linear attentions) register here by name. Each is called as
-# fn(module, q, k, v, bias, mask, window) with the tensors :meth:`WindowAttentionBase.attend` works on.
-EXTRA_IMPLS: dict[str, Callable] = {}
+# fn(module, q, k, v, bias, mask, window) -> (B·nW, heads, N, d), with the tensors WindowAttentionBase.attend
+# works on: q, k, v (B·nW, heads, N, d) with q unscaled; bias (heads, N, N) or None; mask a WindowMask in q's dtype
+# or None; window the (h, w) window the tokens come from. An implementation reads module.scale, module.nystra.
+AttentionFn = Callable[..., Tensor]
+# hook(module, q, k, v, bias, mask, window, out): the same arguments, and the implementation's output.
+AttentionHook = Callable[..., None]
 
 
-def register_attn_impl(name: str, fn: Callable) -> None:
-    if name in ATTN_IMPLS:
-        raise ValueError(f"{name!r} is a built-in attention implementation")
-    EXTRA_IMPLS[name] = fn
+class AttentionRegistry:
+    """Attention implementations by name, each an :data:`AttentionFn`.
+
+    A name is registered once: registering a taken name raises instead of replacing the function, so a name
+    (a benchmark arm, a saved config) always means the function first registered under it.
+    """
+
+    def __init__(self) -> None:
+        self._impls: dict[str, AttentionFn] = {}
+        self._builtins: list[str] = []
+
+    def register(self, name: str, fn: AttentionFn, *, builtin: bool = False) -> None:
+        if name in self._impls:
+            kind = "a built-in" if name in self._builtins else "an already registered"
+            raise ValueError(f"{name!r} is {kind} attention implementation")
+        if not callable(fn):
+            raise TypeError(f"attention implementation {name!r} must be callable, got {fn!r}")
+        self._impls[name] = fn
+        if builtin:
+            self._builtins.append(name)
+
+    def check(self, name: str) -> str:
+        if name not in self._impls:
+            raise ValueError(
+                f"attn_impl must be one of {self.names()}, got {name!r} (the comparison baselines are registered "
+                "by nystra_hub.attention.baselines.register_baselines())"
+            )
+        return name
+
+    def get(self, name: str) -> AttentionFn:
+        return self._impls[self.check(name)]
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._impls)
+
+    def builtin_names(self) -> tuple[str, ...]:
+        return tuple(self._builtins)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._impls
+
+
+ATTENTION_REGISTRY = AttentionRegistry()
+
+
+def register_attn_impl(name: str, fn: AttentionFn, *, builtin: bool = False) -> None:
+    """Make ``fn`` selectable as ``attn_impl=name`` (``model.set_attn_impl(name)``); raises if ``name`` is taken."""
+    ATTENTION_REGISTRY.register(name, fn, builtin=builtin)
 
 
 def check_attn_impl(name: str) -> str:
-    if name not in ATTN_IMPLS and name not in EXTRA_IMPLS:
-        raise ValueError(f"attn_impl must be one of {ATTN_IMPLS + tuple(EXTRA_IMPLS)}, got {name!r}")
-    return name
+    """``name`` if it is registered; otherwise a ValueError listing the registered names."""
+    return ATTENTION_REGISTRY.check(name)
 
 
 # Devices whose fused attention kernels with an additive mask need a head dim that is a multiple of 8. On an H200
@@ -142,6 +194,8 @@ class WindowAttentionBase(nn.Module):
         # Input-independent terms per (window, dtype, device, source versions); a few windows at most.
         self._bias_cache: dict[tuple, Tensor | None] = {}
         self._pooled_cache: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
+        # An OrderedDict because RemovableHandle keeps a weak reference to it (a plain dict cannot have one).
+        self._attention_hooks: OrderedDict[int, AttentionHook] = OrderedDict()
 
     # -- to implement per architecture -----------------------------------------------------------------------
     def compute_position_bias(self, window: tuple[int, int]) -> Tensor | None:
@@ -213,7 +267,7 @@ class WindowAttentionBase(nn.Module):
                 self._pooled_cache[key] = pool_bias(bias, window, grid)
         return self._pooled_cache[key]
 
-    # -- the three implementations ---------------------------------------------------------------------------
+    # -- attention ----------------------------------------------------------------------------------------------
     def attend(
         self, q: Tensor, k: Tensor, v: Tensor, mask: WindowMask | None = None, window: tuple[int, int] | None = None
     ) -> Tensor:
@@ -230,82 +284,124 @@ class WindowAttentionBase(nn.Module):
             mask = mask.to(q.dtype)
             if q.shape[0] % mask.num_windows:
                 raise ValueError(f"{q.shape[0]} windows cannot be split into images of {mask.num_windows}")
-        if self.attn_impl == "softmax":
-            return self._softmax(q, k, v, bias, mask)
-        if self.attn_impl in EXTRA_IMPLS:
-            return EXTRA_IMPLS[self.attn_impl](self, q, k, v, bias, mask, window)
-        if self.attn_impl == "sdpa" or self.nystra.landmarks >= q.shape[-2]:
-            # Nyström with as many landmarks as tokens saves nothing: exact is cheaper and exact.
-            return self._sdpa(q, k, v, bias, mask)
-        return self._nystra(q, k, v, bias, mask, window)
-
-    def _softmax(self, q, k, v, bias, mask):
-        attn = (q * self.scale) @ k.transpose(-2, -1)
-        # Without autograd the logits are updated in place: on CPU every fresh (windows, heads, N, N) tensor costs
-        # page faults that took longer than the additions themselves (softmax 24 -> 8 ms at 1024x2x64x64).
-        # Same operations, same order, same values.
-        in_place = not (attn.requires_grad or (bias is not None and bias.requires_grad))
-        if bias is not None:
-            attn = attn.add_(bias) if in_place else attn + bias.unsqueeze(0)
-        if mask is not None:
-            n_w, n = mask.num_windows, q.shape[-2]
-            additive = mask.additive.unsqueeze(1).unsqueeze(0)
-            grouped = attn.view(-1, n_w, self.num_heads, n, n)
-            attn = (grouped.add_(additive) if in_place else grouped + additive).view(-1, self.num_heads, n, n)
-        if in_place and attn.device.type == "cpu":
-            attn = torch.ops.aten._softmax.out(attn, -1, False, out=attn)  # row-wise: reads a row before writing it
-        else:
-            attn = attn.softmax(dim=-1)
-        return attn @ v
-
-    def _sdpa(self, q, k, v, bias, mask):
-        out = fused_attention(q, k, v, bias, self.scale)
-        if mask is not None and mask.cut.numel():
-            self._redo_exact(out, q, k, v, bias, mask, self._cut_window_indices(q.shape[0], mask))
+        out = ATTENTION_REGISTRY.get(self.attn_impl)(self, q, k, v, bias, mask, window)
+        for hook in self._attention_hooks.values():
+            hook(self, q, k, v, bias, mask, window, out)
         return out
 
-    def _nystra(self, q, k, v, bias, mask, window):
-        params = self.nystra
-        grid = landmark_grid(window, params.landmarks)
-        pooled = None
-        if params.bias == "pooled" and bias is not None:
-            pooled = self.pooled_position_bias(bias, window, grid)
-        out, trustworthy = nystrom_attention(
-            q, k, v, window=window, landmarks=params.landmarks, iters=params.iters,
-            tau=params.tau, scale=self.scale, pooled_bias=pooled,
-        )
-        redo = (~trustworthy).flatten(1).any(dim=1).nonzero().flatten()
-        if mask is not None and params.mask == "exact" and mask.cut.numel():
-            redo = torch.cat([redo, self._cut_window_indices(q.shape[0], mask)]).unique()
-        if redo.numel():
-            # Untrustworthy denominators are recomputed with the true mask whatever the mask mode: a safety net
-            # must not be wrong on purpose.
-            self._redo_exact(out, q, k, v, bias, mask, redo)
-        return out
-
-    @staticmethod
-    def _cut_window_indices(total_windows: int, mask: WindowMask) -> Tensor:
-        n_w = mask.num_windows
-        offsets = torch.arange(0, total_windows, n_w, device=mask.cut.device)
-        return (offsets[:, None] + mask.cut[None, :]).flatten()
-
-    def _redo_exact(self, out, q, k, v, bias, mask, windows: Tensor) -> None:
-        """Overwrite ``out`` at the given flat window indices with exact attention (bias and mask applied)."""
-        windows = windows.to(q.device)
-        attn_mask = None if bias is None else bias.unsqueeze(0)
-        if mask is not None:
-            window_mask = mask.additive.index_select(0, windows % mask.num_windows).unsqueeze(1)
-            attn_mask = window_mask if attn_mask is None else attn_mask + window_mask
-        exact = fused_attention(
-            q.index_select(0, windows), k.index_select(0, windows), v.index_select(0, windows), attn_mask, self.scale
-        )
-        out.index_copy_(0, windows, exact.to(out.dtype))
+    def register_attention_hook(self, hook: AttentionHook) -> RemovableHandle:
+        """Call ``hook(module, q, k, v, bias, mask, window, out)`` after every :meth:`attend`: the tensors the
+        implementation worked on (bias and mask resolved), which a forward hook on the module cannot see.
+        ``.remove()`` the returned handle to stop; :func:`capture_attention` does it for a whole model."""
+        handle = RemovableHandle(self._attention_hooks)
+        self._attention_hooks[handle.id] = hook
+        return handle
 
 
+# -- the built-in implementations, each registered right after its definition ------------------------------------
+def softmax_attention(module: WindowAttentionBase, q: Tensor, k: Tensor, v: Tensor, bias, mask, window) -> Tensor:
+    """The original math, operation for operation: scores, + bias, + mask, softmax, @ v."""
+    attn = (q * module.scale) @ k.transpose(-2, -1)
+    # Without autograd the logits are updated in place: on CPU every fresh (windows, heads, N, N) tensor costs
+    # page faults that took longer than the additions themselves (softmax 24 -> 8 ms at 1024x2x64x64).
+    # Same operations, same order, same values.
+    in_place = not (attn.requires_grad or (bias is not None and bias.requires_grad))
+    if bias is not None:
+        attn = attn.add_(bias) if in_place else attn + bias.unsqueeze(0)
+    if mask is not None:
+        n_w, n = mask.num_windows, q.shape[-2]
+        additive = mask.additive.unsqueeze(1).unsqueeze(0)
+        grouped = attn.view(-1, n_w, module.num_heads, n, n)
+        attn = (grouped.add_(additive) if in_place else grouped + additive).view(-1, module.num_heads, n, n)
+    if in_place and attn.device.type == "cpu":
+        attn = torch.ops.aten._softmax.out(attn, -1, False, out=attn)  # row-wise: reads a row before writing it
+    else:
+        attn = attn.softmax(dim=-1)
+    return attn @ v
+
+
+register_attn_impl("softmax", softmax_attention, builtin=True)
+
+
+def sdpa_attention(module: WindowAttentionBase, q: Tensor, k: Tensor, v: Tensor, bias, mask, window) -> Tensor:
+    """Fused exact attention, the bias as additive mask. Only the windows the shift mask cuts are redone with their
+    mask: the other windows' mask is all zeros, and passing it for every window would cost a broadcast add."""
+    out = fused_attention(q, k, v, bias, module.scale)
+    if mask is not None and mask.cut.numel():
+        redo_exact(module, out, q, k, v, bias, mask, cut_window_indices(q.shape[0], mask))
+    return out
+
+
+register_attn_impl("sdpa", sdpa_attention, builtin=True)
+
+
+def nystra_attention(module: WindowAttentionBase, q: Tensor, k: Tensor, v: Tensor, bias, mask, window) -> Tensor:
+    """PnP-Nystra with ``module.nystra``'s bias and mask choices; the windows it cannot trust and (mask "exact")
+    the windows the shift mask cuts are redone exactly."""
+    params = module.nystra
+    if params.landmarks >= q.shape[-2]:
+        # Nyström with as many landmarks as tokens saves nothing: exact is cheaper and exact.
+        return sdpa_attention(module, q, k, v, bias, mask, window)
+    grid = landmark_grid(window, params.landmarks)
+    pooled = None
+    if params.bias == "pooled" and bias is not None:
+        pooled = module.pooled_position_bias(bias, window, grid)
+    out, trustworthy = nystrom_attention(
+        q, k, v, window=window, landmarks=params.landmarks, iters=params.iters,
+        tau=params.tau, scale=module.scale, pooled_bias=pooled,
+    )
+    redo = (~trustworthy).flatten(1).any(dim=1).nonzero().flatten()
+    if mask is not None and params.mask == "exact" and mask.cut.numel():
+        redo = torch.cat([redo, cut_window_indices(q.shape[0], mask)]).unique()
+    if redo.numel():
+        # Untrustworthy denominators are recomputed with the true mask whatever the mask mode: a safety net
+        # must not be wrong on purpose.
+        redo_exact(module, out, q, k, v, bias, mask, redo)
+    return out
+
+
+register_attn_impl("nystra", nystra_attention, builtin=True)
+ATTN_IMPLS = ATTENTION_REGISTRY.builtin_names()  # ("softmax", "sdpa", "nystra")
+
+
+# -- helpers of the approximations: the windows they must compute exactly -----------------------------------------
+def cut_window_indices(total_windows: int, mask: WindowMask) -> Tensor:
+    """Flat indices, among ``total_windows`` batch-major windows, of the windows ``mask`` cuts in every image."""
+    offsets = torch.arange(0, total_windows, mask.num_windows, device=mask.cut.device)
+    return (offsets[:, None] + mask.cut[None, :]).flatten()
+
+
+def redo_exact(module: WindowAttentionBase, out: Tensor, q, k, v, bias, mask, windows: Tensor) -> None:
+    """Overwrite ``out`` in place at the flat window indices ``windows`` with exact attention (bias and mask
+    applied); q, k, v, bias, mask as an implementation receives them."""
+    windows = windows.to(q.device)
+    attn_mask = None if bias is None else bias.unsqueeze(0)
+    if mask is not None:
+        window_mask = mask.additive.index_select(0, windows % mask.num_windows).unsqueeze(1)
+        attn_mask = window_mask if attn_mask is None else attn_mask + window_mask
+    exact = fused_attention(
+        q.index_select(0, windows), k.index_select(0, windows), v.index_select(0, windows), attn_mask, module.scale
+    )
+    out.index_copy_(0, windows, exact.to(out.dtype))
+
+
+# -- model-wide helpers --------------------------------------------------------------------------------------------
 def attention_modules(model: nn.Module) -> Iterator[tuple[str, WindowAttentionBase]]:
     for name, module in model.named_modules():
         if isinstance(module, WindowAttentionBase):
             yield name, module
+
+
+@contextmanager
+def capture_attention(model: nn.Module, hook: AttentionHook) -> Iterator[None]:
+    """Inside the ``with`` block, call ``hook(module, q, k, v, bias, mask, window, out)`` after every attention of
+    ``model`` (see :meth:`WindowAttentionBase.register_attention_hook`); removed on exit, error or not."""
+    handles = [module.register_attention_hook(hook) for _, module in attention_modules(model)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def set_attn_impl(model: nn.Module, attn_impl: str, **nystra_overrides) -> nn.Module:
