@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from nystra_hub import bench, build_model
+from nystra_hub import ARCHITECTURES, bench, build_model
 from nystra_hub.imageio import atomic_write_json
 from nystra_hub.precision import PrecisionFallbackWarning, run_guarded
 from nystra_hub.variants import build_variant, get_variant
@@ -55,7 +55,7 @@ def arms_for(arch: str, recipe: dict) -> list[GpuArm]:
     paper = {k: recipe[k] for k in ("landmarks", "iters", "tau")} | {"bias": "drop", "mask": "drop"}
     uformer = arch == "uformer"
     arms = []
-    if arch in bench.SPANDREL_ARCHS:
+    if ARCHITECTURES[arch].spec.spandrel:
         arms += [
             GpuArm("spandrel-fp32", "spandrel (official code path), float32", "spandrel", precision="cast"),
             GpuArm("spandrel-bf16", "spandrel, model and input cast to bfloat16 (chaiNNer's half mode)",

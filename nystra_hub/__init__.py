@@ -11,6 +11,7 @@ import warnings
 
 from .attention import ATTN_IMPLS, NystraParams
 from .checkpoints import CheckpointError, CheckpointMismatchError, load_original_checkpoint, read_state_dict
+from .detect import detect_checkpoint, load_checkpoint
 from .models import ARCHITECTURES, RestorationModel, build_model
 from .plan import apply_plan, extract_plan
 
@@ -60,8 +61,10 @@ __all__ = [
     "apply_plan",
     "build_model",
     "build_variant",
+    "detect_checkpoint",
     "extract_plan",
     "get_variant",
+    "load_checkpoint",
     "load_original_checkpoint",
     "load_variant",
     "read_state_dict",

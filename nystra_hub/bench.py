@@ -61,9 +61,9 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 import gc
 import json
-import math
 import os
 import platform
 import shlex
@@ -78,8 +78,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .attention import baselines as _baselines  # noqa: F401  (registers the comparison implementations)
+from .attention.baselines import register_baselines, set_performer_features
 from .imageio import atomic_write_json
+from .models import ARCHITECTURES, RestorationModel, build_model
+from .models.common import ArchitectureSpec
 
 SCHEMA_BENCH = "nystra_hub.bench/1"
 DEFAULT_SIZES = (256, 512)
@@ -114,6 +116,17 @@ class ModelSource:
             return load_variant(self.name, self.checkpoint)
         return build_variant(self.name).eval()
 
+    @functools.cached_property
+    def protocol_model(self) -> RestorationModel:
+        """The configuration built on the meta device (no memory): input channels, value range, the official
+        padding around another implementation's forward (spandrel's)."""
+        with torch.device("meta"):
+            return build_model(self.arch, **self.kwargs)
+
+    @property
+    def spec_of_arch(self) -> ArchitectureSpec:
+        return ARCHITECTURES[self.arch].spec
+
     @property
     def weights(self) -> str:
         if self.kind == "reference":
@@ -144,20 +157,10 @@ def resolve_model(spec: str, checkpoint: str | None = None) -> ModelSource:
 
 
 def paper_recipe(arch: str, task: str) -> dict:
-    """The reference's enlarged-window recipe for a model (pnp-nystra.md)."""
-    if arch == "swinir":
-        return {"window": 32, "landmarks": 16, "iters": 2, "tau": 5.0,
-                "source": "pnp-nystra.md: SwinIR classical SR (w32, m16, 2 iterations, tau 5)"}
-    if arch == "uformer":
-        if task == "deblur":
-            return {"window": 32, "landmarks": 16, "iters": 3, "tau": 0.0,
-                    "source": "pnp-nystra.md: Uformer-B deblur (w32, m16, 3 iterations, tau 0)"}
-        return {"window": 64, "landmarks": 32, "iters": 6, "tau": 0.0,
-                "source": "pnp-nystra.md: Uformer-B denoise (w64, m32, 6 iterations, tau 0)"}
-    if arch == "dehazeformer":
-        return {"window": 32, "landmarks": 16, "iters": 2, "tau": 5.0,
-                "source": "no recipe in the paper for DehazeFormer: SwinIR's (w32, m16, 2 iterations, tau 5) used"}
-    raise ValueError(f"no recipe for architecture {arch!r}")
+    """The reference's enlarged-window recipe for a model (pnp-nystra.md), as the architecture declares it."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"no recipe for architecture {arch!r}")
+    return ARCHITECTURES[arch].spec.paper_recipe(task).as_dict()
 
 
 # -- arms --------------------------------------------------------------------------------------------------------
@@ -194,7 +197,6 @@ def plan_arms(paths: list[str] | None) -> list[Arm]:
     return arms
 
 
-SPANDREL_ARCHS = ("swinir", "uformer")
 BENCH_DEFAULT = ("a", "b", "c", "c'", "d", "e", "e'", "f")
 FIDELITY_DEFAULT = ("a", "b", "c", "c'", "d", "e", "e'", "f", "nystra-biaspooled-maskdrop",
                     "nystra-biasdrop-maskexact", "nystra-biasdrop-maskdrop", "nystromformer", "performer",
@@ -206,12 +208,12 @@ def standard_arms(source: ModelSource, recipe: dict | None = None) -> dict[str, 
     recipe = recipe or paper_recipe(source.arch, source.task)
     w = recipe["window"]
     params = {k: recipe[k] for k in ("landmarks", "iters", "tau")}
-    uformer = source.arch == "uformer"
+    spec = source.spec_of_arch
+    uformer = spec.modulators  # the paper's recipe drops the decoder modulators too
     paper = {"bias": "drop", "mask": "drop"}
     ours = {"bias": "pooled", "mask": "exact"}
     modulator = " and the decoder modulators" if uformer else ""
-    resized = ("the position-bias MLP evaluated at the new offsets" if source.arch == "dehazeformer"
-               else "bias table resized (bicubic)" + (", modulators resized (bicubic)" if uformer else ""))
+    resized = spec.bias_resize
     arms = [
         Arm("exact", "a", "the model as trained: exact softmax attention at the trained window"),
         Arm("sdpa", "b", "exact attention through fused scaled_dot_product_attention at the trained window",
@@ -228,7 +230,7 @@ def standard_arms(source: ModelSource, recipe: dict | None = None) -> dict[str, 
         Arm(f"nystra-w{w}", "e'", f"PnP-Nystra at window {w} with the paper's recipe, {resized}, bias pooled, "
             f"cut windows exact", attn_impl="nystra", window=w, nystra={**params, **ours}),
     ]
-    if source.arch in SPANDREL_ARCHS:
+    if spec.spandrel:
         note = (" (spandrel builds Uformer with img_size=256, which the state dict does not record: for models "
                 "built at 128, like the SIDD release, a deep block then shifts where the original does not)"
                 if uformer else "")
@@ -305,9 +307,10 @@ def make_arm_model(base: nn.Module, arm: Arm) -> nn.Module:
         model.set_window_size(arm.window, method=arm.window_method)
     if arm.drop_modulator:
         _drop_modulators(model)
+    register_baselines()  # the comparison arms (exact-paper, nystromformer, performer, chunked) run these
     model.set_attn_impl(arm.attn_impl, **(arm.nystra or {}))
     if arm.performer_features is not None:
-        _baselines.set_performer_features(model, arm.performer_features)
+        set_performer_features(model, arm.performer_features)
     if arm.plan:
         from .plan import apply_plan
 
@@ -329,48 +332,25 @@ def spandrel_model(base: nn.Module) -> nn.Module:
 
 
 # -- calling -----------------------------------------------------------------------------------------------------
-def forward_fn(model: nn.Module, arch: str, protocol: str, scale: int) -> Callable[[Tensor], Tensor]:
+def forward_fn(model: nn.Module, source: ModelSource, protocol: str) -> Callable[[Tensor], Tensor]:
     """How an arm is called on the benchmark input.
 
     "forward": the raw model on the (already ranged) input; "official": the official test protocol on a [0, 1]
-    image (spandrel models get the same padding around their forward)."""
+    image (spandrel models get our padding and crop around their forward)."""
     if protocol == "forward":
         return model
-    if hasattr(model, "official_inference"):
+    if isinstance(model, RestorationModel):
         return model.official_inference
-    if arch == "swinir":
-        return lambda x: _swinir_official(model, x, scale)
-    if arch == "uformer":
-        return lambda x: _uformer_official(model, x)
-    raise ValueError(f"no official protocol for {type(model).__name__}")
-
-
-def _swinir_official(model: nn.Module, x: Tensor, scale: int) -> Tensor:
-    h, w = x.shape[-2:]
-    ws = model.window_size
-    ph, pw = (h // ws + 1) * ws, (w // ws + 1) * ws
-    while x.shape[-2] < ph:
-        x = torch.cat([x, torch.flip(x, [2])], 2)
-    while x.shape[-1] < pw:
-        x = torch.cat([x, torch.flip(x, [3])], 3)
-    return model(x[:, :, :ph, :pw])[..., : h * scale, : w * scale].clamp(0, 1)
-
-
-def _uformer_official(model: nn.Module, x: Tensor) -> Tensor:
-    b, c, h, w = x.shape
-    side = math.ceil(max(h, w) / 128) * 128
-    top, left = (side - h) // 2, (side - w) // 2
-    square = x.new_zeros(b, c, side, side)
-    square[:, :, top:top + h, left:left + w] = x
-    return model(square)[:, :, top:top + h, left:left + w].clamp(0, 1)
+    return functools.partial(source.protocol_model.official_inference, forward=model)
 
 
 def make_input(source: ModelSource, size: int, batch: int, protocol: str, device, dtype, seed: int) -> Tensor:
-    channels = int(source.kwargs.get("dd_in", source.kwargs.get("in_chans", 3)))
+    """Uniform random [0, 1] images; for the raw forward mapped to the architecture's value range."""
+    channels = source.protocol_model.in_channels
     gen = torch.Generator().manual_seed(seed)
     x = torch.rand(batch, channels, size, size, generator=gen)
-    if source.arch == "dehazeformer" and protocol == "forward":
-        x = x * 2 - 1  # DehazeFormer's raw forward takes [-1, 1]
+    if protocol == "forward":
+        x = source.protocol_model.to_model_range(x)
     return x.to(device=device, dtype=dtype)
 
 
@@ -476,7 +456,7 @@ def _worker_main() -> int:
     del base
     dtype = getattr(torch, spec["dtype"])
     model = model.to(dtype=dtype)
-    fn = forward_fn(model, source.arch, spec["protocol"], source.scale)
+    fn = forward_fn(model, source, spec["protocol"])
     x = make_input(source, spec["size"], spec["batch"], spec["protocol"], "cpu", dtype, spec["seed"])
     gc.collect()
     result: dict = {}
@@ -640,7 +620,7 @@ def run_bench(args: argparse.Namespace, log=print) -> dict:
         for arm in arms:
             entries[arm.name] = {"times_s": [], "warmup_times_s": [], "error": build_errors.get(arm.name)}
             if arm.name in models:
-                fns[arm.name] = forward_fn(models[arm.name], source.arch, args.protocol, source.scale)
+                fns[arm.name] = forward_fn(models[arm.name], source, args.protocol)
         # Memory and FLOPs first: an arm whose forward cannot fit is found in a subprocess (CPU) or caught (CUDA)
         # and left out of the timing instead of taking the whole run down.
         if memory_on or flops_on:

@@ -15,17 +15,12 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .models import ARCHITECTURES
 from .variants import VARIANTS, Variant, get_variant
 
 LIBRARY_NAME = "nystra_hub"
 PIPELINE_TAG = "image-to-image"
 
-_ARCH_TITLES = {"swinir": "SwinIR", "uformer": "Uformer", "dehazeformer": "DehazeFormer"}
-_PAPERS = {
-    "swinir": "SwinIR: Image Restoration Using Swin Transformer (Liang et al., ICCVW 2021)",
-    "uformer": "Uformer: A General U-Shaped Transformer for Image Restoration (Wang et al., CVPR 2022)",
-    "dehazeformer": "Vision Transformers for Single Image Dehazing (Song et al., IEEE TIP 2023)",
-}
 _TASK_TAGS = {
     "classical-sr": ["super-resolution"],
     "lightweight-sr": ["super-resolution"],
@@ -46,7 +41,7 @@ NO_MEASUREMENTS = (
 
 
 def _title(arch: str) -> str:
-    return _ARCH_TITLES.get(arch, arch)
+    return ARCHITECTURES[arch].spec.title
 
 
 def _variant(variant: str | Variant) -> Variant:
@@ -102,7 +97,8 @@ def build_model_card(variant: str | Variant, measurements: dict | None = None) -
     table = "\n".join(["| | |", "|---|---|", *(f"| {k} | {val} |" for k, val in rows)])
     intro = (f"The released {_title(v.arch)} weights" if v.released
              else f"The paper's {_title(v.arch)} configuration (no official checkpoint of it is listed)")
-    value_range = "[-1, 1]" if v.arch == "dehazeformer" else "[0, 1]"
+    low, high = ARCHITECTURES[v.arch].spec.value_range
+    value_range = f"[{low:g}, {high:g}]"
     body = f"""
 # {v.name}: {_title(v.arch)}, {v.task_description}
 
@@ -114,7 +110,7 @@ def build_model_card(variant: str | Variant, measurements: dict | None = None) -
 
 {table}
 
-Paper: {_PAPERS.get(v.arch, "see the original code")}.
+Paper: {ARCHITECTURES[v.arch].spec.paper}.
 
 ## Usage
 

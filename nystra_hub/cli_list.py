@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
+from .models import ARCHITECTURES
 from .variants import VARIANTS
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--arch", choices=["swinir", "uformer", "dehazeformer"], help="only this architecture")
+    parser.add_argument("--arch", choices=sorted(ARCHITECTURES), help="only this architecture")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 

@@ -1,12 +1,14 @@
 """``nystra-hub convert``: a released checkpoint -> a hub folder (config.json, model.safetensors, README.md).
 
+    nystra-hub convert 001_classicalSR_DF2K_s64w8_SwinIR-M_x4.pth --out swinir-x4      # detected: swinir-x4
     nystra-hub convert 001_classicalSR_DF2K_s64w8_SwinIR-M_x4.pth --variant swinir-x4 --out swinir-x4
     nystra-hub convert checkpoint.pth --arch swinir --kwargs case.json --out tiny      # not a catalogue variant
     nystra-hub convert ... --push-to-hub nystra/swinir-x4                               # then publish the folder
 
-The checkpoint is read in any released container, checked strictly against the named configuration (a
-mismatch lists the differing keys and exits with status 1) and written with its official keys and tensors
-unchanged. ``--attn-impl``/``--nystra``/``--plan`` set the folder's default attention.
+The checkpoint is read in any released container, checked strictly against the named configuration (without
+--variant and --arch: the one detected from its keys and shapes, see :mod:`nystra_hub.detect`; a mismatch lists
+the differing keys and exits with status 1) and written with its official keys and tensors unchanged.
+``--attn-impl``/``--nystra``/``--plan`` set the folder's default attention.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import sys
 from pathlib import Path
 
 from .checkpoints import CheckpointError, CheckpointMismatchError, load_state_dict_strict, read_state_dict
+from .detect import detect_checkpoint
 from .hub import default_repo_id, no_param_init, save_hub_folder
 from .models import ARCHITECTURES, build_model
 from .variants import get_variant
@@ -23,14 +26,16 @@ from .variants import get_variant
 
 def add_arguments(parser) -> None:
     parser.add_argument("checkpoint", help="released checkpoint (.pth in any released container, or .safetensors)")
-    what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--variant", help="catalogue variant the checkpoint belongs to (see nystra-hub list)")
+    what = parser.add_mutually_exclusive_group()  # neither: detected from the checkpoint's keys and shapes
+    what.add_argument("--variant", help="catalogue variant the checkpoint belongs to (see nystra-hub list; "
+                                        "default: detected)")
     what.add_argument("--arch", choices=sorted(ARCHITECTURES), help="architecture of a non-catalogue checkpoint")
     parser.add_argument(
         "--kwargs", metavar="JSON",
         help="with --arch: official constructor arguments, as a JSON file (a golden case.json with "
              "'official_constructor_kwargs', a hub config.json with 'official_kwargs', or a plain object) "
-             "or an inline JSON object",
+             "or an inline JSON object; without --arch and --variant: arguments that settle what detection "
+             "leaves open, e.g. '{\"img_range\": 255.0}'",
     )
     parser.add_argument("--out", required=True, help="output folder (created; existing files are replaced)")
     parser.add_argument("--attn-impl", default="softmax", help="default attention of the folder (softmax, sdpa, "
@@ -75,7 +80,7 @@ def convert(
 ) -> Path:
     """Convert ``checkpoint`` into a hub folder at ``out``; raises CheckpointMismatchError on a mismatch."""
     if (variant is None) == (arch is None):
-        raise ValueError("give exactly one of variant or arch")
+        raise ValueError("give exactly one of variant or arch (nystra_hub.detect_checkpoint infers them)")
     if variant is not None:
         v = get_variant(variant)
         arch, official_kwargs, variant = v.arch, dict(v.kwargs), v.name
@@ -109,20 +114,26 @@ def run(args) -> int:
         print(f"nystra-hub convert: error: {message}", file=sys.stderr)
         return 1
 
+    variant, arch, detected = args.variant, args.arch, False
     try:
         official_kwargs = official_kwargs_from(args.kwargs) if args.kwargs else None
-        if args.variant and official_kwargs is not None:
+        if variant and official_kwargs is not None:
             return fail("--kwargs goes with --arch; a --variant has its own constructor arguments")
-        if args.arch and official_kwargs is None:
+        if arch and official_kwargs is None:
             return fail("--arch needs --kwargs (the official constructor arguments)")
+        if not variant and not arch:  # detect: a catalogue variant, or the architecture and its arguments
+            detection = detect_checkpoint(args.checkpoint).settle(**(official_kwargs or {}))
+            print(detection.describe())
+            variant, detected = detection.variant, True
+            arch, official_kwargs = (None, None) if variant else (detection.arch, detection.kwargs)
         nystra = _json_arg(args.nystra, "--nystra") if args.nystra else None
         plan = _json_arg(args.plan, "--plan") if args.plan else None
-        repo_id = args.push_to_hub or (default_repo_id(args.variant) if args.variant else None)
-        out = convert(args.checkpoint, args.out, variant=args.variant, arch=args.arch,
+        repo_id = args.push_to_hub or (default_repo_id(variant) if variant else None)
+        out = convert(args.checkpoint, args.out, variant=variant, arch=arch,
                       official_kwargs=official_kwargs, attn_impl=args.attn_impl, nystra=nystra, plan=plan,
                       card=not args.no_card, repo_id=repo_id)
     except CheckpointMismatchError as err:
-        target = f"variant {args.variant}" if args.variant else f"the given {args.arch} configuration"
+        target = f"variant {variant}" if variant else f"the {'detected' if detected else 'given'} {arch} configuration"
         return fail(f"{args.checkpoint} is not a checkpoint of {target}.\n{err}")
     except (CheckpointError, FileNotFoundError, KeyError, ValueError, TypeError) as err:
         return fail(str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err))

@@ -76,18 +76,6 @@ from .models.common import RestorationModel
 DEFAULT_MEMORY_BUDGET_MB = 1024
 """Default activation-memory budget (MB) of one forward on CPU; see the module doc."""
 
-DEFAULT_TILE_OVERLAP = {"swinir": 48, "uformer": 64}
-"""Default tile overlap in input pixels. SwinIR's official test script uses 32; on the golden x2 model (256² Set5
-crop, tile 128) the largest tiled-vs-whole difference is 0.013 at overlap 32, 0.0011 at 48 and 3e-5 at 64, so 48
-(six windows) is the default. Uformer: 64 keeps tile starts on its level-0..3 window grids."""
-
-UNTILEABLE = {
-    "dehazeformer": "DehazeFormer cannot be tiled: its RLN layers normalise each feature map with whole-image "
-                    "mean and standard deviation, so tiles would change the output",
-}
-
-UFORMER_PAD_FACTOR = 128  # the official test script's expand2square(x, factor=128)
-
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as PIL's convert("L")
 
 _FLOAT_RANGE = (-1.0, 2.0)  # float images outside this are almost certainly not [0, 1] data
@@ -105,81 +93,34 @@ def unwrap_model(model) -> RestorationModel:
     )
 
 
-def _input_channels(model: RestorationModel) -> int:
-    return int(getattr(model, "dd_in", None) or model.in_channels)
-
-
 def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     for p in model.parameters():
         return p.device, p.dtype
     return torch.device("cpu"), torch.float32
 
 
-def _pad_multiple(model: RestorationModel) -> int:
-    """The side unit of the official protocol: the window (lcm) for SwinIR, 128 (and every window) for Uformer,
-    the patch size for DehazeFormer."""
-    multiple = int(getattr(model, "pad_multiple", 1) or 1)
-    return math.lcm(UFORMER_PAD_FACTOR, multiple) if model.arch == "uformer" else multiple
-
-
 # -- memory model --------------------------------------------------------------------------------------------------
-def _stages(model: RestorationModel) -> list[tuple[int, int, int, int, float]]:
-    """(level, width, heads, window, mlp_ratio) of the stages whose activations the estimate counts."""
-    k = model.official_kwargs
-    arch = model.arch
-    if arch == "swinir":
-        windows = model.window_sizes() if hasattr(model, "window_sizes") else [k.get("window_size", 8)]
-        return [(0, int(k["embed_dim"]), max(k["num_heads"]), max(windows), float(k.get("mlp_ratio", 2)))]
-    if arch == "uformer":
-        c, heads = int(k["embed_dim"]), list(k["num_heads"])
-        window = max(model.window_sizes()) if hasattr(model, "window_sizes") else int(k.get("win_size", 8))
-        levels = [0, 1, 2, 3, 4, 3, 2, 1, 0]
-        widths = [c, 2 * c, 4 * c, 8 * c, 16 * c, 16 * c, 8 * c, 4 * c, 2 * c]  # decoder: concatenated width
-        return [(lv, w, h, window, float(k.get("mlp_ratio", 4))) for lv, w, h in zip(levels, widths, heads)]
-    if arch == "dehazeformer":
-        levels = [0, 1, 2, 1, 0]
-        window = int(k.get("window_size", 8))
-        return [(lv, int(d), int(h), window, float(r))
-                for lv, d, h, r in zip(levels, k["embed_dims"], k["num_heads"], k["mlp_ratios"])]
-    return [(0, int(k.get("embed_dim", 64)), 1, 8, 2.0)]
-
-
-def _out_width(model: RestorationModel) -> int:
-    upsampler = model.official_kwargs.get("upsampler", "")
-    return 64 if upsampler in ("pixelshuffle", "nearest+conv") else _input_channels(model)
-
-
 def _bytes_per_pixel(model: RestorationModel, dtype_bytes: int) -> float:
     """Estimated activation bytes per input pixel of the (padded) forward."""
     floats = 0.0
-    for level, width, heads, window, mlp_ratio in _stages(model):
+    for level, width, heads, window, mlp_ratio in model.activation_stages():
         floats += ((8 + 2 * mlp_ratio) * width + 4 * heads * window * window) / 4**level
-    floats += 2 * model.scale**2 * _out_width(model)
+    floats += 2 * model.scale**2 * model.high_res_width
     return floats * dtype_bytes
-
-
-def _forward_size(model: RestorationModel, h: int, w: int) -> tuple[int, int]:
-    """The size the official protocol actually runs the network at for an ``h×w`` input."""
-    multiple = _pad_multiple(model)
-    if model.arch == "swinir":
-        return (h // multiple + 1) * multiple, (w // multiple + 1) * multiple
-    if model.arch == "uformer":
-        side = math.ceil(max(h, w) / multiple) * multiple
-        return side, side
-    return math.ceil(h / multiple) * multiple, math.ceil(w / multiple) * multiple
 
 
 def estimate_activation_mb(model, height: int, width: int, dtype: torch.dtype | None = None) -> float:
     """Estimated activation memory (MB) of the official protocol on one ``height×width`` image (module doc)."""
     model = unwrap_model(model)
     dtype = dtype or _model_device_dtype(model)[1]
-    h, w = _forward_size(model, height, width)
+    h, w = model.official_size(height, width)
     return h * w * _bytes_per_pixel(model, torch.empty((), dtype=dtype).element_size()) / 2**20
 
 
 def _tile_mb(model: RestorationModel, tile_h: int, tile_w: int, dtype_bytes: int) -> float:
-    """Estimate for one tile (tiles run without the whole-image padding for SwinIR, with it for Uformer)."""
-    h, w = (tile_h, tile_w) if model.arch == "swinir" else _forward_size(model, tile_h, tile_w)
+    """Estimate for one tile (padded by the official protocol unless the tiles share the image's padding)."""
+    padded = model.spec.tiles_share_padding
+    h, w = (tile_h, tile_w) if padded else model.official_size(tile_h, tile_w)
     return h * w * _bytes_per_pixel(model, dtype_bytes) / 2**20
 
 
@@ -221,7 +162,8 @@ def plan_tiles(
     ``tile=None``: automatic (tiles only when the whole-image estimate exceeds ``memory_budget_mb``);
     ``tile=0``: never tile (whole image, whatever the estimate); ``tile=N``: tiles of ``N`` input pixels, rounded
     up to the architecture's multiple (the window for SwinIR, 128 px for Uformer). ``tile_overlap`` defaults to
-    :data:`DEFAULT_TILE_OVERLAP` (rounded up to a window multiple for SwinIR).
+    the architecture's ``spec.tile_overlap`` (rounded up to a window multiple when the tiles share the padded
+    image's windows, as SwinIR's do).
     """
     model = unwrap_model(model)
     if dtype is None:
@@ -240,9 +182,9 @@ def plan_tiles(
     whole_mb = estimate_activation_mb(model, height, width, dtype)
     if tile == 0:
         return TilePlan(None, 0, 1, whole_mb, None, budget, "tiling disabled (tile=0)")
-    arch = model.arch
-    if arch not in DEFAULT_TILE_OVERLAP:
-        reason = UNTILEABLE.get(arch, f"no tiling protocol is defined for architecture {arch!r}")
+    spec = model.spec
+    if spec.tile_overlap is None:
+        reason = spec.tiling_refusal
         if tile is not None:
             raise ValueError(f"{reason}; run the whole image with tile=0 (or tile=None)")
         if whole_mb > budget:
@@ -251,15 +193,15 @@ def plan_tiles(
                 f"activations, over memory_budget_mb={budget:.0f}; raise memory_budget_mb, pass tile=0 to run "
                 f"it whole anyway, or downscale the image"
             )
-        return TilePlan(None, 0, 1, whole_mb, None, budget, f"whole image ({arch} is never tiled)")
-    multiple = _pad_multiple(model)
-    overlap = DEFAULT_TILE_OVERLAP[arch] if tile_overlap is None else tile_overlap
+        return TilePlan(None, 0, 1, whole_mb, None, budget, f"whole image ({spec.title} is never tiled)")
+    multiple = model.official_multiple
+    overlap = spec.tile_overlap if tile_overlap is None else tile_overlap
     if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
         raise ValueError(f"tile_overlap must be a non-negative int, got {tile_overlap!r}")
-    if arch == "swinir":  # keep tile starts on the window grid
+    if spec.tiles_share_padding:  # keep tile starts on the window grid of the padded image
         overlap = math.ceil(overlap / multiple) * multiple
-    # the image the tiles cover: SwinIR tiles its globally padded image, Uformer the image itself
-    cover_h, cover_w = _forward_size(model, height, width) if arch == "swinir" else (height, width)
+    # the image the tiles cover: the once-padded image when the tiles share its padding, else the image itself
+    cover_h, cover_w = model.official_size(height, width) if spec.tiles_share_padding else (height, width)
     min_tile = (overlap // multiple + 1) * multiple  # smallest multiple with a positive stride
     if tile is None:
         if whole_mb <= budget:
@@ -358,26 +300,18 @@ def _blend_tiles(fn: Callable[[Tensor], Tensor], x: Tensor, tile: int, overlap: 
     return out
 
 
-def _flip_pad(x: Tensor, height: int, width: int) -> Tensor:
-    """main_test_swinir.py's padding: concatenate flipped copies until the size is reached, then cut."""
-    while x.shape[-2] < height:
-        x = torch.cat([x, torch.flip(x, [2])], 2)
-    while x.shape[-1] < width:
-        x = torch.cat([x, torch.flip(x, [3])], 3)
-    return x[:, :, :height, :width]
-
-
 def _run_official(model: RestorationModel, x: Tensor, plan: TilePlan, progress: bool = False) -> Tensor:
     """One (1, C, H, W) image in the model's dtype/device → float (1, C', H·s, W·s) in [0, 1]."""
     if plan.tile is None:
         return model.official_inference(x)
     scale = model.scale
     h, w = x.shape[-2:]
-    if model.arch == "swinir":
-        padded = _flip_pad(x, *_forward_size(model, h, w))
-        out = _blend_tiles(model, padded, plan.tile, plan.overlap, scale, progress)
-        return out[:, :, :h * scale, :w * scale].clamp_(0, 1)
-    return _blend_tiles(model.official_inference, x, plan.tile, plan.overlap, scale, progress).clamp_(0, 1)
+    if not model.spec.tiles_share_padding:
+        return _blend_tiles(model.official_inference, x, plan.tile, plan.overlap, scale, progress).clamp_(0, 1)
+    padded, (top, left) = model.official_pad(x)
+    out = _blend_tiles(lambda t: model(model.to_model_range(t)), padded, plan.tile, plan.overlap, scale, progress)
+    out = out[:, :, top * scale:(top + h) * scale, left * scale:(left + w) * scale]
+    return model.from_model_range(out).clamp_(0, 1)
 
 
 def restore_tensor(
@@ -539,8 +473,8 @@ def restore(
             uint8, uint16 or float in [0, 1]; C = 1, 2 (gray+alpha), 3 or 4 (RGBA).
         tile: None = automatic (tiles when the estimate exceeds ``memory_budget_mb``), 0 = never tile, N = tile
             side in input pixels (rounded up to the architecture's multiple).
-        tile_overlap: overlap of neighbouring tiles in input pixels (default :data:`DEFAULT_TILE_OVERLAP`: 48 for
-            SwinIR, 64 for Uformer).
+        tile_overlap: overlap of neighbouring tiles in input pixels (default: the architecture's
+            ``spec.tile_overlap``, 48 for SwinIR, 64 for Uformer).
         memory_budget_mb: activation-memory budget of one forward (default :func:`default_memory_budget_mb`).
         gray: gray image into an RGB model: "replicate" (default; result converted back to gray) or "error".
         color: RGB image into a gray model: "error" (default) or "luma" (converted to gray; the result is gray).
@@ -569,7 +503,7 @@ def _restore(net: RestorationModel, image, tile, tile_overlap, memory_budget_mb,
     channels = batch.shape[1]
     has_alpha = channels in (2, 4)
     colour, alpha_plane = (batch[:, :-1], batch[:, -1:]) if has_alpha else (batch, None)
-    want = _input_channels(net)
+    want = net.in_channels
     back_to_gray = False
     if colour.shape[1] != want:
         if colour.shape[1] == 1 and want == 3:
@@ -604,7 +538,6 @@ def _luma(rgb: Tensor) -> Tensor:
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET_MB",
-    "DEFAULT_TILE_OVERLAP",
     "TilePlan",
     "default_memory_budget_mb",
     "estimate_activation_mb",

@@ -31,7 +31,8 @@ from pathlib import Path
 MODEL_HELP = (
     "hub folder (config.json + model.safetensors), Hugging Face repo id (org/name), catalogue variant (with "
     "--weights: a released checkpoint file; without: the repo nystra/<variant>), or a folder with case.json + "
-    "checkpoint.pth (official constructor arguments + official checkpoint, as in the golden test cases)"
+    "checkpoint.pth (official constructor arguments + official checkpoint, as in the golden test cases), or a "
+    "checkpoint file (.pth/.safetensors; architecture and arguments detected from its keys and shapes)"
 )
 EXIT_OK, EXIT_FAILURES, EXIT_SETUP = 0, 1, 2
 
@@ -40,12 +41,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     model = parser.add_argument_group("model")
-    model.add_argument("--model", metavar="NAME_OR_DIR", help=MODEL_HELP)
+    model.add_argument("--model", metavar="NAME_OR_PATH", help=MODEL_HELP)
     model.add_argument("--weights", metavar="FILE",
-                       help="official checkpoint (.pth/.safetensors) for a variant or --arch")
+                       help="official checkpoint (.pth/.safetensors) for a variant or --arch; alone, what it is "
+                            "is detected")
     model.add_argument("--arch", choices=["swinir", "uformer", "dehazeformer"],
                        help="build from official constructor arguments (--kwargs) instead of a variant")
-    model.add_argument("--kwargs", metavar="JSON", help="official constructor arguments for --arch (JSON or @file)")
+    model.add_argument("--kwargs", metavar="JSON",
+                       help="official constructor arguments for --arch, or those that settle what detection leaves "
+                            "open, e.g. '{\"img_size\": 256}' (JSON or @file)")
     model.add_argument("--attn", choices=["softmax", "sdpa", "nystra"], default=None,
                        help="attention implementation (default: the folder's config, else softmax)")
     model.add_argument("--nystra", action="append", default=[], metavar="KEY=VALUE",
@@ -140,24 +144,42 @@ def parse_nystra(pairs: list[str]) -> dict:
     return params
 
 
+def parse_kwargs(text: str | None) -> dict:
+    """--kwargs: a JSON object, inline or as @file."""
+    text = text or "{}"
+    return json.loads(Path(text[1:]).read_text() if text.startswith("@") else text)
+
+
+def checkpoint_to_detect(args) -> str | None:
+    """A checkpoint file given without saying what it is: ``--model FILE``, or ``--weights FILE`` alone."""
+    if args.model and Path(args.model).is_file():
+        if args.weights:
+            raise ValueError("--model names a checkpoint file already; drop --weights")
+        return args.model
+    return None if args.model else args.weights
+
+
 def load_model(args):
     """The model the arguments name (see MODEL_HELP), on its device and dtype, in eval mode."""
     import torch
 
-    from . import build_model, load_original_checkpoint
+    from . import build_model, load_checkpoint, load_original_checkpoint
     from .variants import get_variant, load_variant
 
     nystra = parse_nystra(args.nystra)
     impl = args.attn
+    checkpoint = None if args.arch else checkpoint_to_detect(args)
     if args.arch:
         if not args.weights:
             raise ValueError("--arch needs --weights (an official checkpoint)")
-        text = args.kwargs or "{}"
-        kwargs = json.loads(Path(text[1:]).read_text() if text.startswith("@") else text)
-        model = build_model(args.arch, attn_impl=impl or "softmax", nystra=nystra or None, **kwargs)
+        model = build_model(args.arch, attn_impl=impl or "softmax", nystra=nystra or None,
+                            **parse_kwargs(args.kwargs))
         load_original_checkpoint(model, args.weights)
+    elif checkpoint is not None:  # open arguments are logged as warnings; --kwargs settles them
+        model = load_checkpoint(checkpoint, attn_impl=impl or "softmax", nystra=nystra or None,
+                                **parse_kwargs(args.kwargs))
     elif not args.model:
-        raise ValueError("give --model (or --arch with --kwargs and --weights)")
+        raise ValueError("give --model or --weights (or --arch with --kwargs and --weights)")
     elif Path(args.model).is_dir() and (Path(args.model) / "case.json").is_file():
         folder = Path(args.model)
         case = json.loads((folder / "case.json").read_text())

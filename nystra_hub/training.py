@@ -324,13 +324,6 @@ class PairSampler:
         return torch.stack(inputs), torch.stack(targets)
 
 
-def model_io(arch: str):
-    """(to model input, from model output) maps between [0, 1] images and the raw forward's range."""
-    if arch == "dehazeformer":
-        return (lambda x: x * 2 - 1), (lambda y: (y + 1) / 2)
-    return (lambda x: x), (lambda y: y)
-
-
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -497,7 +490,7 @@ def train(
     record = {
         "steps": run.step, "planned_steps": steps, "batch": batch, "lr": lr, "patch": recipe.patch, "seed": seed,
         "optimizer": OPTIMIZER_NOTE,
-        "loss": "L1" + (" in the model's [-1, 1] range" if recipe.arch == "dehazeformer" else ""),
+        "loss": "L1 on [0, 1] images (outputs mapped from the model's value range)",
         "augmentation": "random crops, 8 flips/rotations",
         "device": pieces[0]["device"] if pieces else device.type,
         "amp": pieces[0]["amp"] if pieces else amp,
@@ -520,7 +513,7 @@ def _device_name(device: torch.device) -> str:
 def _train_steps(model, optimizer, sampler, run: TrainRun, last: int, device, amp: str, max_minutes, log_every,
                  log, save, save_every) -> str | None:
     """Optimizer steps from ``run.step`` to ``last``; the loss is read back only when logged (no sync per step)."""
-    to_input, from_output = model_io(model.arch)
+    to_input, from_output = model.to_model_range, model.from_model_range
     steps, lr, batch = run.settings["steps"], run.settings["lr"], run.settings["batch"]
     start = time.perf_counter() - run.seconds
     pending: list[Tensor] = []
@@ -573,7 +566,7 @@ def probe_step_seconds(recipe: Recipe, batch: int, device: str, amp: str | None,
     sampler = PairSampler(recipe, names, 12345, root)
     model = build_model(recipe.arch, **recipe.kwargs).to(device_).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    to_input, from_output = model_io(recipe.arch)
+    to_input, from_output = model.to_model_range, model.from_model_range
     times = []
     for _ in range(steps + 2):
         t0 = time.perf_counter()

@@ -65,6 +65,7 @@ class Variant:
 
 
 VARIANTS: dict[str, Variant] = {}
+VARIANTS_BY_ARCH: dict[str, list[Variant]] = {}
 
 
 def _add(variant: Variant) -> None:
@@ -73,6 +74,7 @@ def _add(variant: Variant) -> None:
     if variant.task not in TASKS:
         raise ValueError(f"{variant.name}: unknown task {variant.task}")
     VARIANTS[variant.name] = variant
+    VARIANTS_BY_ARCH.setdefault(variant.arch, []).append(variant)
 
 
 # --- SwinIR (main_test_swinir.py constructor arguments) --------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -47,14 +49,78 @@ def stream_op(module: nn.Module, x: Tensor) -> Tensor:
     return module(x)
 
 
+def count_children(state_dict: dict[str, Tensor], prefix: str) -> int:
+    """How many numbered children ``<prefix><i>.…`` a state dict has (layers, blocks): checkpoint detection."""
+    return len({key[len(prefix):].split(".", 1)[0] for key in state_dict if key.startswith(prefix)})
+
+
+def mlp_ratio_of(hidden: int, dim: int) -> float:
+    """A ratio that rebuilds ``hidden = int(dim · ratio)``: hidden / dim, unless float rounding puts dim·ratio a
+    hair under hidden (1/49·49 < 1); then the middle of the interval that truncates to hidden."""
+    ratio = hidden / dim
+    return ratio if int(dim * ratio) == hidden else (hidden + 0.5) / dim
+
+
+@dataclass(frozen=True)
+class EnlargedWindowRecipe:
+    """The paper's PnP-Nystra recipe for a model: run at ``window`` with ``landmarks`` landmarks, ``iters``
+    pseudo-inverse iterations and kernel threshold ``tau`` (pnp-nystra.md); ``source`` says where it comes from."""
+
+    window: int
+    landmarks: int
+    iters: int
+    tau: float
+    source: str
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    """What code outside ``models/`` needs to know about an architecture, declared once next to its code.
+
+    title, paper: display name and citation.
+    value_range: the image range of the raw ``forward`` (input and output); ``official_inference`` takes and
+        returns [0, 1].
+    official_padding: the official test protocol's padding, in words (the code is ``official_pad``).
+    tile_overlap: default overlap of tiles in input pixels, or None when the architecture must not be tiled,
+        with ``tiling_refusal`` saying why.
+    tiles_share_padding: True when tiles cut the once-padded whole image and run the raw forward (their windows
+        then coincide with the whole image's); False when every tile runs ``official_inference`` itself.
+    paper_recipes: the paper's enlarged-window recipe per task name ("default" for the others).
+    bias_resize: how ``set_window_size`` carries the position bias to another window, in words.
+    modulators: the decoder has learned modulators (dropped by the paper's recipe, like the bias and masks).
+    spandrel: spandrel implements it (the official code path users run today; a benchmark baseline).
+    """
+
+    title: str
+    paper: str
+    value_range: tuple[float, float]
+    official_padding: str
+    tile_overlap: int | None
+    tiling_refusal: str | None
+    tiles_share_padding: bool
+    paper_recipes: dict[str, EnlargedWindowRecipe]
+    bias_resize: str
+    modulators: bool = False
+    spandrel: bool = False
+
+    def paper_recipe(self, task: str) -> EnlargedWindowRecipe:
+        return self.paper_recipes.get(task, self.paper_recipes["default"])
+
+
 class RestorationModel(nn.Module):
     """Base of SwinIR, Uformer and DehazeFormer.
 
     ``official_kwargs`` holds the official constructor arguments the model was built from (hub configs rebuild it
-    from them). Subclasses set ``arch`` and ``default_nystra`` (the reference's parameters for that architecture).
+    from them). Subclasses set ``arch``, ``spec`` (:class:`ArchitectureSpec`), ``block_types`` and
+    ``default_nystra`` (the reference's parameters for that architecture), and implement the few methods below
+    that differ per architecture (padding, memory stages, window changes).
     """
 
     arch: str = ""
+    spec: ArchitectureSpec
     default_nystra = NystraParams()
     #: the repeated transformer block classes: :meth:`compile_blocks` compiles each kind once
     block_types: tuple[type[nn.Module], ...] = ()
@@ -65,7 +131,7 @@ class RestorationModel(nn.Module):
         # Input checks cost one reduction over the image; off only for tracing/compilation.
         self.validate_inputs = True
 
-    # -- what restore/tiling/hub code needs to know, uniformly ---------------------------------------------------
+    # -- what restore/tiling/hub/measurement code needs to know, uniformly ----------------------------------------
     @property
     def scale(self) -> int:
         """Output size / input size."""
@@ -73,18 +139,60 @@ class RestorationModel(nn.Module):
 
     @property
     def in_channels(self) -> int:
+        """Channels of the forward's input."""
         return int(self.official_kwargs.get("in_chans", 3))
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of the restored image."""
+        return int(self.official_kwargs.get("in_chans", 3))
+
+    @property
+    def official_multiple(self) -> int:
+        """The side unit of the official protocol: tiles are multiples of it."""
+        raise NotImplementedError
+
+    def official_size(self, h: int, w: int) -> tuple[int, int]:
+        """The size the official protocol runs the network at for an ``h×w`` input."""
+        raise NotImplementedError
+
+    def official_pad(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """(the input padded as the official test script pads it, (top, left) offset of the image in it)."""
+        raise NotImplementedError
+
+    def activation_stages(self) -> list[tuple[int, int, int, int, float]]:
+        """(downsampling level, width, heads, window, mlp_ratio) of the stages the memory estimate counts."""
+        raise NotImplementedError
+
+    @property
+    def high_res_width(self) -> int:
+        """Width of the tensors at output resolution (the memory estimate counts them)."""
+        return self.out_channels
+
+    def to_model_range(self, x: Tensor) -> Tensor:
+        """[0, 1] images -> the forward's value range."""
+        low, high = self.spec.value_range
+        return x if (low, high) == (0.0, 1.0) else x * (high - low) + low
+
+    def from_model_range(self, y: Tensor) -> Tensor:
+        low, high = self.spec.value_range
+        return y if (low, high) == (0.0, 1.0) else (y - low) / (high - low)
+
+    def official_inference(self, x: Tensor, forward=None) -> Tensor:
+        """The official test protocol on a [0, 1] batch of any size: padding, the model (or ``forward``, e.g. the
+        same weights in another implementation), crop, clamp. Returns [0, 1] images of (H·scale, W·scale)."""
+        self.check_input(x, self.in_channels, 1)
+        h, w = x.shape[-2:]
+        padded, (top, left) = self.official_pad(x)
+        out = (forward or self)(self.to_model_range(padded))
+        s = self.scale
+        out = out[..., top * s:(top + h) * s, left * s:(left + w) * s]
+        return self.from_model_range(out).clamp(0, 1)
 
     def set_window_size(self, window_size: int, method: str = "bicubic", layers=None) -> None:
         """Run the trained model at another window: position biases resized with ``method`` (see
         :data:`nystra_hub.attention.WINDOW_RESIZE_METHODS`), masks following; ``layers`` selects stages by index
         (default: all). The same signature on every architecture."""
-        raise NotImplementedError
-
-    def official_inference(self, x: Tensor) -> Tensor:
-        """The official test script's protocol on a [0, 1] batch of any size: padding, the model, crop, clamp.
-
-        Returns [0, 1] images of size (H·scale, W·scale)."""
         raise NotImplementedError
 
     def compile_blocks(self, **compile_kwargs) -> RestorationModel:

@@ -17,6 +17,7 @@ model); :meth:`DehazeFormer.official_inference` takes and returns [0, 1] images 
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterator, Sequence
 
@@ -35,7 +36,13 @@ from ..attention import (
     window_partition,
     window_reverse,
 )
-from .common import RestorationModel
+from .common import (
+    ArchitectureSpec,
+    EnlargedWindowRecipe,
+    RestorationModel,
+    count_children,
+    mlp_ratio_of,
+)
 
 CONV_TYPES = ("Conv", "DWConv")
 ATTN_LOCS = ("last", "first", "middle")
@@ -426,6 +433,20 @@ class DehazeFormer(RestorationModel):
     """
 
     arch = "dehazeformer"
+    spec = ArchitectureSpec(
+        title="DehazeFormer",
+        paper="Vision Transformers for Single Image Dehazing (Song et al., IEEE TIP 2023), arXiv 2204.03883",
+        value_range=(-1.0, 1.0),
+        official_padding="none outside the network: the forward reflect-pads to a multiple of 4 itself",
+        tile_overlap=None,
+        tiling_refusal="DehazeFormer cannot be tiled: its RLN layers normalise each feature map with whole-image "
+                       "mean and standard deviation, so tiles would change the output",
+        tiles_share_padding=False,
+        paper_recipes={"default": EnlargedWindowRecipe(
+            32, 16, 2, 5.0, "no recipe in the paper for DehazeFormer: SwinIR's (w32, m16, 2 iterations, tau 5) "
+                            "used")},
+        bias_resize="the position-bias MLP evaluated at the new offsets",
+    )
     block_types = (TransformerBlock,)
     # No reference recipe for DehazeFormer: the SwinIR recipe (m = 16, 2 iterations, τ = 5) is the reference's
     # choice for the other window-8 model with a position bias; DehazeFormer's heads are 16 wide (d ≥ 16), its
@@ -625,9 +646,83 @@ class DehazeFormer(RestorationModel):
         x = k * x - b + x
         return x[:, :, :h, :w]
 
-    def official_inference(self, x: Tensor) -> Tensor:
-        """[0, 1] image in, [0, 1] image out: the official test script's scale, forward, clamp, map back."""
-        return (self(x * 2 - 1).clamp(-1, 1) + 1) / 2
+    @property
+    def official_multiple(self) -> int:
+        return self.pad_multiple
+
+    def official_size(self, h: int, w: int) -> tuple[int, int]:
+        m = self.pad_multiple
+        return math.ceil(h / m) * m, math.ceil(w / m) * m
+
+    def official_pad(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """Nothing: the official forward pads (reflect, to a multiple of 4) and crops itself."""
+        return x, (0, 0)
+
+    def activation_stages(self) -> list[tuple[int, int, int, int, float]]:
+        k = self.official_kwargs
+        window = max(self.window_sizes(), default=int(k.get("window_size", 8)))
+        return [(lv, int(d), int(h), window, float(r))
+                for lv, d, h, r in zip([0, 1, 2, 1, 0], k["embed_dims"], k["num_heads"], k["mlp_ratios"])]
+
+
+    # -- checkpoint detection (nystra_hub.detect) ---------------------------------------------------------------
+    #: keys every DehazeFormer state dict has: how :func:`nystra_hub.detect_checkpoint` recognises one
+    detection_keys = ("patch_embed.proj.weight", "layer1.blocks.0.mlp.mlp.0.weight", "fusion1.mlp.0.weight")
+
+    @classmethod
+    def infer_kwargs(cls, state_dict: dict[str, Tensor]) -> tuple[dict, list[str]]:
+        """The official constructor arguments of a DehazeFormer state dict (official keys, unwrapped), and what
+        its tensors leave open: one "argument: why, and what settles it" line each.
+
+        Read from shapes: in_chans (patch_embed), out_chans (patch_unembed), per stage embed_dims and mlp_ratios
+        (the MLP's first conv), depths (blocks), conv_type (Conv has conv.0, DWConv a single conv), attn_ratio
+        (which blocks own QK: the last attn_ratio·depth), num_heads (the bias MLP's outputs), window_size (the
+        ``relative_positions`` buffer, N² × N² × 2). Heads of stages without attention are not stored and
+        change nothing: the official defaults fill them.
+        """
+        stages = [f"layer{i}" for i in range(1, 6)]
+        depths = [count_children(state_dict, f"{stage}.blocks.") for stage in stages]
+        mlps = [state_dict[f"{stage}.blocks.0.mlp.mlp.0.weight"] for stage in stages]
+        attending = [[f"{stage}.blocks.{i}.attn.QK.weight" in state_dict for i in range(depth)]
+                     for stage, depth in zip(stages, depths)]
+        default_heads = inspect.signature(cls).parameters["num_heads"].default
+        num_heads = [
+            state_dict[f"{stage}.blocks.{flags.index(True)}.attn.attn.meta.2.weight"].shape[0] if any(flags)
+            else default for stage, flags, default in zip(stages, attending, default_heads)
+        ]
+        window_size, ambiguities = _infer_window_size(state_dict)
+        kwargs = dict(
+            in_chans=int(state_dict["patch_embed.proj.weight"].shape[1]),
+            out_chans=int(state_dict["patch_unembed.proj.0.weight"].shape[0]), window_size=window_size,
+            embed_dims=[m.shape[1] for m in mlps], mlp_ratios=[mlp_ratio_of(m.shape[0], m.shape[1]) for m in mlps],
+            depths=depths, num_heads=num_heads, attn_ratio=[_attn_ratio(i, f) for i, f in enumerate(attending)],
+            conv_type=["Conv" if f"{stage}.blocks.0.attn.conv.0.weight" in state_dict else "DWConv"
+                       for stage in stages],
+            norm_layer=["RLN"] * 5,  # the only norm the blocks work with (its meta1/meta2 keys)
+        )
+        return kwargs, ambiguities
+
+
+def _attn_ratio(stage: int, flags: list[bool]) -> float:
+    """The attn_ratio that makes exactly the blocks marked in ``flags`` attend (official placement: the last).
+
+    count / depth is the official value (¼ of 8 blocks is 2); when float rounding puts depth·ratio a hair above
+    the count, the middle of the interval of ratios selecting the same blocks is used instead."""
+    count, depth = sum(flags), len(flags)
+    for ratio in (count / depth, (count + 0.5) / depth):
+        if attention_flags(depth, ratio) == flags:
+            return ratio
+    raise ValueError(f"stage {stage + 1} attends in blocks {[i for i, f in enumerate(flags) if f]} of {depth}: "
+                     f"DehazeFormer places attention in the last attn_ratio·depth blocks (attn_loc='last'), the "
+                     f"only placement supported")
+
+
+def _infer_window_size(state_dict: dict[str, Tensor]) -> tuple[int, list[str]]:
+    """The window from a ``relative_positions`` buffer (w² × w² × 2), and the ambiguity line without one."""
+    positions = next((v for k, v in state_dict.items() if k.endswith(".attn.attn.relative_positions")), None)
+    if positions is not None:
+        return math.isqrt(positions.shape[0]), []
+    return 8, ["window_size: no block attends, so no window is recorded; 8 assumed, which changes no output"]
 
 
 def _is_official_relative_positions(tensor: Tensor) -> bool:

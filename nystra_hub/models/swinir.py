@@ -26,7 +26,16 @@ from ..attention import (
     shifted_window_mask,
     to_2tuple,
 )
-from .common import RestorationModel, gelu_fresh, stream_op, tokens_to_image
+from .common import (
+    ArchitectureSpec,
+    EnlargedWindowRecipe,
+    RestorationModel,
+    count_children,
+    gelu_fresh,
+    mlp_ratio_of,
+    stream_op,
+    tokens_to_image,
+)
 
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
@@ -234,6 +243,20 @@ class SwinIR(RestorationModel):
     """
 
     arch = "swinir"
+    spec = ArchitectureSpec(
+        title="SwinIR",
+        paper="SwinIR: Image Restoration Using Swin Transformer (Liang et al., ICCVW 2021), arXiv 2108.10257",
+        value_range=(0.0, 1.0),
+        official_padding="flipped copies concatenated at the bottom and right up to the next multiple of the "
+                         "window (always 1 to window pixels more), as main_test_swinir.py",
+        # 48 px: on the golden x2 model (256² crop, tile 128) the largest tiled-vs-whole difference is 0.013 at
+        # the official script's overlap 32, 0.0011 at 48 and 3e-5 at 64.
+        tile_overlap=48, tiling_refusal=None, tiles_share_padding=True,
+        paper_recipes={"default": EnlargedWindowRecipe(
+            32, 16, 2, 5.0, "pnp-nystra.md: SwinIR classical SR (w32, m16, 2 iterations, tau 5)")},
+        bias_resize="bias table resized (bicubic)",
+        spandrel=True,
+    )
     block_types = (SwinTransformerBlock,)
     default_nystra = NystraParams(landmarks=16, iters=2, tau=5.0)  # the reference's SwinIR recipe
 
@@ -368,19 +391,31 @@ class SwinIR(RestorationModel):
     def scale(self) -> int:
         return self.upscale
 
-    def official_inference(self, x: Tensor) -> Tensor:
-        """main_test_swinir.py: flip-concatenate to the next window multiple (always 1..ws pixels more), run,
-        crop to (H·scale, W·scale), clamp to [0, 1]."""
-        self.check_input(x, self.in_chans, 1)
-        h, w = x.shape[-2:]
-        multiple = self.pad_multiple
-        padded_h, padded_w = (h // multiple + 1) * multiple, (w // multiple + 1) * multiple
-        while x.shape[-2] < padded_h:  # one flip suffices unless the image is smaller than the pad
+    @property
+    def official_multiple(self) -> int:
+        return self.pad_multiple
+
+    def official_size(self, h: int, w: int) -> tuple[int, int]:
+        m = self.pad_multiple
+        return (h // m + 1) * m, (w // m + 1) * m
+
+    def official_pad(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """main_test_swinir.py: flip-concatenate to the next window multiple (always 1..ws pixels more)."""
+        height, width = self.official_size(*x.shape[-2:])
+        while x.shape[-2] < height:  # one flip suffices unless the image is smaller than the pad
             x = torch.cat([x, torch.flip(x, [2])], 2)
-        while x.shape[-1] < padded_w:
+        while x.shape[-1] < width:
             x = torch.cat([x, torch.flip(x, [3])], 3)
-        out = self(x[:, :, :padded_h, :padded_w])
-        return out[..., : h * self.upscale, : w * self.upscale].clamp(0, 1)
+        return x[:, :, :height, :width], (0, 0)
+
+    def activation_stages(self) -> list[tuple[int, int, int, int, float]]:
+        k = self.official_kwargs
+        return [(0, int(k["embed_dim"]), max(k["num_heads"]), max(self.window_sizes()),
+                 float(k.get("mlp_ratio", 2)))]
+
+    @property
+    def high_res_width(self) -> int:
+        return 64 if self.upsampler in ("pixelshuffle", "nearest+conv") else self.in_chans
 
     # -- forward ---------------------------------------------------------------------------------------------------
     def check_image_size(self, x: Tensor) -> Tensor:
@@ -429,3 +464,77 @@ class SwinIR(RestorationModel):
             x = x + self.conv_last(res)
         x = x / self.img_range + mean
         return x[:, :, : h * self.upscale, : w * self.upscale]
+
+    # -- checkpoint detection (nystra_hub.detect) -----------------------------------------------------------------
+    #: keys every SwinIR state dict has: how :func:`nystra_hub.detect_checkpoint` recognises one
+    detection_keys = ("conv_first.weight", "layers.0.residual_group.blocks.0.attn.relative_position_bias_table")
+
+    @classmethod
+    def infer_kwargs(cls, state_dict: dict[str, Tensor]) -> tuple[dict, list[str]]:
+        """The official constructor arguments of a SwinIR state dict (official keys, unwrapped), and what its
+        tensors leave open: one "argument: why, and what settles it" line each.
+
+        Read from shapes: in_chans, embed_dim (conv_first), depths (blocks per layer), num_heads (bias-table
+        columns), window_size (bias-table rows, (2w − 1)²), mlp_ratio (fc1 rows / embed_dim), qkv_bias, ape,
+        patch_norm, resi_connection (3conv has conv_after_body.4), upsampler and upscale (which tail keys exist).
+        img_size comes from the ``attn_mask`` buffers ((img_size / window)² windows). img_range is never stored.
+        """
+        block = "layers.0.residual_group.blocks.0."
+        embed_dim, in_chans = state_dict["conv_first.weight"].shape[:2]
+        num_layers = count_children(state_dict, "layers.")
+        depths = [count_children(state_dict, f"layers.{i}.residual_group.blocks.") for i in range(num_layers)]
+        tables = [state_dict[f"layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table"]
+                  for i in range(num_layers)]
+        window_size = (math.isqrt(tables[0].shape[0]) + 1) // 2
+        upsampler, upscale = _infer_upsampler(state_dict, in_chans)
+        img_size, ambiguities = _infer_img_size(state_dict, window_size, depths)
+        img_range, why = _guess_img_range(window_size, upscale)
+        ambiguities.append(f"img_range: not stored in the weights; {img_range} assumed ({why}); pass "
+                           f"img_range={255.0 if img_range == 1.0 else 1.0} for a model trained on the other range")
+        kwargs = dict(
+            upscale=upscale, in_chans=int(in_chans), img_size=img_size, window_size=window_size,
+            img_range=img_range, depths=depths, embed_dim=int(embed_dim), num_heads=[t.shape[1] for t in tables],
+            mlp_ratio=mlp_ratio_of(state_dict[f"{block}mlp.fc1.weight"].shape[0], embed_dim),
+            upsampler=upsampler, qkv_bias=f"{block}attn.qkv.bias" in state_dict,
+            ape="absolute_pos_embed" in state_dict, patch_norm="patch_embed.norm.weight" in state_dict,
+            resi_connection="3conv" if "conv_after_body.4.weight" in state_dict else "1conv",
+        )
+        return kwargs, ambiguities
+
+
+def _infer_upsampler(state_dict: dict[str, Tensor], in_chans: int) -> tuple[str, int]:
+    """(upsampler, upscale) from the keys of the official reconstruction tails."""
+    if "conv_up1.weight" in state_dict:  # nearest+conv: one conv per 2x step
+        return "nearest+conv", 2 ** sum(f"conv_up{i}.weight" in state_dict for i in (1, 2, 3))
+    if "conv_before_upsample.0.weight" in state_dict:  # pixelshuffle: a 4·64 conv per 2x step, one 9·64 conv for 3x
+        convs = [v for k, v in state_dict.items() if k.startswith("upsample.") and k.endswith(".weight")]
+        num_feat = state_dict["conv_before_upsample.0.weight"].shape[0]
+        if len(convs) == 1 and convs[0].shape[0] == 9 * num_feat:
+            return "pixelshuffle", 3
+        return "pixelshuffle", 2 ** len(convs)
+    if "upsample.0.weight" in state_dict:  # pixelshuffledirect: one conv to scale² · in_chans channels
+        return "pixelshuffledirect", math.isqrt(state_dict["upsample.0.weight"].shape[0] // in_chans)
+    return "", 1
+
+
+def _infer_img_size(state_dict: dict[str, Tensor], window_size: int, depths: list[int]) -> tuple[int, list[str]]:
+    """The training patch, and the ambiguity line when the tensors do not record it."""
+    if "absolute_pos_embed" in state_dict:  # (1, img_size², C)
+        return math.isqrt(state_dict["absolute_pos_embed"].shape[1]), []
+    masks = [v for k, v in state_dict.items() if k.endswith(".attn_mask")]
+    if masks:  # (number of windows, N, N) over the square training patch
+        return math.isqrt(masks[0].shape[0]) * window_size, []
+    if max(depths) > 1:
+        # Odd blocks without a mask: the patch was no larger than the window, so every block was built as one
+        # unshifted window of the patch's size, which is the window the bias tables record.
+        return window_size, []
+    return 64, ["img_size: not recorded (no shifted block keeps an attn_mask); 64 assumed, which changes no "
+                "output; pass img_size=N to name the training patch"]
+
+
+def _guess_img_range(window_size: int, upscale: int) -> tuple[float, str]:
+    """img_range and the evidence for it: window 7 without upscaling is the JPEG artifact-reduction release
+    (006_CAR / 006_colorCAR, trained on [0, 255]); every other release works on [0, 1]."""
+    if window_size == 7 and upscale == 1:
+        return 255.0, "window 7 without upscaling is the JPEG artifact-reduction configuration"
+    return 1.0, "every SwinIR release except JPEG artifact reduction"

@@ -38,7 +38,16 @@ from ..attention import (
     window_partition,
     window_reverse,
 )
-from .common import RestorationModel, gelu_fresh, stream_op, tokens_to_image
+from .common import (
+    ArchitectureSpec,
+    EnlargedWindowRecipe,
+    RestorationModel,
+    count_children,
+    gelu_fresh,
+    mlp_ratio_of,
+    stream_op,
+    tokens_to_image,
+)
 
 TOKEN_MLPS = ("leff", "fastleff", "mlp", "ffn")
 # The official test scripts pad every image to a square whose side is a multiple of this (expand2square).
@@ -361,6 +370,25 @@ class Uformer(RestorationModel):
     """
 
     arch = "uformer"
+    spec = ArchitectureSpec(
+        title="Uformer",
+        paper="Uformer: A General U-Shaped Transformer for Image Restoration (Wang et al., CVPR 2022), "
+              "arXiv 2106.03106",
+        value_range=(0.0, 1.0),
+        official_padding="zeros around the image, centred, to a square whose side is a multiple of 128 "
+                         "(expand2square(x, factor=128) in the official test scripts)",
+        # 64 px keeps tile starts on the level-0..3 window grids.
+        tile_overlap=64, tiling_refusal=None, tiles_share_padding=False,
+        paper_recipes={
+            "deblur": EnlargedWindowRecipe(32, 16, 3, 0.0, "pnp-nystra.md: Uformer-B deblur (w32, m16, 3 "
+                                           "iterations, tau 0)"),
+            "default": EnlargedWindowRecipe(64, 32, 6, 0.0, "pnp-nystra.md: Uformer-B denoise (w64, m32, 6 "
+                                            "iterations, tau 0)"),
+        },
+        bias_resize="bias table resized (bicubic), modulators resized (bicubic)",
+        modulators=True,
+        spandrel=True,
+    )
     block_types = (LeWinTransformerBlock,)
     # The reference's Uformer recipes (pnp-nystra.md): deblurring 16 landmarks / 3 iterations, denoising
     # 32 / 6, both with tau = 0. 16 / 3 is the default: at the trained window 8 (64 tokens) 32 landmarks would
@@ -568,20 +596,98 @@ class Uformer(RestorationModel):
         y = self.output_proj(y, (size, size))
         return x + y if self.dd_in == 3 else y
 
-    def official_inference(self, x: Tensor) -> Tensor:
-        """The official test protocol on a (B, dd_in, H, W) image in [0, 1] of any size.
+    @property
+    def in_channels(self) -> int:
+        return self.dd_in
 
-        Zero-pads centred to a square whose side is a multiple of 128 (``expand2square(x, factor=128)``; at
-        another window the least multiple of 128 that also fits every window), runs the model without mask,
-        crops the centre back and clamps to [0, 1]. Gradients follow the caller's mode (wrap in
-        ``torch.no_grad()``).
-        """
-        self.check_input(x, self.dd_in, 1)
+    @property
+    def official_multiple(self) -> int:
+        """128 as the official scripts pad (at another window: the least multiple of 128 that fits it)."""
+        return math.lcm(OFFICIAL_PAD_FACTOR, self.pad_multiple)
+
+    def official_size(self, h: int, w: int) -> tuple[int, int]:
+        side = math.ceil(max(h, w) / self.official_multiple) * self.official_multiple
+        return side, side
+
+    def official_pad(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """expand2square: zeros around the image, centred, to a square of :meth:`official_size`."""
         b, c, h, w = x.shape
-        factor = math.lcm(OFFICIAL_PAD_FACTOR, self.pad_multiple)
-        side = math.ceil(max(h, w) / factor) * factor
+        side, _ = self.official_size(h, w)
         top, left = (side - h) // 2, (side - w) // 2
         square = x.new_zeros(b, c, side, side)
         square[:, :, top:top + h, left:left + w] = x
-        out = self(square)
-        return out[:, :, top:top + h, left:left + w].clamp(0, 1)
+        return square, (top, left)
+
+    def activation_stages(self) -> list[tuple[int, int, int, int, float]]:
+        k = self.official_kwargs
+        c, window = int(k["embed_dim"]), max(self.window_sizes())
+        levels = [0, 1, 2, 3, 4, 3, 2, 1, 0]
+        widths = [c, 2 * c, 4 * c, 8 * c, 16 * c, 16 * c, 8 * c, 4 * c, 2 * c]  # decoder: concatenated width
+        return [(lv, w, h, window, float(k.get("mlp_ratio", 4)))
+                for lv, w, h in zip(levels, widths, k["num_heads"])]
+
+    # -- checkpoint detection (nystra_hub.detect) ---------------------------------------------------------------
+    #: keys every Uformer state dict has: how :func:`nystra_hub.detect_checkpoint` recognises one
+    detection_keys = ("input_proj.proj.0.weight", "encoderlayer_0.blocks.0.attn.relative_position_bias_table")
+
+    @classmethod
+    def infer_kwargs(cls, state_dict: dict[str, Tensor]) -> tuple[dict, list[str]]:
+        """The official constructor arguments of a Uformer state dict (official keys, unwrapped), and what its
+        tensors leave open: one "argument: why, and what settles it" line each.
+
+        Read from shapes: dd_in and embed_dim (input_proj), in_chans (output_proj), depths (blocks per stage),
+        num_heads (bias-table columns), win_size (the modulator's w² rows, else the largest bias table),
+        mlp_ratio and token_mlp (the feed-forward's keys), qkv_bias, modulator. img_size shows only where a
+        stage was clamped to a window smaller than win_size; shift_flag is never stored.
+        """
+        stages = [*(f"encoderlayer_{i}" for i in range(NUM_STAGES)), "conv",
+                  *(f"decoderlayer_{i}" for i in range(NUM_STAGES))]
+        if "encoderlayer_0.blocks.0.attn.qkv.to_q.weight" not in state_dict:
+            raise ValueError("not a token_projection='linear' Uformer (no qkv.to_q): the only projection supported")
+        embed_dim, dd_in = state_dict["input_proj.proj.0.weight"].shape[:2]
+        depths = [count_children(state_dict, f"{stage}.blocks.") for stage in stages]
+        tables = [state_dict[f"{stage}.blocks.0.attn.relative_position_bias_table"] for stage in stages]
+        windows = [(math.isqrt(t.shape[0]) + 1) // 2 for t in tables]
+        modulator = state_dict.get("decoderlayer_0.blocks.0.modulator.weight")
+        # The modulator is built for the unclamped window; bias tables only for the window a stage really uses.
+        win_size = math.isqrt(modulator.shape[0]) if modulator is not None else max(windows)
+        token_mlp, hidden = _infer_token_mlp(state_dict, "encoderlayer_0.blocks.0.mlp.")
+        img_size, ambiguities = _infer_img_size(windows, win_size, depths)
+        if max(depths) > 1:
+            ambiguities.append("shift_flag: not stored in the weights; True assumed (every Uformer release "
+                               "shifts its odd blocks); pass shift_flag=False for a model trained without shifts")
+        kwargs = dict(
+            img_size=img_size, in_chans=int(state_dict["output_proj.proj.0.weight"].shape[0]), dd_in=int(dd_in),
+            embed_dim=int(embed_dim), depths=depths, num_heads=[t.shape[1] for t in tables], win_size=win_size,
+            mlp_ratio=mlp_ratio_of(hidden, embed_dim), qkv_bias="encoderlayer_0.blocks.0.attn.qkv.to_q.bias" in
+            state_dict, token_projection="linear", token_mlp=token_mlp, modulator=modulator is not None,
+            shift_flag=True,
+        )
+        return kwargs, ambiguities
+
+
+def _infer_token_mlp(state_dict: dict[str, Tensor], prefix: str) -> tuple[str, int]:
+    """(token_mlp, hidden width) from a block's feed-forward keys. "mlp" and "ffn" build the same module."""
+    dwconv = state_dict.get(f"{prefix}dwconv.0.weight")
+    if dwconv is None:
+        return "mlp", state_dict[f"{prefix}fc1.weight"].shape[0]
+    # LeFF's 3x3 conv is depthwise (one input channel per group); FastLeFF's is a full conv.
+    return ("leff" if dwconv.shape[1] == 1 else "fastleff"), dwconv.shape[0]
+
+
+def _infer_img_size(windows: list[int], win_size: int, depths: list[int]) -> tuple[int, list[str]]:
+    """The training patch from the stages clamped to their whole (smaller) resolution, and the ambiguity line when
+    no stage was: then 16·win_size (128 at window 8) is assumed, which leaves the bottleneck unshifted."""
+    levels = [*range(NUM_STAGES), NUM_STAGES, *reversed(range(NUM_STAGES))]
+    clamped = [(level, window) for level, window in zip(levels, windows) if window < win_size]
+    if clamped:
+        level, window = min(clamped)  # the shallowest clamped stage pins the patch most tightly
+        return window << level, []
+    img_size = win_size << NUM_STAGES
+    if depths[NUM_STAGES] < 2:  # a bottleneck without odd blocks runs the same at every patch size
+        effect = "a larger patch would change no output (the bottleneck has no shifted block)"
+    else:
+        effect = (f"which leaves the bottleneck's odd blocks unshifted, while a patch of {2 * img_size} or more "
+                  f"shifts them (the GoPro deblurring release was trained at 256); pass img_size={2 * img_size} "
+                  f"for such a model")
+    return img_size, [f"img_size: the training patch is not recorded; {img_size} assumed, {effect}"]
