@@ -28,8 +28,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from nystra_hub import ARCHITECTURES, bench, build_model
+from nystra_hub import ARCHITECTURES, build_model
 from nystra_hub.imageio import atomic_write_json
+from nystra_hub.measure import environment as measure_environment
+from nystra_hub.measure.arms import Arm, make_arm_model, paper_recipe
 from nystra_hub.precision import PrecisionFallbackWarning, run_guarded
 from nystra_hub.variants import build_variant, get_variant
 
@@ -92,10 +94,9 @@ def arms_for(arch: str, recipe: dict) -> list[GpuArm]:
 # -- building and calling ---------------------------------------------------------------------------------------
 def build_arm(base: nn.Module, arm: GpuArm, device: torch.device) -> Callable[[Tensor], Tensor]:
     """The arm's callable: float32 input in the model's range -> float32 output."""
-    spec = bench.Arm(arm.name, "", arm.description, attn_impl=arm.attn_impl, window=arm.window, nystra=arm.nystra,
-                     drop_modulator=arm.drop_modulator, backend="spandrel" if arm.backend == "spandrel" else
-                     "nystra_hub")
-    model = bench.make_arm_model(base, spec).to(device)
+    spec = Arm(arm.name, "", arm.description, attn_impl=arm.attn_impl, window=arm.window, nystra=arm.nystra,
+               drop_modulator=arm.drop_modulator, backend="spandrel" if arm.backend == "spandrel" else "nystra_hub")
+    model = make_arm_model(base, spec).to(device)
     dtype = getattr(torch, arm.dtype)
     if arm.precision == "cast":
         model = model.to(dtype)
@@ -208,7 +209,7 @@ def measure(fns: dict[str, Callable], x: Tensor, arch: str, device: torch.device
 
 def run_case(case: dict, args, device: torch.device, log) -> dict:
     arch, kwargs = case["arch"], case["kwargs"]
-    recipe = bench.paper_recipe(arch, case["task"])
+    recipe = paper_recipe(arch, case["task"])
     torch.manual_seed(args.seed)
     base = build_model(arch, **kwargs) if "variant" not in case else build_variant(case["variant"])
     base = base.eval()
@@ -368,7 +369,7 @@ CASES_DRY = [
 
 
 def environment(device: torch.device) -> dict:
-    env = bench.environment(device)
+    env = measure_environment.environment(device)
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         env.update(multiprocessors=props.multi_processor_count, memory_bytes=props.total_memory,
@@ -398,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     log = lambda m: print(m, flush=True)  # noqa: E731
     out_dir = Path(args.out)
     report = {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "dry_run": args.dry_run,
-              "git_commit": os.environ.get("NYSTRA_COMMIT") or bench._git_commit(),
+              "git_commit": os.environ.get("NYSTRA_COMMIT") or measure_environment.git_commit(),
               "command": " ".join(["benchmarks/gpu.sh", *(argv or sys.argv[1:])]),
               "environment": environment(device),
               "settings": {"runs": args.runs, "batch": 1, "seed": args.seed, "input": "uniform random, square, "

@@ -10,9 +10,18 @@ import torch
 from test_fidelity import make_reference
 
 import nystra_hub
-from nystra_hub import bench
-from nystra_hub.bench import Arm, make_arm_model, paper_recipe, ratios, resolve_model, select_arms, standard_arms
-from nystra_hub.cards import build_model_card
+from nystra_hub.measure import bench
+from nystra_hub.measure.arms import (
+    Arm,
+    make_arm_model,
+    paper_recipe,
+    plan_arms,
+    resolve_model,
+    select_arms,
+    standard_arms,
+)
+from nystra_hub.measure.bench import ratios
+from nystra_hub.measure.cards import build_model_card
 
 DEFAULT_LETTERS = ["a", "b", "c", "c'", "d", "e", "e'", "f"]
 
@@ -82,14 +91,14 @@ def test_plan_arm_applies_a_calibrated_plan(tmp_path):
                                        "bias": "pooled", "mask": "exact"}}}
     path = tmp_path / "plan-a.json"
     path.write_text(json.dumps({"plan": plan, "report": {"budget_db": 0.1}}))
-    (arm,) = bench.plan_arms([str(path)])
+    (arm,) = plan_arms([str(path)])
     assert arm.name == "calibrated-plan-a" and "1/1 attention layers nystra, calibrated to a 0.1 dB" in arm.description
     switched = dict(nystra_hub.attention.attention_modules(make_arm_model(model, arm)))
     assert switched[modules[0]].attn_impl == "nystra" and switched[modules[0]].nystra.landmarks == 8
     assert switched[modules[1]].attn_impl == "softmax" and model.attn_impl == "softmax"
     path.write_text(json.dumps({"attention": {"no.such.layer": {"attn_impl": "sdpa"}}}))
     with pytest.raises(ValueError, match="not an attention module"):
-        make_arm_model(model, bench.plan_arms([str(path)])[0])
+        make_arm_model(model, plan_arms([str(path)])[0])
 
 
 def test_ratios_and_summary():

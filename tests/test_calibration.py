@@ -7,9 +7,9 @@ import torch
 from conftest import TESTSETS, load_golden
 
 import nystra_hub
-from nystra_hub import calibration
 from nystra_hub.attention import NystraParams, attention_modules
-from nystra_hub.calibration import Candidate, LayerReport
+from nystra_hub.measure import calibration
+from nystra_hub.measure.calibration import Candidate, LayerReport
 
 
 def _fake_timings(model, x, blocks, candidates, runs, log):
@@ -226,8 +226,8 @@ def test_command_with_windows_saves_a_hub_folder_that_reproduces_the_plan(tmp_pa
     from test_fidelity import make_reference
 
     from nystra_hub.hub import load_pretrained
+    from nystra_hub.measure.references import load_reference
     from nystra_hub.plan import apply_plan
-    from nystra_hub.training import load_reference
 
     monkeypatch.setattr(calibration, "_time_layers", _windows_pay)
     folder = make_reference(tmp_path / "tiny")

@@ -15,8 +15,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 import nystra_hub
-from nystra_hub.cards import NO_MEASUREMENTS, build_model_card
 from nystra_hub.checkpoints import read_state_dict
+from nystra_hub.measure.cards import NO_MEASUREMENTS, build_model_card
 from nystra_hub.variants import VARIANTS
 
 

@@ -11,11 +11,12 @@ import torch
 from conftest import TESTSETS
 
 import nystra_hub
-from nystra_hub import fidelity
-from nystra_hub.bench import standard_arms
-from nystra_hub.cards import build_model_card
-from nystra_hub.fidelity import PROTOCOLS, layer_errors, psnr, rgb_to_y, score, ssim
-from nystra_hub.training import save_reference
+from nystra_hub.measure import fidelity
+from nystra_hub.measure.arms import resolve_model, standard_arms
+from nystra_hub.measure.cards import build_model_card
+from nystra_hub.measure.fidelity import layer_errors
+from nystra_hub.measure.metrics import PROTOCOLS, psnr, rgb_to_y, score, ssim
+from nystra_hub.measure.training import save_reference
 
 TINY_SWINIR = dict(upscale=2, in_chans=3, img_size=16, window_size=8, img_range=1.0, depths=[2], embed_dim=12,
                    num_heads=[2], mlp_ratio=2, upsampler="pixelshuffledirect", resi_connection="1conv")
@@ -92,7 +93,7 @@ def test_dehazeformer_protocol_float_psnr():
 # -- per-layer diagnostic ------------------------------------------------------------------------------------------
 def test_layer_errors_zero_for_exact_and_positive_for_approximations():
     model = tiny_swinir()
-    arms = standard_arms(nystra_hub.bench.resolve_model("swinir-s-x2"))
+    arms = standard_arms(resolve_model("swinir-s-x2"))
     x = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(3))
     exact = layer_errors(model, arms["exact"], x, with_stats=True)
     assert len(exact["layers"]) == 2 and exact["rel_error_max"] == 0.0

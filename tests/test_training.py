@@ -13,18 +13,11 @@ import torch
 from conftest import REPO, TESTSETS
 
 import nystra_hub
-from nystra_hub import training
-from nystra_hub.fidelity import score
-from nystra_hub.training import (
-    RECIPES,
-    PairSampler,
-    bicubic_downscale,
-    gaussian_noise_input,
-    load_reference,
-    save_reference,
-    synthetic_haze,
-    train,
-)
+from nystra_hub.measure import data, training
+from nystra_hub.measure.data import bicubic_downscale, gaussian_noise_input, synthetic_haze
+from nystra_hub.measure.metrics import score
+from nystra_hub.measure.references import load_reference, recipe_task
+from nystra_hub.measure.training import RECIPES, PairSampler, save_reference, train
 
 pytestmark = pytest.mark.skipif(not (TESTSETS / "Kodak24").is_dir(), reason="needs ../shared/testsets")
 
@@ -36,16 +29,16 @@ TINY_SR = dataclasses.replace(
 
 def test_split_never_overlaps():
     for recipe in RECIPES.values():
-        train_names = {n for s in recipe.train_sets for n in training.list_images(s)}
-        held = {n for s in recipe.heldout_sets for n in training.list_images(s)}
+        train_names = {n for s in recipe.train_sets for n in data.list_images(s)}
+        held = {n for s in recipe.heldout_sets for n in data.list_images(s)}
         assert train_names and held and not train_names & held
         assert len(held) == 19  # Set5 + Set14
 
 
 def test_bicubic_degradation_matches_the_provided_set5_lr():
-    hr = training.load_rgb("Set5/HR/bird.png")
+    hr = data.load_rgb("Set5/HR/bird.png")
     lr = bicubic_downscale(hr, 2)
-    provided = training.load_rgb("Set5/LR_bicubic/X2/birdx2.png")
+    provided = data.load_rgb("Set5/LR_bicubic/X2/birdx2.png")
     assert lr.shape == provided.shape == (144, 144, 3)
     assert np.abs(lr.astype(float) - provided).mean() < 0.5  # PIL bicubic ~ MATLAB imresize
 
@@ -64,7 +57,7 @@ def test_synthetic_haze_is_the_scattering_model():
     hazy, params = synthetic_haze(clean, torch.Generator().manual_seed(1))
     again, params_again = synthetic_haze(clean, torch.Generator().manual_seed(1))
     assert torch.equal(hazy, again) and params == params_again
-    assert training.HAZE_BETA[0] <= params["beta"] <= training.HAZE_BETA[1]
+    assert data.HAZE_BETA[0] <= params["beta"] <= data.HAZE_BETA[1]
     airlight = torch.tensor(params["airlight"]).view(3, 1, 1)
     # I = J t + A (1 - t) with t in [exp(-beta), 1]: recover t per pixel, check its range and channel agreement
     t = (hazy - airlight) / (clean - airlight)
@@ -76,7 +69,7 @@ def test_synthetic_haze_is_the_scattering_model():
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_sampler_shapes_and_determinism(name):
     recipe = dataclasses.replace(RECIPES[name], train_sets=("Kodak24",), patch=32)
-    names = training.list_images("Kodak24")[:3]
+    names = data.list_images("Kodak24")[:3]
     a = PairSampler(recipe, names, seed=0).batch(2)
     b = PairSampler(recipe, names, seed=0).batch(2)
     scale = recipe.task.scale
@@ -153,7 +146,7 @@ def test_shipped_reference_models(folder: Path):
     model, info = load_reference(folder)
     assert info["training"]["steps"] > 0 and info["command"].startswith("nystra-hub train-reference")
     assert not set(info["train_images"]) & set(info["heldout_images"])
-    task = training.recipe_task(info)
+    task = recipe_task(info)
     row = min(info["heldout"]["per_image"], key=lambda r: "butterfly" not in r["image"])  # a small image
     degraded, gt, _ = task.heldout_pair(row["image"])
     with torch.no_grad():

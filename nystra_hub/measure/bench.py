@@ -1,0 +1,572 @@
+"""``nystra-hub bench``: speed, peak memory and FLOPs of the attention arms of one model (a command, not a test).
+
+Arms (see :func:`.arms.standard_arms`; W, m, iters, τ are the paper's recipe for the model,
+:func:`.arms.paper_recipe`):
+
+====  ==========================  ===========================================================================
+(a)   ``exact``                   the model as trained: exact softmax at the trained window, op for op
+(b)   ``sdpa``                    exact, fused ``scaled_dot_product_attention``, trained window
+(c)   ``exact-wW-paper``          exact at the enlarged window W, bias and masks dropped (Uformer: modulator
+                                  dropped too): the paper's "Original", the baseline of its speedups
+(c')  ``exact-wW``                exact at W with the bias table resized (bicubic) and masks kept
+(d)   ``nystra``                  PnP-Nystra at the trained window, our default (bias pooled, mask exact)
+(e)   ``nystra-wW-paper``         PnP-Nystra at W with the recipe, bias/mask (and Uformer modulator) dropped
+(e')  ``nystra-wW``               PnP-Nystra at W with the recipe, bias pooled (resized table), mask exact
+(f)   ``spandrel``                the same weights loaded through spandrel (SwinIR, Uformer): how users run
+                                  these checkpoints today (official code path)
+====  ==========================  ===========================================================================
+
+Extra arms (``--arms``): ``sdpa-wW``, ``nystromformer``, ``performer``, ``nystromformer-wW-paper``,
+``performer-wW-paper``, ``nystra-bias{pooled,drop}-mask{exact,drop}``.
+
+Method: all arms of a size live in one process and are run interleaved round-robin (``--warmup`` rounds, then
+``--runs`` timed rounds; the arm order rotates every round), so machine drift hits every arm alike; CUDA is
+synchronised around each call. Medians, per-run times and per-round paired ratios are recorded. Ratios are
+reported against (a), (f) and (c). Memory and FLOPs are measured first, so an arm whose forward cannot fit in
+memory is recorded as an error and left out of the timing instead of ending the run. Peak memory: CUDA
+``max_memory_allocated`` over one forward; CPU: the peak resident set size (VmHWM, reset through
+/proc/self/clear_refs) of one first forward in a fresh subprocess per arm, which builds the same model and input
+(``peak_rss_bytes``, and ``peak_increase_bytes`` above the RSS just before the forward). FLOPs:
+``torch.utils.flop_counter.FlopCounterMode`` over one forward (matmuls, convolutions and fused attention;
+elementwise ops, softmax and copies are not counted).
+
+JSON (``schema: "nystra_hub.bench/1"``; times in seconds, memory in bytes)::
+
+    {schema, created, command,
+     model: {spec, kind: "variant"|"reference", name, arch, task, scale, trained_window, kwargs, weights,
+             parameters},
+     recipe: {window, landmarks, iters, tau, source},
+     environment: {torch, python, platform, cpu_model, cpu_count, torch_threads, torch_interop_threads, device,
+                   device_name, [cuda, cudnn, tf32_matmul], spandrel, nystra_hub, git_commit, load_average,
+                   load_average_end},
+     settings: {device, dtype, batch, sizes, runs, warmup, protocol, seed, threads, input, order, timer, memory,
+                flops},
+     arms: {<name>: {name, letter: "a".."f" | "", description, attn_impl, window (null: trained), nystra
+                     (overrides or null), window_method, drop_modulator, backend: "nystra_hub"|"spandrel",
+                     performer_features}},
+     references: {"a": <name>, "f": <name>, "c": <name>},      # the arms ratios are taken against
+     results: [{size, input_shape,
+                arms: {<name>: {times_s: [...], warmup_times_s: [...], error: str|null, output_shape,
+                                median_s, mean_s, min_s, max_s, iqr_s, stdev_s,
+                                max_abs_diff_vs_a, mean_abs_diff_vs_a,
+                                speedup: {"a:<name>": x, "f:<name>": x, "c:<name>": x},   # median ref / median
+                                paired_speedup: {...},                  # median over rounds of ref / arm
+                                flops, flops_by_op: {"aten.mm": n, ...},
+                                CPU: peak_rss_bytes, rss_before_bytes, peak_increase_bytes, memory_method
+                                CUDA: peak_bytes, allocated_before_bytes, peak_increase_bytes, memory_method
+                                [memory_error]}}}]}
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..imageio import atomic_write_json
+from .arms import (
+    BENCH_DEFAULT,
+    Arm,
+    ModelSource,
+    forward_fn,
+    make_arm_model,
+    make_input,
+    paper_recipe,
+    plan_arms,
+    resolve_model,
+    select_arms,
+    standard_arms,
+)
+from .environment import argv_after, environment, load_average
+from .plots import plot_bench
+
+SCHEMA_BENCH = "nystra_hub.bench/1"
+DEFAULT_SIZES = (256, 512)
+REFERENCE_ARMS = ("a", "f", "c")  # ratios are reported against these (by letter)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# -- memory and FLOPs --------------------------------------------------------------------------------------------
+def count_flops(fn: Callable[[Tensor], Tensor], x: Tensor) -> dict:
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        fn(x)
+    by_op = {str(op): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
+    return {"flops": int(counter.get_total_flops()), "flops_by_op": by_op}
+
+
+def _proc_status_kib(field_name: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+CPU_MEMORY_METHOD = ("peak resident set size (VmHWM) of one first forward in a fresh subprocess that builds the "
+                     "same model and input; the high-water mark is reset (/proc/self/clear_refs) after building, "
+                     "so peak_rss_bytes includes the weights, input and runtime, and peak_increase_bytes is the "
+                     "peak minus the RSS just before the forward")
+CUDA_MEMORY_METHOD = ("torch.cuda.max_memory_allocated over one forward after reset_peak_memory_stats "
+                      "(peak_bytes), and minus memory_allocated before it (peak_increase_bytes)")
+
+
+def _worker_main() -> int:
+    """Subprocess entry: measure one arm's first-forward peak RSS (and FLOPs) and print JSON."""
+    spec = json.loads(sys.stdin.read())
+    torch.set_num_threads(spec["threads"])
+    source = resolve_model(spec["model"], spec.get("checkpoint"))
+    arm = Arm(**spec["arm"])
+    base = source.build(spec["seed"])
+    model = make_arm_model(base, arm)
+    del base
+    dtype = getattr(torch, spec["dtype"])
+    model = model.to(dtype=dtype)
+    fn = forward_fn(model, source, spec["protocol"])
+    x = make_input(source, spec["size"], spec["batch"], spec["protocol"], "cpu", dtype, spec["seed"])
+    gc.collect()
+    result: dict = {}
+    before = _proc_status_kib("VmRSS")
+    if _reset_peak_rss() and before is not None:
+        with torch.inference_mode():
+            out = fn(x)
+        peak = _proc_status_kib("VmHWM")
+        result.update(peak_rss_bytes=peak * 1024, rss_before_bytes=before * 1024,
+                      peak_increase_bytes=(peak - before) * 1024, memory_method=CPU_MEMORY_METHOD)
+        del out
+    else:  # pragma: no cover - not Linux
+        import resource  # Unix only, and only needed where /proc is missing
+
+        with torch.inference_mode():
+            fn(x)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        result.update(peak_rss_bytes=peak, rss_before_bytes=None, peak_increase_bytes=None,
+                      memory_method="ru_maxrss of the subprocess (includes building the model)")
+    if spec.get("flops"):
+        result.update(count_flops(fn, x))
+    print("BENCH-WORKER " + json.dumps(result))
+    return 0
+
+
+def _mem_available() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def measure_cpu_memory(source: ModelSource, arm: Arm, size: int, args, flops: bool) -> dict:
+    spec = {"model": source.spec, "checkpoint": source.checkpoint, "arm": arm.config(), "size": size,
+            "batch": args.batch, "dtype": args.dtype, "threads": torch.get_num_threads(), "seed": args.seed,
+            "protocol": args.protocol, "flops": flops}
+    cmd = [sys.executable, "-c", "import sys, nystra_hub.measure.bench as b; sys.exit(b._worker_main())"]
+    try:
+        proc = subprocess.run(cmd, input=json.dumps(spec), capture_output=True, text=True,
+                              timeout=args.worker_timeout)
+    except subprocess.TimeoutExpired:
+        return {"memory_error": f"worker timed out after {args.worker_timeout}s"}
+    for line in proc.stdout.splitlines():
+        if line.startswith("BENCH-WORKER "):
+            return json.loads(line[len("BENCH-WORKER "):])
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+    if proc.returncode < 0:  # killed by a signal: SIGKILL is what the kernel's OOM killer sends
+        return {"memory_error": f"worker killed by signal {-proc.returncode} (out of memory?)",
+                "memory_killed": True}
+    return {"memory_error": f"worker exited with {proc.returncode}: {' | '.join(tail)}"}
+
+
+def measure_cuda_memory(fn: Callable, x: Tensor, device: torch.device, flops: bool) -> dict:
+    gc.collect()
+    torch.cuda.empty_cache()
+    _sync(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    with torch.inference_mode():
+        out = fn(x)
+    _sync(device)
+    peak = torch.cuda.max_memory_allocated(device)
+    del out
+    result = {"peak_bytes": peak, "allocated_before_bytes": before, "peak_increase_bytes": peak - before,
+              "memory_method": CUDA_MEMORY_METHOD}
+    if flops:
+        result.update(count_flops(fn, x))
+    return result
+
+
+# -- statistics --------------------------------------------------------------------------------------------------
+def summarise(times: list[float]) -> dict:
+    if not times:
+        return {}
+    ordered = sorted(times)
+    q = statistics.quantiles(ordered, n=4) if len(ordered) >= 2 else [ordered[0]] * 3
+    return {"median_s": statistics.median(ordered), "mean_s": statistics.fmean(ordered), "min_s": ordered[0],
+            "max_s": ordered[-1], "iqr_s": q[2] - q[0],
+            "stdev_s": statistics.stdev(ordered) if len(ordered) > 1 else 0.0}
+
+
+def ratios(results: dict[str, dict], references: dict[str, str]) -> None:
+    """Add speedup (median ref / median arm) and paired speedup (median over rounds of ref/arm) per reference."""
+    for entry in results.values():
+        entry["speedup"], entry["paired_speedup"] = {}, {}
+        for letter, ref in references.items():
+            ref_entry = results.get(ref)
+            if not ref_entry or not ref_entry.get("times_s") or not entry.get("times_s"):
+                continue
+            key = f"{letter}:{ref}"
+            entry["speedup"][key] = ref_entry["median_s"] / entry["median_s"]
+            pairs = [r / t for r, t in zip(ref_entry["times_s"], entry["times_s"])]
+            entry["paired_speedup"][key] = statistics.median(pairs)
+
+
+# -- the benchmark -----------------------------------------------------------------------------------------------
+def run_bench(args: argparse.Namespace, log=print) -> dict:
+    device = _bench_device(args)
+    dtype = getattr(torch, args.dtype)
+    source = resolve_model(args.model, args.checkpoint)
+    recipe = _bench_recipe(source, args.window)
+    arms = select_arms(standard_arms(source, recipe), args.arms or BENCH_DEFAULT, recipe)
+    arms += plan_arms(getattr(args, "plan", None))
+    references = reference_arms(arms)
+    base = source.build(args.seed)
+    models, build_errors = _build_arm_models(base, arms, device, dtype, log)
+    session = BenchSession(args, source, device, dtype, arms, models, build_errors, references, log)
+    report = _report_header(session, base, recipe)
+    for size in args.sizes:
+        report["results"].append(_measure_size(session, size))
+    report["environment"]["load_average_end"] = load_average()
+    return report
+
+
+@dataclass
+class BenchSession:
+    """What every step of one bench run shares: the settings, the arms and their models on the device."""
+
+    args: argparse.Namespace
+    source: ModelSource
+    device: torch.device
+    dtype: torch.dtype
+    arms: list[Arm]
+    models: dict[str, nn.Module]  # the arms that could be built
+    build_errors: dict[str, str]  # the arms that could not
+    references: dict[str, str]  # letter -> arm name
+    log: Callable[[str], None]
+
+    @property
+    def memory_on(self) -> bool:
+        return self.args.memory == "on"
+
+    @property
+    def flops_on(self) -> bool:
+        return self.args.flops == "on"
+
+
+def _bench_device(args: argparse.Namespace) -> torch.device:
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device available")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return device
+
+
+def _bench_recipe(source: ModelSource, window: int | None) -> dict:
+    """The paper's recipe for the model, its enlarged window overridden by ``--window``."""
+    recipe = paper_recipe(source.arch, source.task)
+    if window:
+        recipe = {**recipe, "window": window, "source": recipe["source"] + f"; window overridden to {window}"}
+    return recipe
+
+
+def reference_arms(arms: list[Arm]) -> dict[str, str]:
+    """{letter: arm name} of the arms ratios are taken against (:data:`REFERENCE_ARMS`) among ``arms``."""
+    references = {}
+    for letter in REFERENCE_ARMS:
+        found = [a.name for a in arms if a.letter == letter]
+        if found:
+            references[letter] = found[0]
+    return references
+
+
+def _build_arm_models(base: nn.Module, arms: list[Arm], device, dtype, log) -> tuple[dict, dict]:
+    """({arm: model on the device}, {arm: why it could not be built})."""
+    models: dict[str, nn.Module] = {}
+    build_errors: dict[str, str] = {}
+    for arm in arms:
+        try:
+            models[arm.name] = make_arm_model(base, arm).to(device=device, dtype=dtype)
+        except Exception as err:  # noqa: BLE001 - an arm that cannot be built is reported, not fatal
+            build_errors[arm.name] = f"{type(err).__name__}: {err}"
+            log(f"  {arm.name}: cannot build ({build_errors[arm.name]})")
+    return models, build_errors
+
+
+def _report_header(session: BenchSession, base: nn.Module, recipe: dict) -> dict:
+    """The report without results: schema, command, model, recipe, environment, settings, arms."""
+    args, device = session.args, session.device
+    return {
+        "schema": SCHEMA_BENCH,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": shlex.join(["nystra-hub", "bench", *args.argv]),
+        "model": session.source.describe(base),
+        "recipe": recipe,
+        "environment": environment(device),
+        "settings": {
+            "device": str(device), "dtype": args.dtype, "batch": args.batch, "sizes": args.sizes,
+            "runs": args.runs, "warmup": args.warmup, "protocol": args.protocol, "seed": args.seed,
+            "threads": torch.get_num_threads(),
+            "input": "uniform random [0,1) (DehazeFormer's raw forward: mapped to [-1,1]), square, "
+                     "batch x channels x size x size; for SR the size is the low-resolution input",
+            "order": "per size: memory/FLOPs forward of every arm first (CPU: in subprocesses; an arm that "
+                     "cannot fit is skipped), then warm-up rounds and timed rounds; every round runs every arm "
+                     "once, the arm order rotated by one each round; all timed arms in one process",
+            "timer": "time.perf_counter around one call under torch.inference_mode"
+                     + (", torch.cuda.synchronize before and after" if device.type == "cuda" else ""),
+            "memory": (CUDA_MEMORY_METHOD if device.type == "cuda" else CPU_MEMORY_METHOD) if session.memory_on
+            else "off",
+            "flops": "torch.utils.flop_counter.FlopCounterMode over one forward (matmul, conv, attention ops)"
+                     if session.flops_on else "off",
+        },
+        "arms": {a.name: a.config() for a in session.arms},
+        "references": session.references,
+        "results": [],
+    }
+
+
+def _measure_size(session: BenchSession, size: int) -> dict:
+    """One entry of ``results``: memory and FLOPs per arm, then the interleaved timing rounds, then the ratios."""
+    args = session.args
+    session.log(f"size {size}: {len(session.models)} arms, {args.warmup} warm-up + {args.runs} timed rounds")
+    x = make_input(session.source, size, args.batch, args.protocol, session.device, session.dtype, args.seed)
+    entries: dict[str, dict] = {}
+    fns: dict[str, Callable] = {}
+    for arm in session.arms:
+        entries[arm.name] = {"times_s": [], "warmup_times_s": [], "error": session.build_errors.get(arm.name)}
+        if arm.name in session.models:
+            fns[arm.name] = forward_fn(session.models[arm.name], session.source, args.protocol)
+    # Memory and FLOPs first: an arm whose forward cannot fit is found in a subprocess (CPU) or caught (CUDA)
+    # and left out of the timing instead of taking the whole run down.
+    if session.memory_on or session.flops_on:
+        for arm in session.arms:
+            if arm.name in fns and not entries[arm.name]["error"]:
+                _measure_memory_and_flops(session, arm, fns[arm.name], x, size, entries[arm.name])
+    if session.device.type == "cpu" and session.memory_on:
+        _skip_arms_that_cannot_fit(entries, session.log)
+    reference_out = _timed_rounds(session, entries, fns, x)
+    _summarise_arms(entries, reference_out, session.log)
+    ratios(entries, session.references)
+    return {"size": size, "input_shape": list(x.shape), "arms": entries}
+
+
+def _measure_memory_and_flops(session: BenchSession, arm: Arm, fn: Callable, x: Tensor, size: int, entry: dict) -> None:
+    """Peak memory (CUDA: in process; CPU: a subprocess) and FLOPs of one forward of ``arm``, into ``entry``."""
+    device = session.device
+    if device.type == "cuda" and session.memory_on:
+        try:
+            entry.update(measure_cuda_memory(fn, x, device, session.flops_on))
+        except Exception as err:  # noqa: BLE001 - typically out of memory
+            entry["error"] = f"{type(err).__name__}: {err}"
+            torch.cuda.empty_cache()
+    elif session.memory_on:
+        entry.update(measure_cpu_memory(session.source, arm, size, session.args, session.flops_on))
+        if entry.get("memory_killed"):
+            entry["error"] = entry["memory_error"]
+    elif session.flops_on:
+        try:
+            entry.update(count_flops(fn, x))
+        except Exception as err:  # noqa: BLE001
+            entry["error"] = f"{type(err).__name__}: {err}"
+    session.log(f"  {arm.name}: peak {_fmt_bytes(entry.get('peak_rss_bytes', entry.get('peak_bytes')))}, "
+            f"{(entry.get('flops') or 0) / 1e9:.2f} GFLOP"
+            + (f"  [{entry['error'][:120]}]" if entry["error"] else ""))
+
+
+def _skip_arms_that_cannot_fit(entries: dict[str, dict], log) -> None:
+    """Mark as skipped the arms whose measured forward needs more than 90 % of the memory available now."""
+    available = _mem_available()
+    for name, entry in entries.items():
+        need = entry.get("peak_increase_bytes")
+        if not entry["error"] and need and available and need > 0.9 * available:
+            entry["error"] = (f"skipped: its forward needs {_fmt_bytes(need)} more than the "
+                              f"{_fmt_bytes(available)} available")
+            log(f"  {name}: {entry['error']}")
+
+
+def _timed_rounds(session: BenchSession, entries: dict[str, dict], fns: dict[str, Callable],
+                  x: Tensor) -> Tensor | None:
+    """Warm-up then timed rounds, every arm once per round, the order rotated by one each round. Records times,
+    the output shape and (in ``_out``) the first output of each arm; returns the reference arm (a)'s output."""
+    args = session.args
+    reference_out = None
+    names = [a.name for a in session.arms if a.name in fns]
+    total_rounds = args.warmup + args.runs
+    round_start = time.perf_counter()
+    for rnd in range(total_rounds):
+        order = names[rnd % len(names):] + names[: rnd % len(names)] if names else []
+        for name in order:
+            entry = entries[name]
+            if entry["error"]:
+                continue
+            timed = _time_one_call(session, name, fns[name], x, entry)
+            if timed is None:
+                continue
+            elapsed, out = timed
+            (entry["warmup_times_s"] if rnd < args.warmup else entry["times_s"]).append(elapsed)
+            if "output_shape" not in entry:
+                entry["output_shape"] = list(out.shape)
+                if name == session.references.get("a"):
+                    reference_out = out.detach().float().cpu()
+                entry["_out"] = out.detach().float().cpu()
+            del out
+        if rnd == 0:
+            spent = time.perf_counter() - round_start
+            session.log(f"  round 1 took {spent:.1f}s; about {spent * (total_rounds - 1):.0f}s more for timing")
+    return reference_out
+
+
+def _time_one_call(session: BenchSession, name: str, fn: Callable, x: Tensor,
+                   entry: dict) -> tuple[float, Tensor] | None:
+    """(seconds, output) of one synchronised call; None (and the error recorded in ``entry``) if it failed."""
+    device = session.device
+    try:
+        _sync(device)
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            out = fn(x)
+            _sync(device)
+            elapsed = time.perf_counter() - t0
+    except Exception as err:  # noqa: BLE001 - e.g. out of memory at a large size
+        entry["error"] = f"{type(err).__name__}: {err}"
+        session.log(f"  {name}: failed ({entry['error'][:200]})")
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return None
+    return elapsed, out
+
+
+def _summarise_arms(entries: dict[str, dict], reference_out: Tensor | None, log) -> None:
+    """Per arm: the difference of its first output to arm (a)'s, and the statistics of its times."""
+    for name, entry in entries.items():
+        out = entry.pop("_out", None)
+        if out is not None and reference_out is not None and out.shape == reference_out.shape:
+            diff = (out - reference_out).abs()
+            entry["max_abs_diff_vs_a"] = float(diff.max())
+            entry["mean_abs_diff_vs_a"] = float(diff.mean())
+        entry.update(summarise(entry["times_s"]))
+        if entry["times_s"]:
+            log(f"  {name}: median {entry['median_s'] * 1e3:.1f} ms over {len(entry['times_s'])} runs")
+
+
+def _fmt_bytes(value) -> str:
+    return "n/a" if value is None else f"{value / 2**20:.0f} MiB"
+
+
+# -- command line ------------------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="catalogue variant (random weights unless --checkpoint) or a "
+                                        "reference-model folder")
+    parser.add_argument("--checkpoint", help="released checkpoint for the variant (loaded strictly)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES),
+                        help="square input sides (model input: LR side for SR); default 256 512")
+    parser.add_argument("--arms", nargs="+", default=None,
+                        help="arm names or letters (a b c c' d e e' f); 'wW' stands for the recipe window "
+                             "(default: a b c c' d e e' f)")
+    parser.add_argument("--list-arms", action="store_true", help="list the arms for --model and exit")
+    parser.add_argument("--runs", type=int, default=5, help="timed rounds (median over them); default 5")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up rounds; default 1")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--protocol", default="forward", choices=["forward", "official"],
+                        help="'forward': the raw model on a size x size input (each pads to its window itself); "
+                             "'official': the official test protocol (its padding included)")
+    parser.add_argument("--window", type=int, default=None, help="override the recipe's enlarged window")
+    parser.add_argument("--plan", nargs="+", metavar="JSON",
+                        help="extra arms running per-layer plans (nystra-hub calibrate --out files)")
+    parser.add_argument("--memory", default="on", choices=["on", "off"],
+                        help="peak memory per arm (CPU: one subprocess forward per arm and size)")
+    parser.add_argument("--flops", default="on", choices=["on", "off"], help="FLOPs per arm (one forward)")
+    parser.add_argument("--worker-timeout", type=int, default=3600, help="seconds for a CPU memory subprocess")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", help="JSON output (default benchmarks/bench-<model>-<device>.json)")
+    parser.add_argument("--plot", help="PNG output (default: the JSON path with .png)")
+    parser.add_argument("--plot-only", nargs="+", metavar="JSON",
+                        help="redraw the plot from existing bench JSON files (to --plot) and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    args.argv = getattr(args, "argv", None) or argv_after("bench")
+    if args.plot_only:
+        reports = [json.loads(Path(p).read_text()) for p in args.plot_only]
+        out = args.plot or str(Path(args.plot_only[0]).with_suffix(".png"))
+        print(f"wrote {plot_bench(reports, out)}")
+        return 0
+    if not args.model:
+        raise SystemExit("bench: --model is required")
+    if args.list_arms:
+        source = resolve_model(args.model, args.checkpoint)
+        recipe = paper_recipe(source.arch, source.task)
+        for arm in standard_arms(source, recipe).values():
+            print(f"{arm.letter or '-':>3}  {arm.name:<28} {arm.description}")
+        return 0
+    if args.runs < 1 or args.warmup < 0:
+        raise SystemExit("bench: --runs must be >= 1 and --warmup >= 0")
+    report = run_bench(args, log=lambda m: print(m, flush=True))
+    name = Path(args.model).name if Path(args.model).is_dir() else args.model
+    out = Path(args.out or f"benchmarks/bench-{name}-{args.device.replace(':', '')}.json")
+    atomic_write_json(out, report, indent=1)
+    plot = plot_bench([report], args.plot or out.with_suffix(".png"))
+    print(f"wrote {out} and {plot}")
+    _print_table(report)
+    return 0
+
+
+def _print_table(report: dict) -> None:
+    refs = report["references"]
+    for result in report["results"]:
+        print(f"\nsize {result['size']} ({report['settings']['device']}, {report['settings']['threads']} threads)")
+        print(f"{'arm':<26}{'median ms':>11}{'vs a':>8}{'vs f':>8}{'vs c':>8}{'peak MiB':>10}{'GFLOP':>9}")
+        for name, entry in result["arms"].items():
+            if entry.get("error") and not entry.get("times_s"):
+                print(f"{name:<26}  error: {entry['error'][:80]}")
+                continue
+            cells = []
+            for letter in ("a", "f", "c"):
+                v = entry.get("speedup", {}).get(f"{letter}:{refs.get(letter)}")
+                cells.append(f"{v:8.2f}" if v else f"{'-':>8}")
+            peak = entry.get("peak_rss_bytes", entry.get("peak_bytes"))
+            print(f"{name:<26}{entry.get('median_s', float('nan')) * 1e3:11.1f}{''.join(cells)}"
+                  f"{(peak / 2**20 if peak else float('nan')):10.0f}{(entry.get('flops') or 0) / 1e9:9.2f}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(_worker_main())
