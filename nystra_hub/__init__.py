@@ -9,9 +9,12 @@ from __future__ import annotations
 import importlib
 import warnings
 
+from ._version import __version__ as __version__
 from .attention import ATTN_IMPLS, NystraParams
 from .checkpoints import CheckpointError, CheckpointMismatchError, load_original_checkpoint, read_state_dict
 from .detect import detect_checkpoint, load_checkpoint
+from .hub import load_pretrained
+from .loading import load
 from .models import ARCHITECTURES, RestorationModel, build_model
 from .plan import apply_plan, extract_plan
 
@@ -20,12 +23,9 @@ from .plan import apply_plan, extract_plan
 from .restore import restore
 from .variants import VARIANTS, build_variant, get_variant, load_variant
 
-__version__ = "0.1.0"
-
 # Public names that live in modules with heavier imports, loaded on first use.
 _LAZY = {
-    "load_pretrained": "nystra_hub.hub",
-    "calibrate": "nystra_hub.calibration",
+    "calibrate": "nystra_hub.measure.calibration",
 }
 
 
@@ -64,8 +64,10 @@ __all__ = [
     "detect_checkpoint",
     "extract_plan",
     "get_variant",
+    "load",
     "load_checkpoint",
     "load_original_checkpoint",
+    "load_pretrained",
     "load_variant",
     "read_state_dict",
     "restore",

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from .attention import NystraParams
 from .checkpoints import CheckpointError, load_state_dict_strict, read_state_dict, unwrap_state_dict
 from .models import ARCHITECTURES, RestorationModel, build_model
+from .plan import finish_loaded
 from .variants import VARIANTS_BY_ARCH
 
 logger = logging.getLogger(__name__)
@@ -98,9 +99,7 @@ def load_checkpoint(
     model = build_model(detection.arch, attn_impl=attn_impl, nystra=nystra, **detection.kwargs)
     # The state dict read above goes through the same strict check as load_original_checkpoint, read once.
     load_state_dict_strict(model, state, source=str(path))
-    if detection.variant:
-        model.variant_name = detection.variant  # as build_variant does: hub folders and cards name it
-    return model.eval()
+    return finish_loaded(model, variant=detection.variant, source=str(path))
 
 
 def _recognise(state: Mapping) -> str:

@@ -34,10 +34,11 @@ from transformers import AutoConfig, AutoModel, AutoModelForImageToImage, PreTra
 from transformers.modeling_outputs import ImageSuperResolutionOutput
 
 from . import hub
+from ._version import __version__
 from .attention import NystraParams, attention_modules, check_attn_impl
 from .checkpoints import CheckpointMismatchError
 from .models import ARCHITECTURES, RestorationModel, build_model
-from .plan import apply_plan
+from .plan import check_plan, finish_loaded
 from .variants import get_variant
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def _check_nystra_value(value: dict | None) -> None:
 
 
 def _check_plan_value(value: dict | None) -> None:
-    hub.check_plan(value)
+    check_plan(value)
 
 
 @strict
@@ -107,7 +108,7 @@ class NystraRestorationConfig(PreTrainedConfig):
         hub.check_official_kwargs(self.arch, self.official_kwargs)
         check_attn_impl(self.attn_impl)
         hub.resolve_nystra(self.arch, self.nystra)
-        hub.check_plan(self.nystra_plan)
+        check_plan(self.nystra_plan)
         if self.variant is not None and get_variant(self.variant).arch != self.arch:
             raise ValueError(f"variant {self.variant} is not a {self.arch} model")
 
@@ -128,8 +129,6 @@ class NystraRestorationConfig(PreTrainedConfig):
         out = super().to_dict()
         if not self.nystra_arch:
             return out
-        from . import __version__
-
         try:  # timm's fields always follow the nystra_hub fields (an attn_impl override is written back to both)
             params = hub.resolve_nystra(self.nystra_arch, self.nystra).as_dict()
             timm = hub.timm_fields(self.nystra_arch, self.official_kwargs or {}, self.variant, self.attn_impl,
@@ -221,13 +220,11 @@ class NystraRestorationModel(PreTrainedModel):
         return self._restoration.attn_impl
 
     def set_attn_impl(self, attn_impl: str, **nystra_params) -> NystraRestorationModel:
-        """Switch every attention module; the config follows (and drops any stored plan) so saving records it."""
-        params = hub.resolve_nystra(self.nystra_arch, self.config.nystra, **nystra_params)
-        for _, module in attention_modules(self):
-            module.set_attn_impl(attn_impl, params)
-        self.config.attn_impl = attn_impl
-        self.config.nystra = params.as_dict()
-        self.config.nystra_plan = None
+        """:meth:`RestorationModel.set_attn_impl` (the same rules: see there); the config then records the
+        attention state as it is, so ``save_pretrained`` stores what runs."""
+        self._restoration.set_attn_impl(attn_impl, **nystra_params)
+        impl, params, plan = hub.attention_state(self._restoration)
+        self.config.attn_impl, self.config.nystra, self.config.nystra_plan = impl, params.as_dict(), plan
         return self
 
     def reset_constants(self) -> None:
@@ -265,10 +262,9 @@ class NystraRestorationModel(PreTrainedModel):
         on_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
         if on_meta:
             raise RuntimeError(f"{pretrained_model_name_or_path}: tensors left on the meta device: {on_meta[:8]}")
-        plan = model.config.nystra_plan
-        if plan:
-            apply_plan(model._restoration, plan)
-            model._restoration.nystra_plan_applied = plan
+        finish_loaded(model._restoration, plan=model.config.nystra_plan, variant=model.config.variant,
+                      source=str(pretrained_model_name_or_path))
+        model.eval()
         return (model, info) if want_info else model
 
     def save_pretrained(self, save_directory, *args, **kwargs):

@@ -5,7 +5,7 @@ Layout of a hub folder (local, or a Hugging Face repo such as ``nystra/swinir-x4
 
     config.json         # see hub_config(); read by load_pretrained, transformers' AutoConfig and timm's hf-hub loader
     model.safetensors   # the official state-dict keys (no prefix), tensors as released
-    README.md           # model card (nystra_hub.cards)
+    README.md           # model card (nystra_hub.measure.cards)
 
 ``config.json`` (example for the catalogue variant ``swinir-x4``)::
 
@@ -41,11 +41,14 @@ from pathlib import Path
 
 import torch
 
+from ._version import __version__
 from .attention import NystraParams, attention_modules, check_attn_impl
-from .checkpoints import load_state_dict_strict, read_state_dict
+from .checkpoints import check_state_dict, load_state_dict_strict, read_state_dict
 from .imageio import atomic_write_json
+from .measure.cards import build_custom_card, build_model_card
 from .models import ARCHITECTURES, RestorationModel, build_model
-from .plan import PLAN_KEYS, apply_plan, extract_plan
+from .models.common import unwrap_model
+from .plan import check_plan, extract_plan, finish_loaded
 from .variants import Variant, get_variant
 
 logger = logging.getLogger(__name__)
@@ -154,25 +157,6 @@ def resolve_nystra(arch: str, nystra: NystraParams | Mapping | None = None, **ov
     return base.replace(**overrides) if overrides else base
 
 
-def check_plan(plan) -> dict | None:
-    """Shape check of a stored plan (the model-dependent check happens in :func:`nystra_hub.plan.apply_plan`)."""
-    if plan is None:
-        return None
-    if not isinstance(plan, Mapping):
-        raise ValueError(f"nystra_plan must be a dict, got {type(plan).__name__}")
-    unknown = sorted(set(plan) - set(PLAN_KEYS))
-    if unknown:
-        raise ValueError(f"unknown nystra_plan keys {unknown}; valid: {list(PLAN_KEYS)}")
-    for name, settings in dict(plan.get("attention", {})).items():
-        settings = dict(settings)
-        check_attn_impl(settings.pop("attn_impl", "softmax"))
-        try:
-            NystraParams(**settings)
-        except TypeError as err:
-            raise ValueError(f"nystra_plan attention entry {name!r}: {err}") from None
-    return dict(plan)
-
-
 def check_official_kwargs(arch: str, official_kwargs) -> dict:
     """Names must be constructor arguments of the architecture (values are checked by the constructor)."""
     import inspect
@@ -246,8 +230,6 @@ def hub_config(
     repo_id: str | None = None,
 ) -> dict:
     """The canonical ``config.json`` of a hub folder (validated)."""
-    from . import __version__
-
     arch_class(arch)
     official_kwargs = check_official_kwargs(arch, official_kwargs)
     if variant is not None:
@@ -322,14 +304,6 @@ def validate_hub_config(cfg: Mapping, source: str = CONFIG_NAME) -> dict:
 
 
 # -- writing ------------------------------------------------------------------------------------------------------
-def unwrap_model(model) -> RestorationModel:
-    """The RestorationModel inside a transformers wrapper (or the model itself)."""
-    inner = getattr(model, "restoration_model", model)
-    if not isinstance(inner, RestorationModel):
-        raise TypeError(f"expected a nystra_hub RestorationModel, got {type(model).__name__}")
-    return inner
-
-
 def _safetensors_ready(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Contiguous CPU tensors, none sharing storage (safetensors refuses shared tensors); values unchanged."""
     out, seen = {}, set()
@@ -362,8 +336,6 @@ def save_hub_folder(
     """
     from safetensors.torch import save_file
 
-    from .checkpoints import check_state_dict
-
     inner = unwrap_model(model)
     applied = getattr(inner, "nystra_plan_applied", None)
     if applied and applied.get("windows"):
@@ -383,8 +355,6 @@ def save_hub_folder(
     os.chmod(out / WEIGHTS_NAME, 0o666 & ~umask)  # safetensors writes 0600; a hub folder is meant to be shared
     atomic_write_json(out / CONFIG_NAME, cfg)
     if card:
-        from .cards import build_custom_card, build_model_card
-
         if cfg.get("variant"):
             model_card = build_model_card(cfg["variant"])
         else:
@@ -454,10 +424,7 @@ def build_from_config(cfg: Mapping, attn_impl: str | None = None, **nystra_param
     impl = cfg["attn_impl"] if attn_impl is None else attn_impl
     nystra = resolve_nystra(cfg["arch"], cfg["nystra"], **nystra_params)
     with no_param_init():  # every parameter is loaded strictly right after
-        model = build_model(cfg["arch"], attn_impl=impl, nystra=nystra, **cfg["official_kwargs"])
-    if cfg.get("variant"):
-        model.variant_name = cfg["variant"]
-    return model
+        return build_model(cfg["arch"], attn_impl=impl, nystra=nystra, **cfg["official_kwargs"])
 
 
 def load_pretrained(
@@ -487,14 +454,10 @@ def load_pretrained(
     if not weights.is_file():
         raise FileNotFoundError(f"{folder}: no {WEIGHTS_NAME}")
     load_state_dict_strict(model, read_state_dict(weights), source=str(weights))
-    plan = cfg.get("nystra_plan")
-    if plan and use_plan and not explicit:
-        apply_plan(model, plan)
-        model.nystra_plan_applied = plan
-    elif plan and explicit:
-        logger.info("%s: explicit attention arguments given, the stored nystra_plan is not applied", folder)
     model.hub_config = cfg
-    return model.eval()
+    plan = cfg.get("nystra_plan") if use_plan else None
+    return finish_loaded(model, plan=plan, explicit_attention=explicit, variant=cfg.get("variant"),
+                         source=str(folder))
 
 
 __all__ = [

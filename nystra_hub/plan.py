@@ -13,17 +13,39 @@ its trained weights), then the per-module attention settings.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
+
 from torch import nn
 
 from .attention import NystraParams, attention_modules, check_attn_impl
 
 PLAN_KEYS = ("windows", "window_resize", "attention")
+logger = logging.getLogger(__name__)
+
+
+def check_plan(plan) -> dict | None:
+    """The checks a plan passes without a model (keys, implementation names, Nyström values); None stays None.
+    :func:`validate_plan` adds the checks against a model."""
+    if plan is None:
+        return None
+    if not isinstance(plan, Mapping):
+        raise ValueError(f"nystra_plan must be a dict, got {type(plan).__name__}")
+    unknown = sorted(set(plan) - set(PLAN_KEYS))
+    if unknown:
+        raise ValueError(f"unknown nystra_plan keys {unknown}; valid: {list(PLAN_KEYS)}")
+    for name, settings in dict(plan.get("attention", {})).items():
+        settings = dict(settings)
+        check_attn_impl(settings.pop("attn_impl", "softmax"))
+        try:
+            NystraParams(**settings)
+        except TypeError as err:
+            raise ValueError(f"nystra_plan attention entry {name!r}: {err}") from None
+    return dict(plan)
 
 
 def validate_plan(model: nn.Module, plan: dict) -> None:
-    unknown = sorted(set(plan) - set(PLAN_KEYS))
-    if unknown:
-        raise ValueError(f"unknown plan keys {unknown}; valid: {PLAN_KEYS}")
+    check_plan(plan)
     modules = dict(model.named_modules())
     for name, window in plan.get("windows", {}).items():
         if name not in modules or not hasattr(modules[name], "set_window_size"):
@@ -31,12 +53,9 @@ def validate_plan(model: nn.Module, plan: dict) -> None:
         if not isinstance(window, int) or window < 1:
             raise ValueError(f"plan window for {name!r} must be a positive int, got {window!r}")
     attention = dict(attention_modules(model))
-    for name, settings in plan.get("attention", {}).items():
+    for name in plan.get("attention", {}):
         if name not in attention:
             raise ValueError(f"plan attention entry {name!r} is not an attention module of the model")
-        settings = dict(settings)
-        check_attn_impl(settings.pop("attn_impl", "softmax"))
-        NystraParams(**settings)
 
 
 def apply_plan(model: nn.Module, plan: dict | None) -> nn.Module:
@@ -63,3 +82,20 @@ def extract_plan(model: nn.Module) -> dict:
             for name, module in attention_modules(model)
         }
     }
+
+
+def finish_loaded(
+    model: nn.Module, *, plan: Mapping | None = None, explicit_attention: bool = False, variant: str | None = None,
+    source: str = "",
+) -> nn.Module:
+    """What every loader does after the strict load, in one place: apply the stored per-layer ``plan`` (unless
+    attention was chosen explicitly at load time, which then holds everywhere), remember it as
+    ``model.nystra_plan_applied``, name the catalogue ``variant``, switch to eval mode."""
+    if plan and not explicit_attention:
+        apply_plan(model, dict(plan))
+        model.nystra_plan_applied = dict(plan)
+    elif plan:
+        logger.info("%s: explicit attention arguments given, the stored nystra_plan is not applied", source)
+    if variant:
+        model.variant_name = variant
+    return model.eval()

@@ -61,6 +61,8 @@ averaging gives 0.66.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import warnings
 from collections.abc import Callable
@@ -71,7 +73,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .models.common import RestorationModel
+from .imageio import array_to_pil, pil_to_array
+from .models.common import RestorationModel, unwrap_model
+from .precision import resolve_dtype, run_guarded
 
 DEFAULT_MEMORY_BUDGET_MB = 1024
 """Default activation-memory budget (MB) of one forward on CPU; see the module doc."""
@@ -82,17 +86,6 @@ _FLOAT_RANGE = (-1.0, 2.0)  # float images outside this are almost certainly not
 
 
 # -- the model -----------------------------------------------------------------------------------------------------
-def unwrap_model(model) -> RestorationModel:
-    """The :class:`RestorationModel` behind ``model`` (itself, a transformers wrapper or a module with ``.model``)."""
-    for candidate in (model, getattr(model, "restoration_model", None), getattr(model, "model", None)):
-        if isinstance(candidate, RestorationModel):
-            return candidate
-    raise TypeError(
-        f"restore() needs a nystra_hub model (build_model/load_variant/load_pretrained/AutoModel/timm), "
-        f"got {type(model).__name__}"
-    )
-
-
 def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     for p in model.parameters():
         return p.device, p.dtype
@@ -144,6 +137,7 @@ class TilePlan:
     tile_estimate_mb: float | None
     budget_mb: float | None
     reason: str
+    progress: bool = False  # a progress bar over the tiles
 
 
 def _starts(size: int, tile: int, overlap: int) -> list[int]:
@@ -300,40 +294,60 @@ def _blend_tiles(fn: Callable[[Tensor], Tensor], x: Tensor, tile: int, overlap: 
     return out
 
 
-def _run_official(model: RestorationModel, x: Tensor, plan: TilePlan, progress: bool = False) -> Tensor:
-    """One (1, C, H, W) image in the model's dtype/device → float (1, C', H·s, W·s) in [0, 1]."""
+def _run_official(model: RestorationModel, x: Tensor, plan: TilePlan, compute: Callable) -> Tensor:
+    """One (1, C, H, W) image on the model's device → float (1, C', H·s, W·s) in [0, 1]. ``compute`` runs each
+    call (the whole image, or one tile) in the chosen precision."""
     if plan.tile is None:
-        return model.official_inference(x)
+        return compute(model.official_inference, x)
     scale = model.scale
     h, w = x.shape[-2:]
     if not model.spec.tiles_share_padding:
-        return _blend_tiles(model.official_inference, x, plan.tile, plan.overlap, scale, progress).clamp_(0, 1)
+        tiles = functools.partial(compute, model.official_inference)
+        return _blend_tiles(tiles, x, plan.tile, plan.overlap, scale, plan.progress).clamp_(0, 1)
     padded, (top, left) = model.official_pad(x)
-    out = _blend_tiles(lambda t: model(model.to_model_range(t)), padded, plan.tile, plan.overlap, scale, progress)
+    tiles = functools.partial(compute, lambda t: model(model.to_model_range(t)))
+    out = _blend_tiles(tiles, padded, plan.tile, plan.overlap, scale, plan.progress)
     out = out[:, :, top * scale:(top + h) * scale, left * scale:(left + w) * scale]
     return model.from_model_range(out).clamp_(0, 1)
 
 
+def _precision(model: RestorationModel, dtype) -> tuple[torch.dtype, Callable]:
+    """(the compute dtype, how one call runs in it). A float32 model runs half precision under autocast with the
+    non-finite check of :func:`nystra_hub.precision.run_guarded` per call (per tile); a model whose weights were
+    cast to half precision runs as it is."""
+    device, weights = _model_device_dtype(model)
+    if weights != torch.float32:
+        return weights, lambda fn, t: fn(t)
+    compute = resolve_dtype(dtype, device)
+    if compute != torch.float32 and device.type == "cpu" and dtype not in (None, "auto"):
+        warnings.warn(f"{compute} on a CPU is usually several times slower than float32 (7-8x measured on this "
+                      f"project's machines); pass dtype='auto' for float32", stacklevel=4)
+    return compute, lambda fn, t: run_guarded(fn, t, compute, what="restored image or tile")
+
+
 def restore_tensor(
     model, x: Tensor, *, tile: int | None = None, tile_overlap: int | None = None,
-    memory_budget_mb: float | None = None, progress: bool = False,
+    memory_budget_mb: float | None = None, progress: bool = False, dtype: str | torch.dtype | None = "auto",
 ) -> Tensor:
     """Float (B, C, H, W) batch in [0, 1] with the model's input channels → float32 (B, C', H·s, W·s) in [0, 1]
-    on the model's device. The image-kind and channel handling of :func:`restore` are skipped."""
+    on the model's device. The image-kind and channel handling of :func:`restore` are skipped; ``dtype`` as in
+    :func:`restore`."""
     model = unwrap_model(model)
     if not isinstance(x, Tensor) or x.dim() != 4 or not torch.is_floating_point(x):
         raise ValueError("restore_tensor expects a float (B, C, H, W) tensor")
-    device, dtype = _model_device_dtype(model)
+    device, weights = _model_device_dtype(model)
+    compute_dtype, compute = _precision(model, dtype)
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
             outs = []
             for b in range(x.shape[0]):
-                xb = x[b:b + 1].to(device=device, dtype=dtype)
+                xb = x[b:b + 1].to(device=device, dtype=weights)
                 plan = plan_tiles(model, xb.shape[-2], xb.shape[-1], tile=tile, tile_overlap=tile_overlap,
-                                  memory_budget_mb=memory_budget_mb, dtype=dtype)
-                outs.append(_run_official(model, xb, plan, progress).float())
+                                  memory_budget_mb=memory_budget_mb, dtype=compute_dtype)
+                plan = dataclasses.replace(plan, progress=progress)
+                outs.append(_run_official(model, xb, plan, compute).float())
             return outs[0] if len(outs) == 1 else torch.cat(outs)
     finally:
         model.train(was_training)
@@ -374,8 +388,6 @@ def _to_batch(image) -> tuple[Tensor, _Kind]:
     from PIL import Image
 
     if isinstance(image, Image.Image):
-        from .imageio import pil_to_array
-
         mode = image.mode
         array = pil_to_array(image)
         batch, kind = _to_batch(array)
@@ -446,8 +458,6 @@ def _from_float(batch: Tensor, kind: _Kind):
     array = np.ascontiguousarray(batch[0].to(target).permute(1, 2, 0).cpu().numpy()).astype(kind.dtype, copy=False)
     if kind.container == "numpy":
         return array[:, :, 0] if kind.ndim == 2 else array
-    from .imageio import array_to_pil
-
     return array_to_pil(array, kind.pil_mode)
 
 
@@ -463,6 +473,7 @@ def restore(
     color: str = "error",
     alpha: str = "resize",
     progress: bool = False,
+    dtype: str | torch.dtype | None = "auto",
 ):
     """Restore ``image`` with ``model`` using the model's official pre/post-processing; see the module doc.
 
@@ -480,6 +491,11 @@ def restore(
         color: RGB image into a gray model: "error" (default) or "luma" (converted to gray; the result is gray).
         alpha: "resize" (default; kept for scale 1, bicubic-upsampled otherwise) or "drop".
         progress: show a tqdm bar over tiles.
+        dtype: compute precision of a float32 model: "auto" (default: bfloat16 on a GPU that supports it, float32
+            otherwise), "float32", "bfloat16" or "float16". Half precision runs under autocast with the residual
+            stream, norms and softmax in float32 (:mod:`nystra_hub.precision`); a call (the image or one tile)
+            that still gives a NaN or Inf is recomputed in float32 with a warning, so no output is ever black.
+            A model whose weights were cast to half precision runs in its own dtype.
 
     Returns:
         The restored image, of the same kind as ``image`` (see the module doc), ``scale`` times larger.
@@ -492,13 +508,15 @@ def restore(
         raise ValueError(f"alpha must be 'resize' or 'drop', got {alpha!r}")
     net = unwrap_model(model)
     with torch.inference_mode():
-        result, kind = _restore(net, image, tile, tile_overlap, memory_budget_mb, gray, color, alpha, progress)
+        result, kind = _restore(net, image, dict(tile=tile, tile_overlap=tile_overlap,
+                                memory_budget_mb=memory_budget_mb, progress=progress, dtype=dtype),
+                                gray, color, alpha)
     if isinstance(result, Tensor) and result.is_inference():
         result = result.clone()  # a normal tensor, usable with autograd and in-place ops outside inference mode
     return result
 
 
-def _restore(net: RestorationModel, image, tile, tile_overlap, memory_budget_mb, gray, color, alpha, progress):
+def _restore(net: RestorationModel, image, run_options: dict, gray: str, color: str, alpha: str):
     batch, kind = _to_batch(image)
     channels = batch.shape[1]
     has_alpha = channels in (2, 4)
@@ -518,8 +536,7 @@ def _restore(net: RestorationModel, image, tile, tile_overlap, memory_budget_mb,
             colour = _luma(colour)
         else:
             raise ValueError(f"the model takes {want} channel(s), the image has {colour.shape[1]} colour channel(s)")
-    out = restore_tensor(net, colour, tile=tile, tile_overlap=tile_overlap, memory_budget_mb=memory_budget_mb,
-                         progress=progress)
+    out = restore_tensor(net, colour, **run_options)
     out = out.cpu() if kind.container != "tensor" else out
     if back_to_gray:
         out = _luma(out).clamp_(0, 1)

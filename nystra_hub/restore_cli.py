@@ -28,6 +28,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
+from .checkpoints import load_original_checkpoint
+from .hub import resolve_nystra
+from .imageio import IMAGE_EXTENSIONS, format_for, read_image_with_meta, write_image
+from .loading import load
+from .models import build_model
+from .precision import DTYPE_NAMES
+from .restore import restore
+
 MODEL_HELP = (
     "hub folder (config.json + model.safetensors), Hugging Face repo id (org/name), catalogue variant (with "
     "--weights: a released checkpoint file; without: the repo nystra/<variant>), or a folder with case.json + "
@@ -55,7 +65,10 @@ def add_arguments(parser) -> None:
     model.add_argument("--nystra", action="append", default=[], metavar="KEY=VALUE",
                        help="Nyström parameter override (landmarks, iters, tau, bias, mask); repeatable")
     model.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
-    model.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    model.add_argument("--dtype", choices=DTYPE_NAMES, default="auto",
+                       help="compute precision: auto (bfloat16 on a GPU that supports it, float32 otherwise), "
+                            "float32, bfloat16 or float16; half precision keeps the weights float32 and redoes any "
+                            "tile that gives NaN/Inf in float32 (default: auto)")
     run = parser.add_argument_group("processing")
     run.add_argument("--tile", type=int, default=None,
                      help="tile side in input pixels (0: never tile; default: automatic under --memory-budget-mb)")
@@ -88,8 +101,6 @@ class Item:
 def collect_items(inputs: list[str], out_dir: str | os.PathLike, ext: str = "png",
                   recursive: bool = False) -> list[Item]:
     """The sorted, deterministic work list: every process of a multi-process run computes the same one."""
-    from .imageio import IMAGE_EXTENSIONS
-
     out_root = Path(out_dir).resolve()
     suffix = "." + ext.lstrip(".").lower()
     pairs: list[tuple[Path, Path]] = []  # (source, relative output)
@@ -150,58 +161,27 @@ def parse_kwargs(text: str | None) -> dict:
     return json.loads(Path(text[1:]).read_text() if text.startswith("@") else text)
 
 
-def checkpoint_to_detect(args) -> str | None:
-    """A checkpoint file given without saying what it is: ``--model FILE``, or ``--weights FILE`` alone."""
-    if args.model and Path(args.model).is_file():
-        if args.weights:
-            raise ValueError("--model names a checkpoint file already; drop --weights")
-        return args.model
-    return None if args.model else args.weights
-
-
 def load_model(args):
-    """The model the arguments name (see MODEL_HELP), on its device and dtype, in eval mode."""
-    import torch
-
-    from . import build_model, load_checkpoint, load_original_checkpoint
-    from .variants import get_variant, load_variant
-
+    """The model the arguments name (see MODEL_HELP), on its device, weights in float32, in eval mode."""
     nystra = parse_nystra(args.nystra)
-    impl = args.attn
-    checkpoint = None if args.arch else checkpoint_to_detect(args)
-    if args.arch:
+    kwargs = parse_kwargs(args.kwargs)
+    if args.arch:  # an explicit configuration for a checkpoint outside the catalogue
         if not args.weights:
             raise ValueError("--arch needs --weights (an official checkpoint)")
-        model = build_model(args.arch, attn_impl=impl or "softmax", nystra=nystra or None,
-                            **parse_kwargs(args.kwargs))
+        model = build_model(args.arch, attn_impl=args.attn or "softmax",
+                            nystra=resolve_nystra(args.arch, None, **nystra), **kwargs)
         load_original_checkpoint(model, args.weights)
-    elif checkpoint is not None:  # open arguments are logged as warnings; --kwargs settles them
-        model = load_checkpoint(checkpoint, attn_impl=impl or "softmax", nystra=nystra or None,
-                                **parse_kwargs(args.kwargs))
-    elif not args.model:
+    elif not args.model and not args.weights:
         raise ValueError("give --model or --weights (or --arch with --kwargs and --weights)")
-    elif Path(args.model).is_dir() and (Path(args.model) / "case.json").is_file():
-        folder = Path(args.model)
-        case = json.loads((folder / "case.json").read_text())
-        model = build_model(case["arch"], attn_impl=impl or "softmax", nystra=nystra or None,
-                            **case["official_constructor_kwargs"])
-        load_original_checkpoint(model, args.weights or folder / "checkpoint.pth")
-    elif args.weights:
-        get_variant(args.model)  # a clear "unknown variant, did you mean" error
-        model = load_variant(args.model, args.weights, attn_impl=impl or "softmax", nystra=nystra or None)
+    elif not args.model:  # a checkpoint alone: detected
+        model = load(args.weights, attn_impl=args.attn, official_kwargs=kwargs, **nystra)
     else:
-        try:
-            from .hub import load_pretrained
-        except ImportError as err:
-            raise ValueError(f"loading hub folders/repo ids needs nystra_hub.hub ({err})") from None
-        model = load_pretrained(args.model, impl, **nystra)
+        model = load(args.model, weights=args.weights, attn_impl=args.attn, official_kwargs=kwargs, **nystra)
     device = resolve_device(args.device)
-    return model.to(device=device, dtype=getattr(torch, args.dtype)).eval()
+    return model.to(device=device).eval()
 
 
 def resolve_device(name: str):
-    import torch
-
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -310,13 +290,10 @@ class Processes:
 
 # -- the run -------------------------------------------------------------------------------------------------------
 def _one(model, item: Item, args) -> str:
-    from .imageio import read_image_with_meta, write_image
-    from .restore import restore
-
     array, meta = read_image_with_meta(item.source)
     result = restore(
         model, array, tile=args.tile, tile_overlap=args.tile_overlap, memory_budget_mb=args.memory_budget_mb,
-        gray=args.gray, color=args.color, alpha=args.alpha,
+        gray=args.gray, color=args.color, alpha=args.alpha, dtype=args.dtype,
     )
     write_image(item.target, result, icc_profile=meta.get("icc_profile"))
     return "restored"
@@ -324,8 +301,6 @@ def _one(model, item: Item, args) -> str:
 
 def _release_memory() -> None:
     """After a failed image (possibly out of memory), give cached accelerator memory back."""
-    import torch
-
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
@@ -347,8 +322,6 @@ def run(args) -> int:
 def _run(args, procs: Processes, started: float) -> int:
     prefix = f"[process {procs.rank}/{procs.world}] " if procs.world > 1 else ""
     try:
-        from .imageio import format_for
-
         format_for("x." + args.ext.lstrip("."))
         items = collect_items(args.inputs, args.out, args.ext, args.recursive)
         if procs.device is not None and procs.device.type == "cuda" and args.device in ("auto", "cuda"):

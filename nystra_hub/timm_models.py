@@ -23,7 +23,7 @@ from .attention import NystraParams
 from .checkpoints import CheckpointError, check_state_dict, unwrap_state_dict
 from .hub import default_repo_id, no_param_init, resolve_nystra, restoration_pretrained_cfg, timm_generic_name
 from .models import ARCHITECTURES, RestorationModel, build_model
-from .plan import apply_plan
+from .plan import finish_loaded
 from .variants import VARIANTS, Variant
 
 _NYSTRA_PARAMS = tuple(NystraParams().as_dict())
@@ -68,12 +68,7 @@ def _create(arch: str, name: str, variant: Variant | None, pretrained: bool = Fa
         build, name, pretrained, pretrained_filter_fn=checkpoint_filter_fn, attn_impl=attn_impl, nystra=params,
         **timm_args, **official,
     )
-    if variant is not None:
-        model.variant_name = variant.name
-    if plan:
-        apply_plan(model, plan)
-        model.nystra_plan_applied = plan
-    return model
+    return finish_loaded(model, plan=plan, variant=variant.name if variant else None, source=name)
 
 
 def _entrypoint(arch: str, name: str, variant: Variant | None):

@@ -11,6 +11,7 @@ import difflib
 from dataclasses import dataclass, field
 
 from .attention import NystraParams
+from .checkpoints import load_original_checkpoint
 from .models import RestorationModel, build_model
 
 SWINIR_URL = "https://github.com/JingyunLiang/SwinIR/releases/tag/v0.0"
@@ -221,8 +222,6 @@ def load_variant(
     name: str, path, attn_impl: str = "softmax", nystra: NystraParams | dict | None = None
 ) -> RestorationModel:
     """Build the named variant and load a released checkpoint into it strictly."""
-    from .checkpoints import load_original_checkpoint
-
     model = build_variant(name, attn_impl, nystra)
     load_original_checkpoint(model, path)
     return model.eval()

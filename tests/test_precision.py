@@ -119,3 +119,24 @@ def test_compiled_blocks_match_eager():
         compiled = model(io["input"])
     torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=0)
     torch.testing.assert_close(compiled, io["output"], atol=1e-4, rtol=0)
+
+
+def test_restore_runs_half_precision_safely_tile_by_tile():
+    import numpy as np
+
+    import nystra_hub
+
+    model, io, _ = load_golden("swinir_sr_x2_pixelshuffle")
+    image = (io["input"][0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    reference = nystra_hub.restore(model, image, dtype="float32")
+    with pytest.warns(UserWarning, match="slower than float32"):
+        half = nystra_hub.restore(model, image, dtype="bfloat16")
+    assert half.dtype == np.uint8 and half.shape == reference.shape
+    assert psnr(torch.from_numpy(half / 255.0), torch.from_numpy(reference / 255.0)) > 40
+    # an MLP output past float16's range: every tile overflows in float16 and is redone in float32
+    with torch.no_grad():
+        model.layers[0].residual_group.blocks[0].mlp.fc2.bias.add_(1e5)
+    overflowing = nystra_hub.restore(model, image, dtype="float32", tile=8, tile_overlap=0)
+    with pytest.warns(PrecisionFallbackWarning):
+        redone = nystra_hub.restore(model, image, dtype="float16", tile=8, tile_overlap=0)
+    assert np.array_equal(redone, overflowing)

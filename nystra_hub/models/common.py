@@ -214,9 +214,18 @@ class RestorationModel(nn.Module):
     def set_attn_impl(self, attn_impl: str, **nystra_params) -> RestorationModel:
         """Switch every attention module in place (``"softmax"``, ``"sdpa"``, ``"nystra"``).
 
-        Keyword arguments override the Nyström parameters (landmarks, iters, tau, bias, mask) of every module.
+        Keyword arguments override the Nyström parameters (landmarks, iters, tau, bias, mask) on top of each
+        module's own, so the per-layer parameters of a calibrated plan survive a switch to softmax and back. The
+        plan's per-layer choice of implementation does not: every module now runs ``attn_impl``, so the plan is
+        no longer recorded as applied (windows a plan changed stay changed, and stay recorded). The transformers
+        wrapper and timm models behave the same.
         """
-        return set_attn_impl(self, attn_impl, **nystra_params)
+        set_attn_impl(self, attn_impl, **nystra_params)
+        applied = getattr(self, "nystra_plan_applied", None)
+        if applied:
+            kept = {key: applied[key] for key in ("windows", "window_resize") if key in applied}
+            self.nystra_plan_applied = kept or None
+        return self
 
     @property
     def attn_impl(self) -> str:
@@ -269,3 +278,15 @@ class RestorationModel(nn.Module):
 def check_divisible(h: int, w: int, multiple: int) -> tuple[int, int]:
     """Padding (bottom, right) to reach a multiple."""
     return (math.ceil(h / multiple) * multiple - h, math.ceil(w / multiple) * multiple - w)
+
+
+def unwrap_model(model) -> RestorationModel:
+    """The :class:`RestorationModel` behind ``model``: itself, the transformers wrapper's ``restoration_model``,
+    or what a training or parallel wrapper holds (``module``: DDP, Accelerate; ``model``)."""
+    for candidate in (model, getattr(model, "restoration_model", None), getattr(model, "module", None),
+                      getattr(model, "model", None)):
+        if isinstance(candidate, RestorationModel):
+            return candidate
+    raise TypeError(
+        f"expected a nystra_hub model (build_model, load, load_pretrained, AutoModel, timm), got {type(model).__name__}"
+    )

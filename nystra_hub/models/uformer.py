@@ -38,6 +38,7 @@ from ..attention import (
     window_partition,
     window_reverse,
 )
+from ..checkpoints import CheckpointError
 from .common import (
     ArchitectureSpec,
     EnlargedWindowRecipe,
@@ -502,8 +503,6 @@ class Uformer(RestorationModel):
     def adapt_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
         """Released Uformer checkpoints carry the ``relative_position_index`` buffers: they must be the
         official index (a different one would silently change every output), never trusted blindly."""
-        from ..checkpoints import CheckpointError
-
         for name, module in self.named_modules():
             if isinstance(module, WindowAttention):
                 key = f"{name}.relative_position_index"
