@@ -20,10 +20,11 @@ import torch
 from torch import Tensor, nn
 
 from ..attention.baselines import register_baselines, set_performer_features
+from ..loading import load
 from ..models import ARCHITECTURES, RestorationModel, build_model
 from ..models.common import ArchitectureSpec
 from ..plan import apply_plan
-from ..variants import build_variant, get_variant, load_variant
+from ..variants import build_variant, get_variant
 from .references import is_reference_folder, load_reference, reference_info
 
 
@@ -47,7 +48,7 @@ class ModelSource:
             return load_reference(self.spec)[0]
         torch.manual_seed(seed)
         if self.checkpoint:
-            return load_variant(self.name, self.checkpoint)
+            return load(self.name, weights=self.checkpoint)
         return build_variant(self.name).eval()
 
     @functools.cached_property

@@ -49,8 +49,9 @@ import torch
 from torch import Tensor, nn
 
 from ..attention import WINDOW_RESIZE_METHODS, NystraParams, WindowAttentionBase, attention_modules
-from ..hub import load_pretrained, save_hub_folder
+from ..hub import save_hub_folder
 from ..imageio import atomic_write_json
+from ..loading import load
 from ..plan import apply_plan, extract_plan
 from .data import Task, testsets_root
 from .metrics import psnr
@@ -548,7 +549,7 @@ def _load_for_calibration(spec: str) -> tuple[nn.Module, Task | None, dict | Non
     if is_reference_folder(spec):
         model, info = load_reference(spec)
         return model, recipe_task(info), info
-    return load_pretrained(spec), None, None
+    return load(spec), None, None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,8 +11,8 @@ import json
 import os
 from pathlib import Path
 
-from ..checkpoints import load_state_dict_strict, read_state_dict
-from ..models import RestorationModel, build_model
+from ..loading import load
+from ..models import RestorationModel
 from .data import Task
 
 REFERENCE_INFO = "reference.json"
@@ -29,12 +29,14 @@ def reference_info(folder: str | os.PathLike) -> dict:
 
 
 def load_reference(folder: str | os.PathLike, attn_impl: str = "softmax") -> tuple[RestorationModel, dict]:
-    """(model in eval mode with the trained weights loaded strictly, reference.json dict)."""
-    folder = Path(folder)
+    """(model in eval mode with the trained weights loaded strictly, reference.json dict). The folder is also a hub
+    folder, so it loads through the one loading path; its configuration must be the one reference.json records."""
     info = reference_info(folder)
-    model = build_model(info["arch"], attn_impl=attn_impl, **info["kwargs"])
-    load_state_dict_strict(model, read_state_dict(folder / REFERENCE_WEIGHTS), source=str(folder))
-    return model.eval(), info
+    model = load(folder, attn_impl=attn_impl)
+    as_json = lambda kwargs: json.dumps(kwargs, sort_keys=True, default=str)  # noqa: E731 - tuples and lists alike
+    if model.arch != info["arch"] or as_json(model.official_kwargs) != as_json(info["kwargs"]):
+        raise ValueError(f"{folder}: config.json and {REFERENCE_INFO} describe different models")
+    return model, info
 
 
 def recipe_task(info: dict) -> Task:
