@@ -34,7 +34,7 @@ from .checkpoints import load_original_checkpoint
 from .hub import resolve_nystra
 from .imageio import IMAGE_EXTENSIONS, format_for, read_image_with_meta, write_image
 from .loading import load
-from .models import build_model
+from .models import ARCHITECTURES, build_model
 from .precision import DTYPE_NAMES
 from .restore import restore
 
@@ -55,7 +55,7 @@ def add_arguments(parser) -> None:
     model.add_argument("--weights", metavar="FILE",
                        help="official checkpoint (.pth/.safetensors) for a variant or --arch; alone, what it is "
                             "is detected")
-    model.add_argument("--arch", choices=["swinir", "uformer", "dehazeformer"],
+    model.add_argument("--arch", choices=sorted(ARCHITECTURES),
                        help="build from official constructor arguments (--kwargs) instead of a variant")
     model.add_argument("--kwargs", metavar="JSON",
                        help="official constructor arguments for --arch, or those that settle what detection leaves "

@@ -175,3 +175,23 @@ def test_bench_cpu_memory_worker(tmp_path):
 def test_arm_config_roundtrip_for_worker():
     arm = standard_arms(resolve_model("swinir-x4"))["nystra-w32-paper"]
     assert Arm(**json.loads(json.dumps(arm.config()))) == arm
+
+
+def test_bench_half_precision_arms(tmp_path):
+    """--dtype runs every arm in that precision: ours under autocast (weights float32), spandrel cast whole; an
+    arm may name its own precision (exact-bf16)."""
+    folder = make_reference(tmp_path / "tiny")
+    out = tmp_path / "bench.json"
+    args = parse("--model", str(folder), "--sizes", "24", "--runs", "1", "--warmup", "0", "--threads", "1",
+                 "--memory", "off", "--flops", "off", "--arms", "a", "f", "exact-fp16", "--dtype", "bfloat16",
+                 "--out", str(out))
+    assert bench.run(args) == 0
+    report = json.loads(out.read_text())
+    assert report["settings"]["dtype"] == "bfloat16" and "autocast" in report["settings"]["precision"]
+    arms = report["results"][0]["arms"]
+    assert report["arms"]["exact-fp16"]["dtype"] == "float16"
+    for name in ("exact", "exact-fp16"):
+        assert arms[name]["error"] is None and arms[name]["times_s"], name
+    assert arms["exact-fp16"]["max_abs_diff_vs_a"] < 0.1  # half precision, close to the bf16 exact arm
+    # spandrel's SwinIR cast to bfloat16 fails on its float32 buffers (also seen on the H200): recorded, not fatal
+    assert "dtype" in arms["spandrel"]["error"] and not arms["spandrel"]["times_s"]

@@ -175,3 +175,17 @@ def test_fidelity_command_json(tmp_path):
     assert f"`nystra-hub cards swinir-s-x2 --out-dir {cards} --fidelity {out}`" in text
     assert main(["cards", "swinir-s-x2", "swinir-x2", "--fidelity", str(out), "--out-dir", str(cards)]) == 2
     assert main(["cards", "swinir-s-x2", "--bench", str(out), "--out-dir", str(cards)]) == 2  # not a bench report
+
+
+def test_fidelity_scores_half_precision_arms(tmp_path):
+    folder = make_reference(tmp_path / "tiny")
+    out = tmp_path / "fid.json"
+    parser = __import__("argparse").ArgumentParser()
+    fidelity.add_arguments(parser)
+    args = parser.parse_args(["--model", str(folder), "--arms", "a", "exact-bf16", "exact-fp16", "--landmarks",
+                              "--landmarks-enlarged", "--diag-images", "0", "--out", str(out)])
+    args.argv = ["--model", str(folder)]
+    assert fidelity.run(args) == 0
+    arms = json.loads(out.read_text())["arms"]
+    assert arms["exact-bf16"]["config"]["dtype"] == "bfloat16" and "same_as" not in arms["exact-bf16"]
+    assert 35 < arms["exact-bf16"]["psnr_vs_exact"] < arms["exact-fp16"]["psnr_vs_exact"]

@@ -24,6 +24,7 @@ from ..loading import load
 from ..models import ARCHITECTURES, RestorationModel, build_model
 from ..models.common import ArchitectureSpec
 from ..plan import apply_plan
+from ..precision import run_guarded
 from ..variants import build_variant, get_variant
 from .references import is_reference_folder, load_reference, reference_info
 
@@ -110,6 +111,7 @@ class Arm:
     backend: str = "nystra_hub"  # or "spandrel"
     performer_features: int | None = None
     plan: dict | None = None  # a per-layer plan (nystra_hub.calibrate), applied last
+    dtype: str | None = None  # compute precision (see PRECISION_NOTE); None: the run's (bench --dtype, or float32)
 
     def config(self) -> dict:
         return dataclasses.asdict(self)
@@ -191,6 +193,13 @@ def standard_arms(source: ModelSource, recipe: dict | None = None) -> dict[str, 
             arms.append(Arm(f"nystra-bias{bias}-mask{mask}", "", f"PnP-Nystra at the trained window, default "
                             f"parameters, bias {bias}, mask {mask}", attn_impl="nystra",
                             nystra={"bias": bias, "mask": mask}))
+    for dtype, tag in (("bfloat16", "bf16"), ("float16", "fp16")):
+        arms += [
+            Arm(f"exact-{tag}", "", f"the model as trained in {dtype} ({PRECISION_NOTE})", dtype=dtype),
+            Arm(f"sdpa-{tag}", "", f"exact fused attention in {dtype}", attn_impl="sdpa", dtype=dtype),
+            Arm(f"nystra-{tag}", "", f"PnP-Nystra at the trained window (default parameters) in {dtype}",
+                attn_impl="nystra", nystra=dict(ours), dtype=dtype),
+        ]
     return {a.name: a for a in arms}
 
 
@@ -263,16 +272,30 @@ def spandrel_model(base: nn.Module) -> nn.Module:
 
 
 # -- calling -----------------------------------------------------------------------------------------------------
-def forward_fn(model: nn.Module, source: ModelSource, protocol: str) -> Callable[[Tensor], Tensor]:
-    """How an arm is called on the benchmark input.
+PRECISION_NOTE = ("ours: float32 weights, half precision under autocast (residual stream, norms, softmax in float32), "
+                  "a call with a NaN/Inf redone in float32; spandrel: model and input cast (how its users run half "
+                  "precision)")
+
+
+def forward_fn(model: nn.Module, source: ModelSource, protocol: str,
+               dtype: torch.dtype = torch.float32) -> Callable[[Tensor], Tensor]:
+    """How an arm is called on the (float32) benchmark input, returning float32.
 
     "forward": the raw model on the (already ranged) input; "official": the official test protocol on a [0, 1]
-    image (spandrel models get our padding and crop around their forward)."""
+    image (spandrel models get our padding and crop around their forward). ``dtype``: see :data:`PRECISION_NOTE`;
+    a spandrel model is cast in place."""
     if protocol == "forward":
-        return model
+        call = model
+    elif isinstance(model, RestorationModel):
+        call = model.official_inference
+    else:
+        call = functools.partial(source.protocol_model.official_inference, forward=model)
+    if dtype == torch.float32:
+        return call
     if isinstance(model, RestorationModel):
-        return model.official_inference
-    return functools.partial(source.protocol_model.official_inference, forward=model)
+        return functools.partial(run_guarded, call, dtype=dtype, what="bench arm")
+    model.to(dtype)
+    return lambda x: call(x.to(dtype)).float()
 
 
 def make_input(source: ModelSource, size: int, batch: int, protocol: str, device, dtype, seed: int) -> Tensor:

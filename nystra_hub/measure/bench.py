@@ -76,8 +76,10 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..imageio import atomic_write_json
+from ..precision import DTYPE_NAMES, resolve_dtype
 from .arms import (
     BENCH_DEFAULT,
+    PRECISION_NOTE,
     Arm,
     ModelSource,
     forward_fn,
@@ -146,10 +148,8 @@ def _worker_main() -> int:
     base = source.build(spec["seed"])
     model = make_arm_model(base, arm)
     del base
-    dtype = getattr(torch, spec["dtype"])
-    model = model.to(dtype=dtype)
-    fn = forward_fn(model, source, spec["protocol"])
-    x = make_input(source, spec["size"], spec["batch"], spec["protocol"], "cpu", dtype, spec["seed"])
+    fn = forward_fn(model, source, spec["protocol"], resolve_dtype(arm.dtype or spec["dtype"], "cpu"))
+    x = make_input(source, spec["size"], spec["batch"], spec["protocol"], "cpu", torch.float32, spec["seed"])
     gc.collect()
     result: dict = {}
     before = _proc_status_kib("VmRSS")
@@ -250,14 +250,14 @@ def ratios(results: dict[str, dict], references: dict[str, str]) -> None:
 # -- the benchmark -----------------------------------------------------------------------------------------------
 def run_bench(args: argparse.Namespace, log=print) -> dict:
     device = _bench_device(args)
-    dtype = getattr(torch, args.dtype)
+    dtype = resolve_dtype(args.dtype, device)
     source = resolve_model(args.model, args.checkpoint)
     recipe = _bench_recipe(source, args.window)
     arms = select_arms(standard_arms(source, recipe), args.arms or BENCH_DEFAULT, recipe)
     arms += plan_arms(getattr(args, "plan", None))
     references = reference_arms(arms)
     base = source.build(args.seed)
-    models, build_errors = _build_arm_models(base, arms, device, dtype, log)
+    models, build_errors = _build_arm_models(base, arms, device, log)
     session = BenchSession(args, source, device, dtype, arms, models, build_errors, references, log)
     report = _report_header(session, base, recipe)
     for size in args.sizes:
@@ -316,13 +316,13 @@ def reference_arms(arms: list[Arm]) -> dict[str, str]:
     return references
 
 
-def _build_arm_models(base: nn.Module, arms: list[Arm], device, dtype, log) -> tuple[dict, dict]:
+def _build_arm_models(base: nn.Module, arms: list[Arm], device, log) -> tuple[dict, dict]:
     """({arm: model on the device}, {arm: why it could not be built})."""
     models: dict[str, nn.Module] = {}
     build_errors: dict[str, str] = {}
     for arm in arms:
         try:
-            models[arm.name] = make_arm_model(base, arm).to(device=device, dtype=dtype)
+            models[arm.name] = make_arm_model(base, arm).to(device=device)  # float32: see PRECISION_NOTE
         except Exception as err:  # noqa: BLE001 - an arm that cannot be built is reported, not fatal
             build_errors[arm.name] = f"{type(err).__name__}: {err}"
             log(f"  {arm.name}: cannot build ({build_errors[arm.name]})")
@@ -340,7 +340,8 @@ def _report_header(session: BenchSession, base: nn.Module, recipe: dict) -> dict
         "recipe": recipe,
         "environment": environment(device),
         "settings": {
-            "device": str(device), "dtype": args.dtype, "batch": args.batch, "sizes": args.sizes,
+            "device": str(device), "dtype": str(session.dtype).removeprefix("torch."), "precision": PRECISION_NOTE,
+            "batch": args.batch, "sizes": args.sizes,
             "runs": args.runs, "warmup": args.warmup, "protocol": args.protocol, "seed": args.seed,
             "threads": torch.get_num_threads(),
             "input": "uniform random [0,1) (DehazeFormer's raw forward: mapped to [-1,1]), square, "
@@ -365,13 +366,14 @@ def _measure_size(session: BenchSession, size: int) -> dict:
     """One entry of ``results``: memory and FLOPs per arm, then the interleaved timing rounds, then the ratios."""
     args = session.args
     session.log(f"size {size}: {len(session.models)} arms, {args.warmup} warm-up + {args.runs} timed rounds")
-    x = make_input(session.source, size, args.batch, args.protocol, session.device, session.dtype, args.seed)
+    x = make_input(session.source, size, args.batch, args.protocol, session.device, torch.float32, args.seed)
     entries: dict[str, dict] = {}
     fns: dict[str, Callable] = {}
     for arm in session.arms:
         entries[arm.name] = {"times_s": [], "warmup_times_s": [], "error": session.build_errors.get(arm.name)}
         if arm.name in session.models:
-            fns[arm.name] = forward_fn(session.models[arm.name], session.source, args.protocol)
+            dtype = getattr(torch, arm.dtype) if arm.dtype else session.dtype
+            fns[arm.name] = forward_fn(session.models[arm.name], session.source, args.protocol, dtype)
     # Memory and FLOPs first: an arm whose forward cannot fit is found in a subprocess (CPU) or caught (CUDA)
     # and left out of the timing instead of taking the whole run down.
     if session.memory_on or session.flops_on:
@@ -503,7 +505,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=int, default=5, help="timed rounds (median over them); default 5")
     parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up rounds; default 1")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--dtype", default="float32", choices=DTYPE_NAMES,
+                        help="compute precision of every arm (see the settings' precision note in the JSON); "
+                             "auto: bfloat16 on a GPU that supports it, float32 otherwise (default float32)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--protocol", default="forward", choices=["forward", "official"],

@@ -193,13 +193,13 @@ def _arm_key(base: nn.Module, arm: Arm) -> tuple:
     if not exact:
         first = next(attention_modules(base))[1]
         effective = first.nystra.replace(**(arm.nystra or {})).as_dict()
-        if getattr(base, "arch", "") == "dehazeformer":
-            effective["mask"] = None  # no shift masks (reflect padding): the mask mode changes nothing
+        if not base.spec.shift_masks:
+            effective["mask"] = None  # no shift masks: the mask mode changes nothing
         params = tuple(sorted(effective.items()))
     features = arm.performer_features if arm.attn_impl == "performer" else None
     plan = json.dumps(arm.plan, sort_keys=True) if getattr(arm, "plan", None) else None  # a plan changes layers
     return (arm.backend, arm.attn_impl, arm.window, arm.window_method if arm.window else None, arm.drop_modulator,
-            params, features, plan)
+            params, features, plan, arm.dtype)
 
 
 def _mean(values: list[float]) -> float | None:
@@ -288,7 +288,7 @@ def _score_arm(session: FidelitySession, arm: Arm, exact_outputs: list[Tensor]) 
         if evaluated is not arm:
             entry["evaluated_with"] = evaluated.attn_impl
         model = make_arm_model(session.base, evaluated)
-        fn = forward_fn(model, session.source, "official")
+        fn = forward_fn(model, session.source, "official", getattr(torch, arm.dtype or "float32"))
         for idx, (name, degraded, gt, _) in enumerate(session.pairs):
             with torch.no_grad():
                 out = fn(degraded)[0].float()

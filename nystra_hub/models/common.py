@@ -92,6 +92,7 @@ class ArchitectureSpec:
     bias_resize: how ``set_window_size`` carries the position bias to another window, in words.
     modulators: the decoder has learned modulators (dropped by the paper's recipe, like the bias and masks).
     spandrel: spandrel implements it (the official code path users run today; a benchmark baseline).
+    shift_masks: shifted windows use the Swin shift mask (a Nyström ``mask`` mode then matters).
     """
 
     title: str
@@ -105,6 +106,7 @@ class ArchitectureSpec:
     bias_resize: str
     modulators: bool = False
     spandrel: bool = False
+    shift_masks: bool = True  # shifted windows masked across the cyclic-shift seam (DehazeFormer reflect-pads)
 
     def paper_recipe(self, task: str) -> EnlargedWindowRecipe:
         return self.paper_recipes.get(task, self.paper_recipes["default"])

@@ -446,6 +446,7 @@ class DehazeFormer(RestorationModel):
             32, 16, 2, 5.0, "no recipe in the paper for DehazeFormer: SwinIR's (w32, m16, 2 iterations, tau 5) "
                             "used")},
         bias_resize="the position-bias MLP evaluated at the new offsets",
+        shift_masks=False,  # shifted windows are reflect-padded, never masked
     )
     block_types = (TransformerBlock,)
     # No reference recipe for DehazeFormer: the SwinIR recipe (m = 16, 2 iterations, τ = 5) is the reference's
