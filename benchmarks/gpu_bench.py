@@ -334,6 +334,32 @@ def fp16_stress(args, device: torch.device, log) -> dict:
     return res
 
 
+# -- where the time goes -----------------------------------------------------------------------------------------------
+def profile_arms(args, device: torch.device, log, names=("exact-bf16", "sdpa-bf16")) -> dict:
+    """torch.profiler over one forward of SwinIR-M x2 at 512² (dry run: the tiny model) per arm: the kernels (or CPU
+    ops) that take the time, top 20, with the forward's wall time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    case = CASES_DRY[0] if args.dry_run else _variant_case("swinir-x2", [512])
+    torch.manual_seed(args.seed)
+    base = (build_model(case["arch"], **case["kwargs"]) if args.dry_run else build_variant("swinir-x2")).eval()
+    x = make_input(case["arch"], case["kwargs"], case["sizes"][0], device, args.seed)
+    arms = {a.name: a for a in arms_for(case["arch"], paper_recipe(case["arch"], case["task"]))}
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    out = {"model": case["name"], "size": case["sizes"][0]}
+    for name in names:
+        fn = build_arm(base, arms[name], device)
+        call(fn, x, device)  # warm-up
+        with profile(activities=activities) as prof:
+            _, seconds, _ = call(fn, x, device)
+        key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        rows = sorted(prof.key_averages(), key=lambda e: getattr(e, key, 0), reverse=True)[:20]
+        out[name] = {"wall_s": seconds, "sort_key": key, "top": [
+            {"name": e.key[:160], "count": e.count, "self_us": round(float(getattr(e, key, 0)), 1)} for e in rows]}
+        log(f"  profile {name}: {seconds * 1e3:.1f} ms; top: {out[name]['top'][0]['name'][:80]}")
+    return out
+
+
 # -- cases and the run ---------------------------------------------------------------------------------------------
 def _variant_case(name: str, sizes: list[int]) -> dict:
     v = get_variant(name)
@@ -430,6 +456,10 @@ def main(argv: list[str] | None = None) -> int:
             report["errors"].append({"case": case["name"], "traceback": traceback.format_exc()[-2000:]})
             log(report["errors"][-1]["traceback"])
         save()
+    try:
+        report["profile"] = profile_arms(args, device, log)
+    except Exception:  # noqa: BLE001
+        report["errors"].append({"section": "profile", "traceback": traceback.format_exc()[-2000:]})
     report["seconds"] = round(time.perf_counter() - args.t0, 1)
     save()
     log(f"wrote {out_dir / 'gpu-bench.json'} in {report['seconds']} s")

@@ -2,8 +2,11 @@
 # Train the three reference models in one time-boxed piece on a GPU:
 #     benchmarks/gpu_train.sh OUT_DIR MINUTES [TESTSETS_DIR]
 # Each recipe trains in its own process, all at once (these small models leave a GPU mostly idle when alone),
-# sized to MINUTES by a measured step time (--steps auto), bf16 autocast, the state saved every 500 steps to
-# OUT_DIR/<recipe>.pt (weights, optimizer, sampler and RNG state). Finish each one where the held-out images are:
+# bf16 autocast, the state saved every 200 steps to OUT_DIR/<recipe>.pt (weights, optimizer, sampler and RNG
+# state). Steps are sized to MINUTES from the step times the three concurrent runs reached on an H200
+# (benchmarks/gpu/train-h200-piece2.log: 0.173, 0.101, 0.111 s per step), with --max-minutes as a guard: the
+# --steps auto probe, run by three processes starting at once, measured 3-12x slower steps than training then
+# ran at (train-h200-piece1.log). Finish each one where the held-out images are:
 #     nystra-hub train-reference --recipe <recipe> --resume --state OUT_DIR/<recipe>.pt
 # which evaluates on Set5 + Set14 and writes reference_models/<recipe>/ (add --steps N to train further first).
 # TESTSETS_DIR needs only the training sets (CBSD68, Kodak24); the GPU machine has no ../shared, so copy them
@@ -16,11 +19,13 @@ testsets=${3:-.gpu_data/testsets}
 python=${PYTHON:-python3}
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
 recipes=(swinir-ref-x2 uformer-ref-denoise25 dehazeformer-ref-t)
+declare -A seconds_per_step=([swinir-ref-x2]=0.173 [uformer-ref-denoise25]=0.101 [dehazeformer-ref-t]=0.111)
 mkdir -p "$out"
 pids=()
 for recipe in "${recipes[@]}"; do
-    "$python" -m nystra_hub.cli train-reference --recipe "$recipe" --device "${DEVICE:-cuda}" --steps auto \
-        --max-minutes "$minutes" --state "$out/$recipe.pt" --resume --save-every 500 --no-eval \
+    steps=$("$python" -c "print(max(1, int($minutes * 60 * 0.9 / ${seconds_per_step[$recipe]})))")
+    "$python" -m nystra_hub.cli train-reference --recipe "$recipe" --device "${DEVICE:-cuda}" --steps "$steps" \
+        --max-minutes "$minutes" --state "$out/$recipe.pt" --resume --save-every 200 --no-eval \
         --testsets "$testsets" --threads 4 --log-every 250 >"$out/$recipe.log" 2>&1 &
     pids+=($!)
 done

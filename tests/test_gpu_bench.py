@@ -35,3 +35,5 @@ def test_gpu_sh_dry_run(tmp_path):
         for name in ("sdpa-bf16", "nystra-bf16"):
             assert arms[name]["psnr_vs_exact_fp32"] > 40, (case["model"], name)
     assert "compile-bf16" in report["cases"][0]["results"][0]["arms"]
+    profiled = report["profile"]
+    assert profiled["exact-bf16"]["top"] and profiled["sdpa-bf16"]["wall_s"] > 0

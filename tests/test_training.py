@@ -159,3 +159,15 @@ def test_shipped_reference_models(folder: Path):
         entry = ablations[key]
         assert entry["change_db"] == pytest.approx(entry["psnr"] - info["heldout"]["psnr"])
         assert entry["matters"] == (abs(entry["change_db"]) >= ablations["thresholds_db"][key])
+
+
+def test_max_minutes_limits_the_piece_not_the_whole_run(tmp_path):
+    """A resumed piece gets its own time budget: a run that already trained for hours still takes its steps."""
+    state = tmp_path / "state.pt"
+    train(TINY_SR, steps=6, seed=0, threads=1, stop_at=2, state_path=state, log=lambda m: None)
+    saved = torch.load(state, weights_only=False)
+    saved["run"]["seconds"] = 10 * 3600.0  # earlier pieces took ten hours
+    torch.save(saved, state)
+    _, record = train(TINY_SR, steps=6, seed=0, threads=1, state_path=state, resume=True, max_minutes=1.0,
+                      log=lambda m: None)
+    assert record["steps"] == 6 and record["stopped_early"] is None

@@ -361,7 +361,8 @@ def _train_steps(model, optimizer, sampler, run: TrainRun, last: int, device, am
     """Optimizer steps from ``run.step`` to ``last``; the loss is read back only when logged (no sync per step)."""
     to_input, from_output = model.to_model_range, model.from_model_range
     steps, lr, batch = run.settings["steps"], run.settings["lr"], run.settings["batch"]
-    start = time.perf_counter() - run.seconds
+    start = time.perf_counter() - run.seconds  # run.seconds counts every piece
+    piece_start = time.perf_counter()  # max_minutes limits this piece (a resumed run gets its own budget)
     pending: list[Tensor] = []
     stopped = None
 
@@ -374,7 +375,7 @@ def _train_steps(model, optimizer, sampler, run: TrainRun, last: int, device, am
             run.pieces[-1].update(to_step=run.step, total_seconds=round(run.seconds, 1))
 
     while run.step < last:
-        if max_minutes is not None and time.perf_counter() - start > max_minutes * 60:
+        if max_minutes is not None and time.perf_counter() - piece_start > max_minutes * 60:
             stopped = f"time limit of {max_minutes:g} min reached after {run.step} steps"
             break
         for group in optimizer.param_groups:
@@ -465,7 +466,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stop-at", type=int, default=None,
                         help="stop after this many steps without changing the schedule (reproduces a run that "
                              "hit --max-minutes)")
-    parser.add_argument("--max-minutes", type=float, default=None, help="stop early after this wall time")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="stop early after this wall time (of this piece, when resuming)")
     parser.add_argument("--heldout-limit", type=int, default=None,
                         help="evaluate on only the first N held-out images (quick checks)")
     parser.add_argument("--testsets", default=None, help="test image root (default ../shared/testsets)")
