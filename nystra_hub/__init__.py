@@ -13,6 +13,9 @@ from ._version import __version__ as __version__
 from .attention import ATTN_IMPLS, NystraParams
 from .checkpoints import CheckpointError, CheckpointMismatchError, load_original_checkpoint, read_state_dict
 from .detect import detect_checkpoint, load_checkpoint
+
+# Imported eagerly, like restore below: binds the function, not the module of the same name.
+from .export import export
 from .hub import load_pretrained
 from .loading import load
 from .models import ARCHITECTURES, RestorationModel, build_model
@@ -62,6 +65,7 @@ __all__ = [
     "build_model",
     "build_variant",
     "detect_checkpoint",
+    "export",
     "extract_plan",
     "get_variant",
     "load",

@@ -190,6 +190,8 @@ class WindowAttentionBase(nn.Module):
         self.scale = scale
         self.attn_impl = check_attn_impl(attn_impl)
         self.nystra = nystra if nystra is not None else NystraParams()
+        if self.attn_impl == "nystra":
+            check_landmarks(self.window_size, self.nystra.landmarks)
         self.use_position_bias = True  # False drops the bias (an ablation: what the model owes to it)
         # Input-independent terms per (window, dtype, device, source versions); a few windows at most.
         self._bias_cache: dict[tuple, Tensor | None] = {}
@@ -208,9 +210,13 @@ class WindowAttentionBase(nn.Module):
 
     # -- switching ---------------------------------------------------------------------------------------------
     def set_attn_impl(self, attn_impl: str, nystra: NystraParams | None = None) -> None:
-        self.attn_impl = check_attn_impl(attn_impl)
-        if nystra is not None:
-            self.nystra = nystra
+        """Switch this module; switching to ``"nystra"`` checks that the landmarks fit its window
+        (:func:`check_landmarks`), so a bad count fails here rather than on every image."""
+        attn_impl = check_attn_impl(attn_impl)
+        params = self.nystra if nystra is None else nystra
+        if attn_impl == "nystra":
+            check_landmarks(self.window_size, params.landmarks)
+        self.attn_impl, self.nystra = attn_impl, params
 
     def extra_repr(self) -> str:
         extra = f", nystra={self.nystra}" if self.attn_impl == "nystra" else ""
@@ -313,7 +319,8 @@ def softmax_attention(module: WindowAttentionBase, q: Tensor, k: Tensor, v: Tens
         additive = mask.additive.unsqueeze(1).unsqueeze(0)
         grouped = attn.view(-1, n_w, module.num_heads, n, n)
         attn = (grouped.add_(additive) if in_place else grouped + additive).view(-1, module.num_heads, n, n)
-    if in_place and attn.device.type == "cpu":
+    # (not while the TorchScript ONNX exporter traces: it has no symbol for aten::_softmax; torch.export is fine)
+    if in_place and attn.device.type == "cpu" and not torch.onnx.is_in_onnx_export():
         attn = torch.ops.aten._softmax.out(attn, -1, False, out=attn)  # row-wise: reads a row before writing it
     else:
         attn = attn.softmax(dim=-1)
@@ -335,12 +342,37 @@ def sdpa_attention(module: WindowAttentionBase, q: Tensor, k: Tensor, v: Tensor,
 register_attn_impl("sdpa", sdpa_attention, builtin=True)
 
 
+def landmarks_fit(window: tuple[int, int], landmarks: int) -> bool:
+    """True when ``landmarks`` blocks can be laid out on ``window`` (a factor pair a·b with a ≤ rows, b ≤ columns),
+    or when there are at least as many landmarks as tokens (attention is then computed exactly)."""
+    if landmarks >= window[0] * window[1]:
+        return True
+    return any(landmarks % a == 0 and landmarks // a <= window[1] for a in range(1, min(landmarks, window[0]) + 1))
+
+
+def check_landmarks(window: tuple[int, int], landmarks: int, where: str = "") -> None:
+    """Raise, naming the counts that would work, unless ``landmarks`` fits ``window`` (:func:`landmarks_fit`)."""
+    if landmarks_fit(window, landmarks):
+        return
+    tokens = window[0] * window[1]
+    usable = [m for m in range(1, tokens) if landmarks_fit(window, m)]
+    below = max((m for m in usable if m < landmarks), default=None)
+    above = min((m for m in usable if m > landmarks), default=tokens)
+    nearest = f"{below} or {above}" if below else f"{above}"
+    raise ValueError(
+        f"{where}landmarks={landmarks} cannot be laid out on a {window[0]}x{window[1]} window: the landmark grid "
+        f"needs a factor pair a x b of {landmarks} with a <= {window[0]} and b <= {window[1]}; nearest usable "
+        f"counts: {nearest} (>= {tokens}: exact attention)"
+    )
+
+
 def nystra_attention(module: WindowAttentionBase, q: Tensor, k: Tensor, v: Tensor, bias, mask, window) -> Tensor:
     """PnP-Nystra with ``module.nystra``'s bias and mask choices; the windows it cannot trust and (mask "exact")
     the windows the shift mask cuts are redone exactly."""
     params = module.nystra
-    if params.landmarks >= q.shape[-2]:
-        # Nyström with as many landmarks as tokens saves nothing: exact is cheaper and exact.
+    if not landmarks_fit(window, params.landmarks) or params.landmarks >= q.shape[-2]:
+        # Nyström with as many landmarks as tokens saves nothing: exact is cheaper and exact. A feature map
+        # smaller than the module's window (checked at set_attn_impl) may not hold the grid: exact there too.
         return sdpa_attention(module, q, k, v, bias, mask, window)
     grid = landmark_grid(window, params.landmarks)
     pooled = None
@@ -350,9 +382,18 @@ def nystra_attention(module: WindowAttentionBase, q: Tensor, k: Tensor, v: Tenso
         q, k, v, window=window, landmarks=params.landmarks, iters=params.iters,
         tau=params.tau, scale=module.scale, pooled_bias=pooled,
     )
-    redo = (~trustworthy).flatten(1).any(dim=1).nonzero().flatten()
+    cut = None
     if mask is not None and params.mask == "exact" and mask.cut.numel():
-        redo = torch.cat([redo, cut_window_indices(q.shape[0], mask)]).unique()
+        cut = cut_window_indices(q.shape[0], mask)
+    untrustworthy = (~trustworthy).flatten(1).any(dim=1).nonzero().flatten()
+    if torch.compiler.is_exporting():
+        # An exported graph cannot branch on how many windows are untrustworthy (known only when it runs,
+        # possibly none): it redoes the cut windows, then the untrustworthy ones, always. A window in both gets
+        # the same exact values twice. Plain matmul-softmax: fused SDPA cannot be traced on a batch of unknown size.
+        if cut is not None:
+            redo_exact(module, out, q, k, v, bias, mask, cut)
+        return out.index_copy(0, untrustworthy, exact_windows(module.scale, q, k, v, bias, mask, untrustworthy))
+    redo = untrustworthy if cut is None else torch.cat([untrustworthy, cut]).unique()
     if redo.numel():
         # Untrustworthy denominators are recomputed with the true mask whatever the mask mode: a safety net
         # must not be wrong on purpose.
@@ -385,6 +426,17 @@ def redo_exact(module: WindowAttentionBase, out: Tensor, q, k, v, bias, mask, wi
     out.index_copy_(0, windows, exact.to(out.dtype))
 
 
+def exact_windows(scale: float, q: Tensor, k: Tensor, v: Tensor, bias, mask, windows: Tensor) -> Tensor:
+    """Exact attention of the flat window indices ``windows`` (bias and mask applied, as :func:`redo_exact`), in
+    matmul-softmax form: traceable for a number of windows known only at run time."""
+    logits = (q.index_select(0, windows) * scale) @ k.index_select(0, windows).transpose(-2, -1)
+    if bias is not None:
+        logits = logits + bias
+    if mask is not None:
+        logits = logits + mask.additive.index_select(0, windows % mask.num_windows).unsqueeze(1)
+    return (logits.softmax(dim=-1) @ v.index_select(0, windows)).to(q.dtype)
+
+
 # -- model-wide helpers --------------------------------------------------------------------------------------------
 def attention_modules(model: nn.Module) -> Iterator[tuple[str, WindowAttentionBase]]:
     for name, module in model.named_modules():
@@ -410,6 +462,9 @@ def set_attn_impl(model: nn.Module, attn_impl: str, **nystra_overrides) -> nn.Mo
     check_attn_impl(attn_impl)
     modules = list(attention_modules(model))
     updated = [(module, module.nystra.replace(**nystra_overrides)) for _, module in modules]  # validate first
+    if attn_impl == "nystra":
+        for (name, module), (_, params) in zip(modules, updated):
+            check_landmarks(module.window_size, params.landmarks, where=f"{name}: ")
     for module, params in updated:
         module.set_attn_impl(attn_impl, params)
     return model

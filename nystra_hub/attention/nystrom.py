@@ -75,7 +75,8 @@ def pool_tokens(x: Tensor, window: tuple[int, int], grid: tuple[int, int]) -> Te
     A product with the cached (m, N) averaging matrix: one GEMM, much faster on CPU than a mean over the
     strided block dims of a reshaped view (which measured ~half the Nyström time at window 8).
     """
-    return pooling_matrix(tuple(window), tuple(grid), x.device, x.dtype) @ x
+    matrix = pooling_matrix.__wrapped__ if torch.compiler.is_exporting() else pooling_matrix  # see windows.py
+    return matrix(tuple(window), tuple(grid), x.device, x.dtype) @ x
 
 
 def pool_bias(bias: Tensor, window: tuple[int, int], grid: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor]:

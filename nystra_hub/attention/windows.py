@@ -41,6 +41,13 @@ def window_reverse(windows: Tensor, window: tuple[int, int], h: int, w: int) -> 
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)
 
 
+def uncached_while_exporting(cached):
+    """``cached`` (an lru_cache), or the function it wraps while torch.export traces: a non-strict trace runs this
+    Python on fake tensors, and a fake tensor left in a process-wide cache is what every later eager forward of
+    that size would compute with."""
+    return cached.__wrapped__ if torch.compiler.is_exporting() else cached
+
+
 @lru_cache(maxsize=64)
 def _window_token_index(
     h: int, w: int, window: tuple[int, int], shift: tuple[int, int], device: torch.device
@@ -58,7 +65,7 @@ def window_token_index(
 ) -> tuple[Tensor, Tensor]:
     """(order, inverse) gathers of :func:`partition_tokens` / :func:`merge_tokens`, cached; under torch.compile a
     constant of the graph (built once here, never traced into CPU kernels recomputed at every call)."""
-    return _window_token_index(h, w, tuple(window), tuple(shift), torch.device(device))
+    return uncached_while_exporting(_window_token_index)(h, w, tuple(window), tuple(shift), torch.device(device))
 
 
 def partition_tokens(x: Tensor, h: int, w: int, window: tuple[int, int], shift: tuple[int, int] = (0, 0)) -> Tensor:
@@ -162,7 +169,7 @@ def _shifted_window_mask_tensors(
     h: int, w: int, window: tuple[int, int], shift: tuple[int, int], device: torch.device, dtype: torch.dtype
 ) -> tuple[Tensor, Tensor, Tensor]:
     # torch.compile treats the cached tensors as constants of the graph (a dataclass cannot be one).
-    mask = _shifted_window_mask(h, w, window, shift, device, dtype)
+    mask = uncached_while_exporting(_shifted_window_mask)(h, w, window, shift, device, dtype)
     return mask.additive, mask.cut, mask.cut_additive
 
 
@@ -177,7 +184,7 @@ def relative_position_index(window: tuple[int, int]) -> Tensor:
 @torch.compiler.assume_constant_result
 def sub_window_index_on(window: tuple[int, int], table_window: tuple[int, int], device: torch.device) -> Tensor:
     """:func:`sub_window_index` on ``device``, cached (a graph constant under torch.compile)."""
-    return _sub_window_index_on(tuple(window), tuple(table_window), torch.device(device))
+    return uncached_while_exporting(_sub_window_index_on)(tuple(window), tuple(table_window), torch.device(device))
 
 
 @lru_cache(maxsize=32)
@@ -191,7 +198,7 @@ def log_relative_offset_table(
 ) -> tuple[Tensor, Tensor]:
     """(:func:`log_relative_offsets`, flat :func:`relative_position_index`) on ``device``: DehazeFormer's bias MLP
     input per distinct offset and where each token pair reads it (graph constants under torch.compile)."""
-    return _log_relative_offset_table(tuple(window), torch.device(device), dtype)
+    return uncached_while_exporting(_log_relative_offset_table)(tuple(window), torch.device(device), dtype)
 
 
 @lru_cache(maxsize=32)

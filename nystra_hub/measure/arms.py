@@ -1,9 +1,10 @@
 """What the measurements compare: the model under test (:class:`ModelSource`) and its attention arms.
 
 An :class:`Arm` is one way of running the same trained weights: an attention implementation, a window, PnP-Nystra
-parameters, the paper's bias/mask/modulator choices, a per-layer plan, or another library (spandrel). The arm
-table (letters (a)-(f), the paper's recipe per architecture) is documented in :mod:`nystra_hub.measure.bench`;
-bench times the arms, fidelity scores them, the GPU script runs them in half precision.
+parameters, the paper's bias/mask/modulator choices, a per-layer plan, another library (spandrel), or another
+runtime (torch.compile, ONNX Runtime, OpenVINO: :func:`runtime_arms`). The arm table (letters (a)-(f), the
+paper's recipe per architecture) is documented in :mod:`nystra_hub.measure.bench`; bench times the arms, fidelity
+scores them, the GPU script runs them in half precision.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ..attention.baselines import register_baselines, set_performer_features
+from ..backends import make_runner
 from ..loading import load
 from ..models import ARCHITECTURES, RestorationModel, build_model
 from ..models.common import ArchitectureSpec
@@ -112,6 +114,7 @@ class Arm:
     performer_features: int | None = None
     plan: dict | None = None  # a per-layer plan (nystra_hub.calibrate), applied last
     dtype: str | None = None  # compute precision (see PRECISION_NOTE); None: the run's (bench --dtype, or float32)
+    runtime: str = "torch"  # how the model runs: "torch" (eager) or a nystra_hub.backends runner (runtime_arms)
 
     def config(self) -> dict:
         return dataclasses.asdict(self)
@@ -200,7 +203,34 @@ def standard_arms(source: ModelSource, recipe: dict | None = None) -> dict[str, 
             Arm(f"nystra-{tag}", "", f"PnP-Nystra at the trained window (default parameters) in {dtype}",
                 attn_impl="nystra", nystra=dict(ours), dtype=dtype),
         ]
+    arms += runtime_arms(spec.spandrel, ours)
     return {a.name: a for a in arms}
+
+
+RUNTIME_NOTE = ("float32 on the CPU, one graph per input shape; exporting or compiling a shape happens before the "
+                "timing (prepare_s)")
+# Arms that need spandrel's copy of the architecture: left out, like (f), where spandrel has none.
+SPANDREL_ARMS = ("f", "spandrel", "onnxruntime-official", "openvino-official")
+
+
+def runtime_arms(spandrel: bool, ours: dict) -> list[Arm]:
+    """The faster CPU routes (:mod:`nystra_hub.backends`): torch.compile of our exact model, and ONNX Runtime /
+    OpenVINO running our exported graph (exact, PnP-Nystra) and the official one (spandrel's model exported to
+    ONNX at opset 18, how users get CPU speed from these checkpoints today)."""
+    arms = [Arm("compile", "", f"the model as trained (exact softmax) through torch.compile with inductor freezing "
+                f"({RUNTIME_NOTE})", runtime="compile", dtype="float32")]
+    for runtime, route in (("onnxruntime", "exported to ONNX, run by ONNX Runtime"),
+                           ("openvino", "exported to ONNX, converted to OpenVINO IR, run by OpenVINO")):
+        arms += [
+            Arm(runtime, "", f"the model as trained (exact softmax) {route} ({RUNTIME_NOTE})", runtime=runtime,
+                dtype="float32"),
+            Arm(f"{runtime}-nystra", "", f"PnP-Nystra at the trained window (default parameters, bias pooled, cut "
+                f"windows exact) {route}", attn_impl="nystra", nystra=dict(ours), runtime=runtime, dtype="float32"),
+        ]
+        if spandrel:
+            arms.append(Arm(f"{runtime}-official", "", f"spandrel's model of the same weights (the official graph) "
+                            f"{route}", backend="spandrel", runtime=runtime, dtype="float32"))
+    return arms
 
 
 def sweep_arm(landmarks: int, window: int | None, recipe: dict, paper_form: bool, uformer: bool) -> Arm:
@@ -225,7 +255,7 @@ def select_arms(available: dict[str, Arm], wanted: list[str] | tuple[str, ...], 
         key = item.replace("wW", f"w{recipe['window']}")
         arm = available.get(key) or by_letter.get(key)
         if arm is None:
-            if key == "f" or key == "spandrel":
+            if key in SPANDREL_ARMS:
                 continue  # spandrel has no copy of this architecture
             raise ValueError(f"unknown arm {item!r}; available: {', '.join(available)} (letters: "
                              f"{', '.join(by_letter)})")
@@ -241,9 +271,13 @@ def _drop_modulators(model: nn.Module) -> None:
 
 
 def make_arm_model(base: nn.Module, arm: Arm) -> nn.Module:
-    """A model running ``arm``: a deep copy of ``base`` switched (window, attention) or a spandrel model."""
-    if arm.backend == "spandrel":
-        return spandrel_model(base)
+    """A model running ``arm``: a deep copy of ``base`` switched (window, attention) or a spandrel model; for an
+    arm with a ``runtime``, that model's runner (:func:`nystra_hub.backends.make_runner`, default export cache)."""
+    model = spandrel_model(base) if arm.backend == "spandrel" else _switched_copy(base, arm)
+    return model if arm.runtime == "torch" else make_runner(model, arm.runtime)
+
+
+def _switched_copy(base: nn.Module, arm: Arm) -> nn.Module:
     model = copy.deepcopy(base)
     if arm.window is not None:
         model.set_window_size(arm.window, method=arm.window_method)

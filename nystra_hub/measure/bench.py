@@ -17,7 +17,13 @@ Arms (see :func:`.arms.standard_arms`; W, m, iters, τ are the paper's recipe fo
 ====  ==========================  ===========================================================================
 
 Extra arms (``--arms``): ``sdpa-wW``, ``nystromformer``, ``performer``, ``nystromformer-wW-paper``,
-``performer-wW-paper``, ``nystra-bias{pooled,drop}-mask{exact,drop}``.
+``performer-wW-paper``, ``nystra-bias{pooled,drop}-mask{exact,drop}``; the faster CPU routes
+(:func:`.arms.runtime_arms`, float32): ``compile`` (ours through torch.compile), ``onnxruntime``, ``openvino`` (ours,
+exact, exported), ``onnxruntime-nystra``, ``openvino-nystra``, ``onnxruntime-official``, ``openvino-official``
+(spandrel's model exported: the official graph). Their export or compilation for a size runs once before the
+timing (``prepare_s``) and before the CPU memory worker's measured forward; exports are cached
+(``$NYSTRA_HUB_CACHE``, see :mod:`nystra_hub.backends`); torch's FLOP counter cannot see inside their graphs (no
+``flops``).
 
 Method: all arms of a size live in one process and are run interleaved round-robin (``--warmup`` rounds, then
 ``--runs`` timed rounds; the arm order rotates every round), so machine drift hits every arm alike; CUDA is
@@ -43,10 +49,11 @@ JSON (``schema: "nystra_hub.bench/1"``; times in seconds, memory in bytes)::
                 flops},
      arms: {<name>: {name, letter: "a".."f" | "", description, attn_impl, window (null: trained), nystra
                      (overrides or null), window_method, drop_modulator, backend: "nystra_hub"|"spandrel",
-                     performer_features}},
+                     performer_features, plan, dtype, runtime: "torch"|"compile"|"onnxruntime"|"openvino"}},
      references: {"a": <name>, "f": <name>, "c": <name>},      # the arms ratios are taken against
      results: [{size, input_shape,
                 arms: {<name>: {times_s: [...], warmup_times_s: [...], error: str|null, output_shape,
+                                [prepare_s: the runtime arms' first, untimed call: export/compile and load],
                                 median_s, mean_s, min_s, max_s, iqr_s, stdev_s,
                                 max_abs_diff_vs_a, mean_abs_diff_vs_a,
                                 speedup: {"a:<name>": x, "f:<name>": x, "c:<name>": x},   # median ref / median
@@ -95,7 +102,11 @@ from .environment import argv_after, environment, load_average
 from .plots import plot_bench
 
 SCHEMA_BENCH = "nystra_hub.bench/1"
-DEFAULT_SIZES = (256, 512)
+# The command's default is a short run (one small size, a few minutes on a CPU for SwinIR-M); the measurements in
+# benchmarks/ and the model cards use FULL_SIZES, which take hours on a CPU: --sizes 256 512 --runs 5.
+DEFAULT_SIZES = (64,)
+FULL_SIZES = (256, 512)
+DEFAULT_RUNS = 3
 REFERENCE_ARMS = ("a", "f", "c")  # ratios are reported against these (by letter)
 
 
@@ -150,6 +161,9 @@ def _worker_main() -> int:
     del base
     fn = forward_fn(model, source, spec["protocol"], resolve_dtype(arm.dtype or spec["dtype"], "cpu"))
     x = make_input(source, spec["size"], spec["batch"], spec["protocol"], "cpu", torch.float32, spec["seed"])
+    if arm.runtime != "torch":  # compiling or loading the (cached) export is not part of the forward measured
+        with torch.inference_mode():
+            fn(x)
     gc.collect()
     result: dict = {}
     before = _proc_status_kib("VmRSS")
@@ -168,7 +182,7 @@ def _worker_main() -> int:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         result.update(peak_rss_bytes=peak, rss_before_bytes=None, peak_increase_bytes=None,
                       memory_method="ru_maxrss of the subprocess (includes building the model)")
-    if spec.get("flops"):
+    if spec.get("flops") and arm.runtime == "torch":  # the counter sees no op inside a compiled/exported graph
         result.update(count_flops(fn, x))
     print("BENCH-WORKER " + json.dumps(result))
     return 0
@@ -374,6 +388,7 @@ def _measure_size(session: BenchSession, size: int) -> dict:
         if arm.name in session.models:
             dtype = getattr(torch, arm.dtype) if arm.dtype else session.dtype
             fns[arm.name] = forward_fn(session.models[arm.name], session.source, args.protocol, dtype)
+    _prepare_runtime_arms(session, entries, fns, x)
     # Memory and FLOPs first: an arm whose forward cannot fit is found in a subprocess (CPU) or caught (CUDA)
     # and left out of the timing instead of taking the whole run down.
     if session.memory_on or session.flops_on:
@@ -388,20 +403,34 @@ def _measure_size(session: BenchSession, size: int) -> dict:
     return {"size": size, "input_shape": list(x.shape), "arms": entries}
 
 
+def _prepare_runtime_arms(session: BenchSession, entries: dict[str, dict], fns: dict[str, Callable],
+                          x: Tensor) -> None:
+    """One untimed call of each runtime arm (compile, export and load its graph for this input), its time
+    recorded as ``prepare_s``: the rounds then time the graph, not its making."""
+    for arm in session.arms:
+        entry = entries[arm.name]
+        if arm.runtime != "torch" and arm.name in fns and not entry["error"]:
+            timed = _time_one_call(session, arm.name, fns[arm.name], x, entry)
+            if timed is not None:
+                entry["prepare_s"] = timed[0]
+                session.log(f"  {arm.name}: prepared in {timed[0]:.1f}s ({arm.runtime})")
+
+
 def _measure_memory_and_flops(session: BenchSession, arm: Arm, fn: Callable, x: Tensor, size: int, entry: dict) -> None:
     """Peak memory (CUDA: in process; CPU: a subprocess) and FLOPs of one forward of ``arm``, into ``entry``."""
     device = session.device
+    flops = session.flops_on and arm.runtime == "torch"  # the counter sees no op inside a compiled/exported graph
     if device.type == "cuda" and session.memory_on:
         try:
-            entry.update(measure_cuda_memory(fn, x, device, session.flops_on))
+            entry.update(measure_cuda_memory(fn, x, device, flops))
         except Exception as err:  # noqa: BLE001 - typically out of memory
             entry["error"] = f"{type(err).__name__}: {err}"
             torch.cuda.empty_cache()
     elif session.memory_on:
-        entry.update(measure_cpu_memory(session.source, arm, size, session.args, session.flops_on))
+        entry.update(measure_cpu_memory(session.source, arm, size, session.args, flops))
         if entry.get("memory_killed"):
             entry["error"] = entry["memory_error"]
-    elif session.flops_on:
+    elif flops:
         try:
             entry.update(count_flops(fn, x))
         except Exception as err:  # noqa: BLE001
@@ -493,22 +522,29 @@ def _fmt_bytes(value) -> str:
 
 # -- command line ------------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="catalogue variant (random weights unless --checkpoint) or a "
-                                        "reference-model folder")
+    parser.description = (
+        "Speed, peak memory and FLOPs of the attention arms of one model. The defaults are a short run (input "
+        f"{' '.join(map(str, DEFAULT_SIZES))} px, {DEFAULT_RUNS} timed rounds: minutes on a CPU); the measurements "
+        "in the model cards are the full run, which takes hours on a CPU: --sizes "
+        f"{' '.join(map(str, FULL_SIZES))} --runs 5.")
+    parser.add_argument("--model", help="catalogue variant (random weights unless --checkpoint; see nystra-hub list) "
+                                        "or a reference-model folder")
     parser.add_argument("--checkpoint", help="released checkpoint for the variant (loaded strictly)")
     parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES),
-                        help="square input sides (model input: LR side for SR); default 256 512")
+                        help="square input sides (model input: LR side for SR); default "
+                             f"{' '.join(map(str, DEFAULT_SIZES))} (the model cards: {' '.join(map(str, FULL_SIZES))})")
     parser.add_argument("--arms", nargs="+", default=None,
                         help="arm names or letters (a b c c' d e e' f); 'wW' stands for the recipe window "
-                             "(default: a b c c' d e e' f)")
+                             "(default: a b c c' d e e' f; --list-arms describes them)")
     parser.add_argument("--list-arms", action="store_true", help="list the arms for --model and exit")
-    parser.add_argument("--runs", type=int, default=5, help="timed rounds (median over them); default 5")
+    parser.add_argument("--runs", type=int, default=DEFAULT_RUNS,
+                        help=f"timed rounds (median over them); default {DEFAULT_RUNS} (the model cards: 5)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up rounds; default 1")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default cpu)")
     parser.add_argument("--dtype", default="float32", choices=DTYPE_NAMES,
                         help="compute precision of every arm (see the settings' precision note in the JSON); "
                              "auto: bfloat16 on a GPU that supports it, float32 otherwise (default float32)")
-    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=1, help="images per forward (default 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--protocol", default="forward", choices=["forward", "official"],
                         help="'forward': the raw model on a size x size input (each pads to its window itself); "
@@ -517,14 +553,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plan", nargs="+", metavar="JSON",
                         help="extra arms running per-layer plans (nystra-hub calibrate --out files)")
     parser.add_argument("--memory", default="on", choices=["on", "off"],
-                        help="peak memory per arm (CPU: one subprocess forward per arm and size)")
+                        help="peak memory per arm (CPU: one subprocess forward per arm and size); default on")
     parser.add_argument("--flops", default="on", choices=["on", "off"], help="FLOPs per arm (one forward)")
     parser.add_argument("--worker-timeout", type=int, default=3600, help="seconds for a CPU memory subprocess")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", help="JSON output (default benchmarks/bench-<model>-<device>.json)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs (default 0)")
+    parser.add_argument("--out", help="JSON output (default: benchmarks/bench-<model>-<device>.json in a repository "
+                                      "checkout, else bench-<model>-<device>.json in the current folder)")
     parser.add_argument("--plot", help="PNG output (default: the JSON path with .png)")
     parser.add_argument("--plot-only", nargs="+", metavar="JSON",
                         help="redraw the plot from existing bench JSON files (to --plot) and exit")
+
+
+def default_output(stem: str) -> Path:
+    """``benchmarks/<stem>.json`` where that folder exists (a repository checkout), else ``<stem>.json`` here."""
+    folder = Path("benchmarks")
+    return folder / f"{stem}.json" if folder.is_dir() else Path(f"{stem}.json")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -544,9 +587,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.runs < 1 or args.warmup < 0:
         raise SystemExit("bench: --runs must be >= 1 and --warmup >= 0")
-    report = run_bench(args, log=lambda m: print(m, flush=True))
     name = Path(args.model).name if Path(args.model).is_dir() else args.model
-    out = Path(args.out or f"benchmarks/bench-{name}-{args.device.replace(':', '')}.json")
+    out = Path(args.out) if args.out else default_output(f"bench-{name}-{args.device.replace(':', '')}")
+    print(f"bench: sizes {' '.join(map(str, args.sizes))}, {args.runs} timed rounds; results go to {out}"
+          + ("" if args.out or out.parent.name == "benchmarks" else " (no benchmarks/ folder here)"), flush=True)
+    report = run_bench(args, log=lambda m: print(m, flush=True))
     atomic_write_json(out, report, indent=1)
     plot = plot_bench([report], args.plot or out.with_suffix(".png"))
     print(f"wrote {out} and {plot}")

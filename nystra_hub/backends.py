@@ -1,0 +1,253 @@
+"""How a model's raw forward runs on a padded input: eagerly, compiled, or as an exported graph.
+
+:func:`make_runner` returns a :class:`Runner`, a module called on the padded input in the forward's value range
+(what ``official_pad`` and ``to_model_range`` give, or a tile of it) that returns the forward's output, as
+``model(x)`` does. ``official_inference(x, forward=runner)`` runs the whole official protocol around it.
+
+===============  ==================================================================================================
+``torch``        the model itself (eager)
+``compile``      ``torch.compile`` with inductor freezing (weights folded into the graph) under
+                 ``torch.inference_mode``; compiled once per input shape (``dynamic=False``)
+``onnxruntime``  the ONNX export (:mod:`nystra_hub.export`) in an ONNX Runtime CPU session
+``openvino``     the OpenVINO IR export compiled for the OpenVINO CPU plugin (float32 inference precision: on CPUs
+                 with bfloat16 units the plugin's default would be bfloat16, not the same function)
+===============  ==================================================================================================
+
+The export backends run float32 on the CPU, with ``threads`` intra-op threads (default: torch's count, so a
+benchmark compares like with like). Graphs have static shapes: a runner keeps one session per input shape and
+finds or writes its export in ``cache_dir`` (default ``$NYSTRA_HUB_CACHE`` or ``~/.cache/nystra_hub``, under
+``exports/``), one folder per shape, named by what shapes the graph (model configuration and attention,
+weights, shape, opset, versions of torch, nystra_hub and the exporters). Given ``exported=`` (a folder written
+by :func:`nystra_hub.export.export`), a runner loads that folder only, after checking that its ``export.json``
+matches the model (variant, architecture, attention and Nyström parameters, weights) and the opset asked for.
+
+The compiled and exported graphs have the forward's input checks taken out (a branch on the data), so their
+runners check first: a 4-D float32 tensor with the model's channels and no NaN/Inf (the eager model checks
+itself). A runner describes the model as it is when made: make it after switching attention or windows.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .export import (
+    DEFAULT_OPSET,
+    GRAPH_FILES,
+    INPUT_NAME,
+    ExportError,
+    as_restoration_model,
+    check_export_matches,
+    describe_model,
+    export,
+    export_versions,
+    read_export,
+    require,
+)
+
+BACKENDS = ("torch", "compile", "onnxruntime", "openvino")
+EXPORT_FORMATS = {"onnxruntime": "onnx", "openvino": "openvino"}  # the format each export backend writes
+COMPILE_RECOMPILE_LIMIT = 64  # shapes a compiled runner may see (torch's default 8: a few whole images of varied size)
+
+
+def default_cache_dir() -> Path:
+    """``$NYSTRA_HUB_CACHE/exports``, else ``$XDG_CACHE_HOME/nystra_hub/exports`` (``~/.cache`` by default)."""
+    if os.environ.get("NYSTRA_HUB_CACHE"):
+        return Path(os.environ["NYSTRA_HUB_CACHE"]) / "exports"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nystra_hub" / "exports"
+
+
+def check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    return backend
+
+
+class Runner(nn.Module):
+    """``runner(x) -> model(x)`` on a padded input, through one backend (module doc). ``model`` is the module
+    whose forward runs (a nystra_hub model or, for comparisons, spandrel's)."""
+
+    backend = "torch"
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    @property
+    def ours(self):
+        """The nystra_hub model that runs, or None (spandrel's)."""
+        return as_restoration_model(self.model)
+
+    def check(self, x: Tensor) -> None:
+        """What the raw forward checks before computing (the graphs have the checks taken out)."""
+        if not isinstance(x, Tensor) or x.dim() != 4 or x.dtype != torch.float32:
+            found = f"{tuple(x.shape)} {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"the {self.backend} runner expects a float32 (batch, channels, height, width) "
+                             f"tensor, got {found}")
+        if self.ours is not None and x.shape[1] != self.ours.in_channels:
+            raise ValueError(f"the model takes {self.ours.in_channels} channel(s), got shape {tuple(x.shape)}")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("the input contains NaN or Inf values")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+
+class CompiledRunner(Runner):
+    """The model through ``torch.compile`` (inductor, weights frozen into the graph), one graph per shape."""
+
+    backend = "compile"
+
+    def __init__(self, model: nn.Module, **compile_kwargs) -> None:
+        super().__init__(model)
+        graph_model = copy.copy(model)  # shares parameters and submodules; only the flag below differs
+        if self.ours is not None:
+            graph_model.validate_inputs = False  # checked by the runner: a data-dependent branch breaks the graph
+        options = {"freezing": True, **compile_kwargs.pop("options", {})}
+        self.compiled = torch.compile(graph_model, dynamic=False, options=options, **compile_kwargs)
+        _raise_recompile_limit(COMPILE_RECOMPILE_LIMIT)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.check(x)
+        with torch.inference_mode():  # freezing folds the weights in only where no gradient can be asked for
+            return self.compiled(x)
+
+
+def _raise_recompile_limit(limit: int) -> None:
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # torch < 2.7
+    setattr(config, name, max(getattr(config, name), limit))
+
+
+# -- exported graphs -------------------------------------------------------------------------------------------
+class OnnxRuntimeSession:
+    """An exported ONNX graph in an ONNX Runtime CPU session: numpy float32 in, numpy float32 out."""
+
+    def __init__(self, folder: Path, metadata: dict, threads: int) -> None:
+        ort = require("onnxruntime", "the onnxruntime backend")
+        if metadata["format"] != "onnx":
+            raise ExportError(f"{folder} holds an OpenVINO IR; ONNX Runtime needs an ONNX export (format='onnx')")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(folder / GRAPH_FILES["onnx"][0]), options,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise ExportError(f"{folder}: ONNX Runtime cannot load the graph ({err}); export again") from err
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {INPUT_NAME: x})[0]
+
+
+class OpenVINOSession:
+    """An exported graph (OpenVINO IR, or ONNX: the plugin reads both) compiled for the OpenVINO CPU plugin."""
+
+    def __init__(self, folder: Path, metadata: dict, threads: int) -> None:
+        ov = require("openvino", "the openvino backend")
+        graph = folder / GRAPH_FILES[metadata["format"]][0]
+        config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+        try:
+            self.compiled = ov.Core().compile_model(str(graph), "CPU", config)
+        except Exception as err:  # noqa: BLE001 - OpenVINO raises RuntimeError and its own types
+            raise ExportError(f"{folder}: OpenVINO cannot load the graph ({err}); export again") from err
+        self.request = self.compiled.create_infer_request()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        self.request.infer({0: x})
+        return self.request.get_output_tensor(0).data.copy()  # the request reuses its buffer next call
+
+
+SESSIONS = {"onnxruntime": OnnxRuntimeSession, "openvino": OpenVINOSession}
+
+
+class ExportedRunner(Runner):
+    """The model's export, one session per input shape: from ``exported`` (one folder, one shape) or found or
+    written in ``cache_dir`` on first use of a shape."""
+
+    def __init__(self, model: nn.Module, backend: str, cache_dir: str | os.PathLike | None = None,
+                 exported: str | os.PathLike | None = None, threads: int | None = None,
+                 opset: int = DEFAULT_OPSET) -> None:
+        super().__init__(model)
+        self.backend = backend
+        require(backend, f"the {backend} backend")  # the backend's name is its package's
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.exported = Path(exported) if exported is not None else None
+        self.threads = threads or torch.get_num_threads()
+        self.opset = opset
+        self.identity = describe_model(model)  # hashes the weights once
+        self.sessions: dict[tuple[int, ...], OnnxRuntimeSession | OpenVINOSession] = {}
+        self.exported_metadata = None
+        if self.exported is not None:  # refuse a wrong folder now, not at the first image
+            self.exported_metadata = read_export(self.exported)
+            check_export_matches(self.exported_metadata, self.exported, self.identity, opset)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.check(x)
+        shape = tuple(x.shape)
+        if shape not in self.sessions:
+            self.sessions[shape] = self.load(shape)
+        out = self.sessions[shape](np.ascontiguousarray(x.detach().cpu().numpy()))
+        return torch.from_numpy(out).to(x.device)
+
+    def load(self, shape: tuple[int, ...]):
+        """The session for input ``shape``: its folder checked against the model, opset and shape."""
+        if self.exported is not None:
+            folder, metadata = self.exported, self.exported_metadata
+        else:
+            folder, metadata = self.cached_export(shape)
+        check_export_matches(metadata, folder, self.identity, self.opset, shape)
+        return SESSIONS[self.backend](folder, metadata, self.threads)
+
+    def cached_export(self, shape: tuple[int, ...]) -> tuple[Path, dict]:
+        """(the cache folder of ``shape``, its metadata), exported now if missing or unreadable."""
+        format = EXPORT_FORMATS[self.backend]
+        folder = self.cache_dir / cache_folder_name(self.identity, format, self.opset, shape)
+        try:
+            return folder, read_export(folder)
+        except ExportError:
+            pass
+        try:
+            export(self.model, folder, format, size=shape[-2:], batch=shape[0], channels=shape[1],
+                   opset=self.opset, overwrite=folder.exists())
+        except FileExistsError:
+            pass  # another process exported it meanwhile; read_export checks its folder
+        return folder, read_export(folder)
+
+
+def cache_folder_name(identity: dict, format: str, opset: int, shape: tuple[int, ...]) -> str:
+    """``<variant or arch>-<attention>-b<batch>-<h>x<w>-<format>-<digest>``, readable in a listing; the digest
+    covers everything that shapes the graph (the model's identity with its weights, format, opset, shape,
+    versions)."""
+    key = {"model": identity, "format": format, "opset": opset, "shape": list(shape),
+           "versions": export_versions(format)}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    name = identity.get("variant") or identity.get("arch") or identity.get("module", "module").rsplit(".", 1)[-1]
+    attention = identity.get("attn_impl", "module")  # spandrel's models: their own forward
+    return f"{name}-{attention}-b{shape[0]}-{shape[-2]}x{shape[-1]}-{format}-{digest}"
+
+
+def make_runner(model: nn.Module, backend: str = "torch", *, cache_dir: str | os.PathLike | None = None,
+                exported: str | os.PathLike | None = None, threads: int | None = None,
+                opset: int = DEFAULT_OPSET, **compile_kwargs) -> Runner:
+    """A :class:`Runner` of ``model``'s raw forward through ``backend`` (module doc). ``cache_dir`` and
+    ``exported``: where the export backends find their graphs (``cache_dir`` is unused by the others);
+    ``threads``: their intra-op threads; ``compile_kwargs``: passed to ``torch.compile`` (backend "compile")."""
+    check_backend(backend)
+    if exported is not None and backend not in EXPORT_FORMATS:
+        raise ValueError(f"exported= is a folder for the export backends {tuple(EXPORT_FORMATS)}, not {backend!r}")
+    if compile_kwargs and backend != "compile":
+        raise TypeError(f"{sorted(compile_kwargs)} are torch.compile arguments; backend {backend!r} takes none")
+    model = as_restoration_model(model) or model
+    if backend == "torch":
+        return Runner(model)
+    if backend == "compile":
+        return CompiledRunner(model, **compile_kwargs)
+    return ExportedRunner(model, backend, cache_dir, exported, threads, opset)

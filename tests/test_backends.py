@@ -1,0 +1,193 @@
+"""``nystra_hub.backends``: runners of the raw forward (torch, compile, onnxruntime, openvino) against the torch path,
+the export cache, and the bench arms that run them."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+
+import pytest
+import torch
+from conftest import load_golden
+from test_bench import parse
+from test_fidelity import make_reference
+
+import nystra_hub
+from nystra_hub.backends import CompiledRunner, ExportedRunner, Runner, make_runner
+from nystra_hub.export import read_export
+from nystra_hub.measure import bench
+from nystra_hub.measure.arms import (
+    Arm,
+    make_arm_model,
+    paper_recipe,
+    resolve_model,
+    select_arms,
+    standard_arms,
+)
+
+CASE = "swinir_lightsr_x3_direct"  # the smallest golden model: one stage of two blocks, 16x16 input
+TOLERANCE = 1e-4
+EXPORT_BACKENDS = {"onnxruntime": ("onnx", "onnxscript", "onnxruntime"), "openvino": ("onnx", "onnxscript", "openvino")}
+
+
+def has(*modules: str) -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
+def skip_without(backend: str) -> None:
+    if not has(*EXPORT_BACKENDS.get(backend, ())):
+        pytest.skip(f"the {backend} backend needs {', '.join(EXPORT_BACKENDS[backend])}")
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("exports")
+
+
+def golden_model(attention: str = "softmax"):
+    model, io, _ = load_golden(CASE, attention)
+    return model, next(iter(io.values()))
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime", "openvino"])
+def test_runners_match_the_torch_path(cache_dir, backend):
+    """official_inference(x, forward=runner) is how restore calls a runner; each shape is exported once."""
+    skip_without(backend)
+    model, x = golden_model()
+    runner = make_runner(model, backend, cache_dir=cache_dir / backend)
+    with torch.inference_mode():
+        expected = model.official_inference(x)
+        assert (model.official_inference(x, forward=runner) - expected).abs().max() <= TOLERANCE
+        assert (model.official_inference(x, forward=runner) - expected).abs().max() <= TOLERANCE
+        tile = model.to_model_range(torch.rand(1, 3, 16, 24))  # another shape: another graph
+        assert (runner(tile) - model(tile)).abs().max() <= TOLERANCE
+    if backend == "torch":
+        assert type(runner) is Runner and runner.model is model
+        return
+    folders = sorted(p.name for p in (cache_dir / backend).iterdir())
+    assert len(folders) == 2 and len(runner.sessions) == 2, folders
+    assert folders[0].startswith("swinir-softmax-b1-16x24-") and folders[1].startswith("swinir-softmax-b1-24x24-")
+    assert {read_export(cache_dir / backend / f)["format"] for f in folders} == {"onnx" if backend == "onnxruntime"
+                                                                                   else "openvino"}
+    again = make_runner(model, backend, cache_dir=cache_dir / backend)  # a new runner finds the cached graphs
+    with torch.inference_mode():
+        again(tile)
+    assert sorted(p.name for p in (cache_dir / backend).iterdir()) == folders
+
+
+def test_runners_refuse_what_the_forward_refuses(cache_dir):
+    skip_without("onnxruntime")
+    model, _ = golden_model()
+    runner = make_runner(model, "onnxruntime", cache_dir=cache_dir / "onnxruntime")
+    bad = {"NaN or Inf": torch.full((1, 3, 24, 24), float("nan")),
+           "takes 3 channel": torch.rand(1, 1, 24, 24),
+           "float32": torch.rand(1, 3, 24, 24, dtype=torch.float64)}
+    for message, x in bad.items():
+        with pytest.raises(ValueError, match=message):
+            runner(x)
+
+
+def test_a_corrupt_cache_folder_is_exported_again(tmp_path):
+    skip_without("onnxruntime")
+    model, x = golden_model("sdpa")
+    padded = model.to_model_range(model.official_pad(x)[0])
+    with torch.inference_mode():
+        make_runner(model, "onnxruntime", cache_dir=tmp_path)(padded)
+        (folder,) = tmp_path.iterdir()
+        (folder / "model.onnx").write_bytes(b"truncated")
+        out = make_runner(model, "onnxruntime", cache_dir=tmp_path)(padded)
+        assert (out - model(padded)).abs().max() <= TOLERANCE
+    assert read_export(folder)["model"]["attn_impl"] == "sdpa" and [p.name for p in tmp_path.iterdir()] == [
+        folder.name]
+
+
+def test_compile_runner_matches_the_torch_path():
+    model, x = golden_model()
+    runner = make_runner(model, "compile")
+    assert isinstance(runner, CompiledRunner) and model.validate_inputs  # the model itself is unchanged
+    with torch.inference_mode():
+        assert (model.official_inference(x, forward=runner) - model.official_inference(x)).abs().max() <= TOLERANCE
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        runner(torch.full((1, 3, 24, 24), float("inf")))
+
+
+@pytest.mark.skipif("backend" not in inspect.signature(nystra_hub.restore).parameters,
+                    reason="restore(..., backend=) is not wired in nystra_hub/restore.py yet")
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_restore_runs_each_tile_through_the_backend(tmp_path, backend):
+    skip_without(backend)
+    model, _ = golden_model()
+    image = torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        tiled = nystra_hub.restore(model, image, tile=16, tile_overlap=8)
+        out = nystra_hub.restore(model, image, tile=16, tile_overlap=8, backend=backend, cache_dir=tmp_path)
+        assert (out - tiled).abs().max() <= TOLERANCE
+        assert len(list(tmp_path.iterdir())) == 1  # every tile has the same shape: one export
+        runner = make_runner(model, backend, cache_dir=tmp_path)  # made once, reused across images
+        whole = nystra_hub.restore(model, image, tile=0)
+        assert (nystra_hub.restore(model, image, tile=0, backend=runner) - whole).abs().max() <= TOLERANCE
+    with pytest.raises(ValueError, match="float32 only"):
+        nystra_hub.restore(model, image, backend=backend, dtype="bfloat16", cache_dir=tmp_path)
+
+
+# -- bench arms ----------------------------------------------------------------------------------------------------
+RUNTIME_ARMS = ("compile", "onnxruntime", "onnxruntime-nystra", "onnxruntime-official", "openvino",
+                "openvino-nystra", "openvino-official")
+
+
+def test_runtime_arms_are_extra_arms_of_every_model():
+    for variant, official in (("swinir-x2", True), ("uformer-b-sidd", True), ("dehazeformer-b-indoor", False)):
+        source = resolve_model(variant)
+        arms = standard_arms(source)
+        names = [n for n in RUNTIME_ARMS if official or not n.endswith("-official")]
+        assert all(arms[n].dtype == "float32" and arms[n].letter == "" for n in names)
+        assert [arms[n].runtime for n in names] == [n.split("-")[0] for n in names]
+        assert arms["onnxruntime-nystra"].attn_impl == "nystra" and arms["openvino"].attn_impl == "softmax"
+        chosen = select_arms(arms, list(RUNTIME_ARMS), paper_recipe(source.arch, source.task))
+        assert [a.name for a in chosen] == names  # spandrel's graph is left out where spandrel has none
+        assert all(a.runtime == "torch" for a in select_arms(arms, ["a", "b", "d"], {"window": 8}))
+    official = standard_arms(resolve_model("swinir-x2"))["openvino-official"]
+    assert official.backend == "spandrel" and Arm(**json.loads(json.dumps(official.config()))) == official
+
+
+def test_make_arm_model_builds_runners():
+    model, _ = golden_model()
+    arms = standard_arms(resolve_model("swinir-x2"))
+    assert isinstance(make_arm_model(model, arms["compile"]), CompiledRunner)  # compiled at its first call
+    if has(*EXPORT_BACKENDS["onnxruntime"]):
+        ours = make_arm_model(model, arms["onnxruntime-nystra"])
+        official = make_arm_model(model, arms["onnxruntime-official"])
+        assert isinstance(ours, ExportedRunner) and ours.identity["attn_impl"] == "nystra"
+        assert official.identity["source"] == "module" and official.identity["arch"] == "SwinIR"
+        assert model.attn_impl == "softmax"  # arms switch copies
+
+
+def test_bench_runs_the_runtime_arms(tmp_path, monkeypatch):
+    skip_without("onnxruntime")
+    skip_without("openvino")
+    monkeypatch.setenv("NYSTRA_HUB_CACHE", str(tmp_path / "cache"))  # inherited by the memory worker
+    folder = make_reference(tmp_path / "tiny")
+    out = tmp_path / "bench.json"
+    arms = ["exact", "nystra", "onnxruntime", "onnxruntime-nystra", "openvino-official"]  # ours, nystra, theirs
+    args = parse("--model", str(folder), "--sizes", "24", "--runs", "1", "--warmup", "0", "--threads", "1",
+                 "--memory", "off", "--arms", *arms, "--out", str(out))
+    assert bench.run(args) == 0
+    report = json.loads(out.read_text())
+    assert [report["arms"][n]["runtime"] for n in arms[2:]] == [n.split("-")[0] for n in arms[2:]]
+    entries = report["results"][0]["arms"]
+    for name in arms:
+        assert entries[name]["error"] is None and entries[name]["times_s"], (name, entries[name]["error"])
+    for name in ("onnxruntime", "openvino-official"):
+        assert entries[name]["max_abs_diff_vs_a"] <= TOLERANCE and entries[name]["prepare_s"] > 0, name
+        assert "flops" not in entries[name]  # torch's counter cannot see inside the graph
+    assert entries["exact"]["flops"] > 0 and "prepare_s" not in entries["exact"]
+    # PnP-Nystra exported computes what PnP-Nystra eager computes
+    assert abs(entries["onnxruntime-nystra"]["max_abs_diff_vs_a"] - entries["nystra"]["max_abs_diff_vs_a"]) < 1e-4
+    # the memory worker (a fresh process) loads the cached export and measures a steady forward
+    args = parse("--model", str(folder), "--sizes", "24", "--runs", "1", "--warmup", "0", "--threads", "1",
+                 "--flops", "off", "--arms", "onnxruntime", "--out", str(out))
+    assert bench.run(args) == 0
+    entry = json.loads(out.read_text())["results"][0]["arms"]["onnxruntime"]
+    assert "memory_error" not in entry, entry.get("memory_error")
+    assert entry["peak_rss_bytes"] >= entry["rss_before_bytes"] > 0

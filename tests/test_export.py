@@ -1,0 +1,285 @@
+"""``nystra_hub.export``: exported graphs of the golden models (ONNX, OpenVINO IR) against the eager forward, their
+``export.json``, and the refusals (sizes, formats, corrupt or foreign folders, half-written output)."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO, load_golden
+from torch import nn
+
+import nystra_hub
+from nystra_hub.attention import NystraParams, TableBiasWindowAttention, shifted_window_mask
+from nystra_hub.backends import make_runner
+from nystra_hub.export import ExportError, export, exportable_copy, read_export, to_openvino
+
+# The module (``nystra_hub.export`` is also the name of its function once the package exports it).
+export_module = importlib.import_module("nystra_hub.export")
+
+# One golden model per architecture: SwinIR (shifted windows, x2), Uformer (nine stages, modulator),
+# DehazeFormer (reflect-padded shifts, RLN).
+CASES = ("swinir_sr_x2_pixelshuffle", "uformer_tiny_modulator", "dehazeformer_tiny_conv")
+ATTENTIONS = ("softmax", "sdpa", "nystra")
+TOLERANCE = 1e-4
+
+
+def has(*modules: str) -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
+needs_onnx = pytest.mark.skipif(not has("onnx", "onnxscript", "onnxruntime"),
+                                reason="needs onnx, onnxscript, onnxruntime (nystra_hub[onnxruntime])")
+needs_openvino = pytest.mark.skipif(not has("onnx", "onnxscript", "openvino"),
+                                    reason="needs onnx, onnxscript, openvino (nystra_hub[openvino])")
+
+
+def padded_input(model, io) -> torch.Tensor:
+    """The golden input as the raw forward sees it: padded by the official protocol, in the model's range."""
+    x = next(iter(io.values()))
+    padded, _ = model.official_pad(x)
+    return model.to_model_range(padded)
+
+
+@pytest.fixture(scope="module")
+def onnx_exports(tmp_path_factory):
+    """{(case, attention): (model, padded input, eager output, ONNX folder)}, exported on first use."""
+    folders = tmp_path_factory.mktemp("onnx")
+    cache: dict = {}
+
+    def get(case: str, attention: str):
+        if (case, attention) not in cache:
+            model, io, _ = load_golden(case, attention)
+            x = padded_input(model, io)
+            with torch.no_grad():
+                expected = model(x)
+            folder = export(model, folders / f"{case}-{attention}", size=tuple(x.shape[-2:]))
+            cache[case, attention] = (model, x, expected, folder)
+        return cache[case, attention]
+
+    return get
+
+
+@needs_onnx
+@pytest.mark.parametrize("attention", ATTENTIONS)
+@pytest.mark.parametrize("case", CASES)
+def test_onnx_export_reloads_and_matches_eager(onnx_exports, case, attention):
+    model, x, expected, folder = onnx_exports(case, attention)
+    metadata = read_export(folder)
+    assert metadata["format"] == "onnx" and sorted(metadata["files"]) == ["model.onnx"]
+    described = metadata["model"]
+    assert described["arch"] == model.arch and described["attn_impl"] == attention
+    assert described["official_kwargs"] == json.loads(json.dumps(model.official_kwargs))
+    assert (described["nystra"] is not None) == (attention == "nystra")
+    assert metadata["opset"] == 18 and metadata["input"]["shape"] == list(x.shape)
+    assert metadata["input"]["dynamic"] is False and metadata["input"]["channels"] == model.in_channels
+    assert metadata["input"]["range"] == list(model.spec.value_range)
+    assert metadata["output"]["shape"] == list(expected.shape) and metadata["output"]["scale"] == model.scale
+    assert metadata["versions"]["torch"] == torch.__version__
+    assert metadata["versions"]["nystra_hub"] == nystra_hub.__version__
+    runner = make_runner(model, "onnxruntime", exported=folder)
+    with torch.inference_mode():
+        assert (runner(x) - expected).abs().max() <= TOLERANCE
+        # the trace left nothing behind: the eager model of the same size computes what it did before
+        assert torch.equal(model(x), expected)
+
+
+@needs_onnx
+@needs_openvino
+@pytest.mark.parametrize("attention", ATTENTIONS)
+@pytest.mark.parametrize("case", CASES)
+def test_openvino_export_reloads_and_matches_eager(onnx_exports, tmp_path, case, attention):
+    model, x, expected, onnx_folder = onnx_exports(case, attention)
+    folder = to_openvino(onnx_folder, tmp_path / "ir")
+    metadata = read_export(folder)
+    assert metadata["format"] == "openvino" and sorted(metadata["files"]) == ["model.bin", "model.xml"]
+    assert metadata["model"] == read_export(onnx_folder)["model"] and metadata["versions"]["openvino"]
+    runner = make_runner(model, "openvino", exported=folder)
+    with torch.inference_mode():
+        assert (runner(x) - expected).abs().max() <= TOLERANCE
+
+
+@needs_onnx
+def test_mixed_plan_is_recorded(tmp_path):
+    model, io, _ = load_golden("swinir_sr_x2_pixelshuffle", "softmax")
+    first = next(nystra_hub.attention.attention_modules(model))[0]
+    nystra_hub.apply_plan(model, {"attention": {first: {"attn_impl": "nystra", "landmarks": 4}}})
+    x = padded_input(model, io)
+    folder = export(model, tmp_path / "mixed", size=tuple(x.shape[-2:]))
+    described = read_export(folder)["model"]
+    assert described["attn_impl"] == "mixed" and described["nystra_plan"]["attention"][first]["landmarks"] == 4
+    with torch.inference_mode():
+        assert (make_runner(model, "onnxruntime", exported=folder)(x) - model(x)).abs().max() <= TOLERANCE
+
+
+class Attend(nn.Module):
+    """One nystra attention layer on stacked (q, k, v): the untrustworthy-window path, in isolation."""
+
+    def __init__(self, masked: bool) -> None:
+        super().__init__()
+        self.attn = TableBiasWindowAttention((8, 8), 2, 8**-0.5, attn_impl="nystra", nystra=NystraParams())
+        self.masked = masked
+
+    def forward(self, qkv: torch.Tensor) -> torch.Tensor:
+        mask = shifted_window_mask(16, 32, (8, 8), (4, 4)) if self.masked else None  # 8 windows, 4 cut
+        return self.attn.attend(qkv[0], qkv[1], qkv[2], mask)
+
+
+def attention_input(huge: float) -> torch.Tensor:
+    """Stacked q, k, v of eight windows; windows 1 and 5 have their queries times ``huge``. At 1e19 (logits
+    ~1e20) their Nyström products overflow: eager nystra flags them untrustworthy and redoes them exactly."""
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(8, 2, 64, 8, generator=gen) for _ in range(3))
+    q[[1, 5]] *= huge
+    return torch.stack([q, k, v])
+
+
+def untrustworthy_windows(qkv: torch.Tensor) -> list[int]:
+    _, trustworthy = nystra_hub.attention.nystrom_attention(*qkv, window=(8, 8), landmarks=16, iters=2, tau=5.0,
+                                                            scale=8**-0.5)
+    return (~trustworthy).flatten(1).any(1).nonzero().flatten().tolist()
+
+
+@needs_onnx
+@pytest.mark.parametrize("masked", [False, True])
+def test_untrustworthy_windows_are_redone_in_the_graph(tmp_path, masked):
+    """The graph decides at run time which windows to redo (eager nystra branches on it at trace time)."""
+    ort = pytest.importorskip("onnxruntime")
+    qkv, ordinary = attention_input(1e19), attention_input(1.0)
+    assert untrustworthy_windows(qkv) == [1, 5] and untrustworthy_windows(ordinary) == []
+    model = Attend(masked).eval()
+    graph_model = exportable_copy(model)
+    assert model.attn.attn_impl == "nystra"  # the caller's model is untouched
+    with torch.no_grad():
+        expected = model(qkv)
+        assert (graph_model(qkv) - expected).abs().max() <= 1e-5
+        program = torch.export.export(graph_model, (qkv,))
+        onnx_program = torch.onnx.export(program, (qkv,), None, dynamo=True, opset_version=18, verbose=False)
+    onnx_program.save(tmp_path / "attend.onnx")
+    session = ort.InferenceSession(str(tmp_path / "attend.onnx"), providers=["CPUExecutionProvider"])
+    for data in (qkv, ordinary):  # the same graph, with and without windows to redo
+        out = session.run(None, {session.get_inputs()[0].name: data.numpy()})[0]
+        with torch.no_grad():
+            assert (torch.from_numpy(out) - model(data)).abs().max() <= TOLERANCE
+
+
+# -- refusals ------------------------------------------------------------------------------------------------------
+def golden(case: str = "swinir_sr_x2_pixelshuffle", attention: str = "softmax"):
+    return load_golden(case, attention)[0]
+
+
+def test_size_smaller_than_the_window_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="smaller than the model's 8x8 window"):
+        export(golden(), tmp_path / "small", size=(4, 16))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_format_and_backend_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown export format 'tflite'; valid: onnx, openvino"):
+        export(golden(), tmp_path / "x", "tflite", size=24)
+    with pytest.raises(ValueError, match="unknown backend 'tensorrt'"):
+        make_runner(golden(), "tensorrt")
+    with pytest.raises(ValueError, match="exported= is a folder for the export backends"):
+        make_runner(golden(), "torch", exported=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("dependency,call", [
+    ("openvino", lambda m, p: export(m, p, "openvino", size=24)),
+    ("onnx", lambda m, p: export(m, p, "onnx", size=24)),
+    ("onnxruntime", lambda m, p: make_runner(m, "onnxruntime", cache_dir=p)),
+    ("openvino", lambda m, p: make_runner(m, "openvino", cache_dir=p)),
+])
+def test_a_missing_dependency_names_the_install_command(monkeypatch, tmp_path, dependency, call):
+    monkeypatch.setitem(sys.modules, dependency, None)  # import fails as if it were not installed
+    with pytest.raises(ImportError, match=rf'pip install "nystra_hub\[{dependency}\]"'):
+        call(golden(), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_import_nystra_hub_needs_no_export_dependency():
+    code = ("import sys\nfor name in ('onnx', 'onnxscript', 'onnxruntime', 'openvino'): sys.modules[name] = None\n"
+            "import nystra_hub, nystra_hub.export, nystra_hub.backends, nystra_hub.measure.arms\n"
+            "assert 'nystra-traceable' not in nystra_hub.attention.ATTENTION_REGISTRY")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_nothing_is_half_written_on_failure(monkeypatch, tmp_path):
+    """A failing export leaves no folder and no temporary; an overwritten folder stays as it was."""
+    uformer = golden("uformer_tiny_modulator")
+    with pytest.raises(ValueError, match="multiple of 16"):  # the model's own check, raised while tracing
+        export(uformer, tmp_path / "bad", size=136)
+    assert list(tmp_path.iterdir()) == []
+
+    def half_then_fail(model, shape, path, opset):
+        path.write_bytes(b"half a graph")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(export_module, "write_onnx", half_then_fail)
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("old")
+    with pytest.raises(RuntimeError, match="disk full"):
+        export(golden(), existing, size=24, overwrite=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["existing"] and (existing / "keep.txt").read_text() == "old"
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        export(golden(), existing, size=24)
+
+
+@needs_onnx
+def test_corrupt_folders_are_refused(onnx_exports, tmp_path):
+    model, x, _, folder = onnx_exports("swinir_sr_x2_pixelshuffle", "softmax")
+
+    def corrupted(name: str, damage) -> str:
+        copy = tmp_path / name
+        shutil.copytree(folder, copy)
+        damage(copy)
+        return copy
+
+    graph = "model.onnx"
+    cases = {
+        "no export.json": lambda f: (f / "export.json").unlink(),
+        "corrupt": lambda f: (f / "export.json").write_text("{not json"),
+        "schema": lambda f: (f / "export.json").write_text(json.dumps({"schema": "other/1"})),
+        "missing": lambda f: (f / graph).unlink(),
+        "bytes": lambda f: (f / graph).write_bytes((f / graph).read_bytes()[:1000]),
+        "SHA-256": lambda f: (f / graph).write_bytes(bytes(b ^ 1 for b in (f / graph).read_bytes())),
+    }
+    for message, damage in cases.items():
+        with pytest.raises(ExportError, match=message):
+            make_runner(model, "onnxruntime", exported=corrupted(message.replace(" ", "-"), damage))
+    with pytest.raises(ExportError, match="no such exported folder"):
+        read_export(tmp_path / "nowhere")
+
+
+@needs_onnx
+def test_a_folder_for_something_else_is_refused(onnx_exports):
+    model, x, _, folder = onnx_exports("swinir_sr_x2_pixelshuffle", "softmax")
+    retrained = golden()
+    with torch.no_grad():
+        retrained.conv_first.bias.add_(0.01)
+    variant = golden()
+    variant.variant_name = "swinir-x2"
+    asked = {
+        'attn_impl: exported "softmax", asked "nystra"': (golden(attention="nystra"), {}),
+        "weights_sha256: exported": (retrained, {}),
+        'variant: exported null, asked "swinir-x2"': (variant, {}),
+        "opset: exported 18, asked 17": (model, {"opset": 17}),
+    }
+    for message, (other, options) in asked.items():
+        with pytest.raises(ExportError, match=f"exported for something else: {message}"):
+            make_runner(other, "onnxruntime", exported=folder, **options)
+    nystra, _, _, nystra_folder = onnx_exports("swinir_sr_x2_pixelshuffle", "nystra")
+    fewer = golden(attention="nystra").set_attn_impl("nystra", landmarks=4)
+    with pytest.raises(ExportError, match='nystra: exported .*"landmarks": 16.*asked .*"landmarks": 4'):
+        make_runner(fewer, "onnxruntime", exported=nystra_folder)
+    runner = make_runner(model, "onnxruntime", exported=folder)
+    with pytest.raises(ExportError, match=r"input shape: exported \(1, 3, 24, 32\), asked \(1, 3, 32, 32\)"):
+        runner(torch.rand(1, 3, 32, 32))
