@@ -95,12 +95,30 @@ def check_state_dict(model: nn.Module, state: Mapping[str, Tensor], source: str 
     )
     if missing or unexpected or mismatched:
         raise CheckpointMismatchError(source, missing, unexpected, mismatched)
+    check_dtypes(own, state, source)
     non_finite = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if non_finite:
         raise CheckpointError(f"{source}: non-finite values (NaN/Inf) in {non_finite[:8]}")
 
 
+def check_dtypes(own: Mapping[str, Tensor], state: Mapping[str, Tensor], source: str = "checkpoint") -> None:
+    """Raise when the checkpoint stores integer or bool tensors where the model has floating-point ones (copying
+    would silently turn weights into whole numbers, or load a file that is not these weights at all). Another
+    floating-point dtype (float16, bfloat16, float64) is fine: loading casts it."""
+    wrong = sorted(
+        f"{key} ({state[key].dtype} where the model has {own[key].dtype})" for key in own
+        if own[key].is_floating_point() and not (state[key].is_floating_point() or state[key].is_complex())
+    )
+    if wrong:
+        shown = ", ".join(wrong[:8]) + (f", ... ({len(wrong) - 8} more)" if len(wrong) > 8 else "")
+        raise CheckpointError(f"{source}: integer or bool tensors for floating-point weights: {shown}")
+
+
 def load_state_dict_strict(model: nn.Module, state: Mapping[str, Tensor], source: str = "checkpoint") -> nn.Module:
+    """Load ``state`` into ``model`` strictly: exactly the model's keys and shapes, finite values, floating-point
+    tensors for floating-point weights (:func:`check_dtypes`). Float16/bfloat16/float64 checkpoints load: their
+    tensors are cast to the model's dtype on copy (a half-precision checkpoint's values are kept exactly in a
+    float32 model)."""
     state = dict(state)
     adapt = getattr(model, "adapt_state_dict", None)
     if adapt is not None:
@@ -111,5 +129,7 @@ def load_state_dict_strict(model: nn.Module, state: Mapping[str, Tensor], source
 
 
 def load_original_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
-    """Load a released checkpoint (any container above, .pth or .safetensors) into ``model`` strictly."""
+    """Load a released checkpoint (any container above, .pth or .safetensors) into ``model`` strictly (see
+    :func:`load_state_dict_strict`: float16/bfloat16 checkpoints are cast to the model's dtype, integer or bool
+    tensors for floating-point weights are refused)."""
     return load_state_dict_strict(model, read_state_dict(path), source=str(path))

@@ -3,8 +3,12 @@
 Arrays are NumPy, height first: ``(H, W)`` gray, ``(H, W, 2)`` gray + alpha, ``(H, W, 3)`` RGB, ``(H, W, 4)`` RGBA;
 dtype ``uint8`` or ``uint16`` as stored in the file (``float32`` for Pillow's ``F`` mode).
 
-- Pillow decodes 16-bit *colour* PNGs to 8 bits, so 16-bit RGB/RGBA/gray+alpha PNGs are read and written by the
-  small PNG codec here (non-interlaced; every filter type). 16-bit gray goes through Pillow (``I;16``).
+- Pillow decodes 16-bit *colour* PNGs to 8 bits, so 16-bit RGB/RGBA/gray+alpha PNGs are decoded and encoded by
+  OpenCV (libpng; ``opencv-python-headless``). OpenCV cannot write gray+alpha: such 16-bit images are written as
+  RGBA with the gray value in R, G and B. 16-bit gray is read through Pillow (``I;16``).
+- The size is read from the header before any pixel is decoded, and images over ``max_pixels``
+  (:data:`MAX_IMAGE_PIXELS` by default) are refused; corrupt or truncated files raise :class:`ImageReadError`
+  naming the file.
 - EXIF orientation is applied on reading (as OpenCV's ``imread`` does), so outputs are upright.
 - Palette images become RGB (RGBA when they carry transparency), 1-bit images gray, CMYK/YCbCr/LAB/HSV RGB.
 - :func:`write_image` is atomic: the file is encoded in memory, written to a temporary file in the target folder,
@@ -15,10 +19,10 @@ dtype ``uint8`` or ``uint16`` as stored in the file (``float32`` for Pillow's ``
 from __future__ import annotations
 
 import io
+import json
 import os
 import secrets
-import struct
-import zlib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +30,13 @@ from PIL import Image, ImageOps
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm", ".tga")
 PARTIAL_SUFFIX = ".partial"
+MAX_IMAGE_PIXELS = 2**27
+"""Default pixel limit of :func:`read_image` (134 million, e.g. 11585x11585), below Pillow's decompression-bomb
+error (2 x ``Image.MAX_IMAGE_PIXELS``); 16-bit RGBA at this size is 1 GiB of pixels before any float copy."""
+ORIENTATION_TAG = 0x0112  # EXIF orientation
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_COLOR_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type -> samples per pixel (palette excluded)
+_PNG_HEADER_BYTES = 33  # signature, then the IHDR chunk: length, type, 13 bytes of data, CRC
+_PNG16_COLOUR_CHANNELS = {2: 3, 4: 2, 6: 4}  # PNG colour type -> samples per pixel (16-bit colour only)
 _FORMAT_BY_EXT = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
                   ".webp": "WEBP", ".ppm": "PPM", ".pgm": "PPM", ".pnm": "PPM", ".tga": "TGA"}
 
@@ -87,129 +96,101 @@ def array_to_pil(array: np.ndarray, mode: str | None = None) -> Image.Image:
 
 
 # -- reading -------------------------------------------------------------------------------------------------------
-def read_image(path: str | os.PathLike) -> np.ndarray:
+def read_image(path: str | os.PathLike, *, max_pixels: int | None = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Read an image file into an array (uint8 or uint16 as stored; see module doc)."""
-    return read_image_with_meta(path)[0]
+    return read_image_with_meta(path, max_pixels=max_pixels)[0]
 
 
-def read_image_with_meta(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
-    """(array, meta) where meta may hold ``icc_profile`` (bytes) and always ``bits`` (8 or 16 or 32)."""
+def read_image_with_meta(
+    path: str | os.PathLike, *, max_pixels: int | None = MAX_IMAGE_PIXELS
+) -> tuple[np.ndarray, dict]:
+    """(array, meta) where meta may hold ``icc_profile`` (bytes) and always ``bits`` (8 or 16 or 32).
+
+    The header is read first: a file declaring more than ``max_pixels`` pixels (None: no limit beyond Pillow's
+    decompression-bomb check) is refused before any pixel is decoded. Unreadable, corrupt or truncated files raise
+    :class:`ImageReadError` naming the file."""
     path = Path(path)
     try:
         with open(path, "rb") as handle:
-            head = handle.read(33)
+            head = handle.read(_PNG_HEADER_BYTES)
     except OSError as err:
         raise ImageReadError(f"{path}: cannot open ({err.strerror or err})") from None
-    if head.startswith(_PNG_SIGNATURE) and len(head) >= 33:
-        depth, color_type = head[24], head[25]
-        if depth == 16 and color_type in (2, 4, 6):
-            array, meta = _read_png16(path)
-            return array, meta
     try:
-        with Image.open(path) as image:
-            image.load()
-            meta = {}
-            if image.info.get("icc_profile"):
-                meta["icc_profile"] = image.info["icc_profile"]
-            image = ImageOps.exif_transpose(image)
-            array = pil_to_array(image)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # max_pixels is the limit here
+            array, meta = _read_checked(path, head, max_pixels)
     except ImageReadError as err:
         raise ImageReadError(f"{path}: {err}") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+    except Image.DecompressionBombError as err:
+        raise ImageReadError(f"{path}: too large to decode ({err})") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as err:
         raise ImageReadError(f"{path}: not a readable image ({err})") from None
-    meta["bits"] = 16 if array.dtype == np.uint16 else (32 if array.dtype == np.float32 else 8)
     if array.size == 0:
         raise ImageReadError(f"{path}: empty image {array.shape}")
     return array, meta
 
 
-def _png_chunks(data: bytes, source: str):
-    if not data.startswith(_PNG_SIGNATURE):
-        raise ImageReadError(f"{source}: not a PNG file")
-    pos = len(_PNG_SIGNATURE)
-    while pos + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
-        if len(body) != length:
-            raise ImageReadError(f"{source}: truncated PNG chunk {kind!r}")
-        yield kind, body
-        pos += 12 + length
-        if kind == b"IEND":
-            return
-    raise ImageReadError(f"{source}: truncated PNG (no IEND)")
-
-
-def _read_png16(path: Path) -> tuple[np.ndarray, dict]:
-    """16-bit colour PNG (types 2, 4, 6), which Pillow would reduce to 8 bits."""
-    data = path.read_bytes()
-    header, idat, meta = None, [], {"bits": 16}
-    for kind, body in _png_chunks(data, str(path)):
-        if kind == b"IHDR":
-            header = struct.unpack(">IIBBBBB", body)
-        elif kind == b"IDAT":
-            idat.append(body)
-        elif kind == b"iCCP":
-            name_end = body.find(b"\x00")
-            try:
-                meta["icc_profile"] = zlib.decompress(body[name_end + 2:])
-            except zlib.error:
-                pass
-    if header is None:
-        raise ImageReadError(f"{path}: PNG without IHDR")
-    width, height, depth, color_type, _, _, interlace = header
-    if interlace:
-        raise ImageReadError(f"{path}: interlaced 16-bit colour PNG is not supported; re-save it non-interlaced")
-    channels = _PNG_COLOR_CHANNELS[color_type]
-    if width == 0 or height == 0:
-        raise ImageReadError(f"{path}: empty image {height}x{width}")
-    try:
-        raw = zlib.decompress(b"".join(idat))
-    except zlib.error as err:
-        raise ImageReadError(f"{path}: corrupt PNG data ({err})") from None
-    bpp = channels * 2
-    stride = width * bpp
-    if len(raw) < height * (stride + 1):
-        raise ImageReadError(f"{path}: truncated PNG data")
-    rows = np.frombuffer(raw, np.uint8, count=height * (stride + 1)).reshape(height, stride + 1)
-    pixels = _png_unfilter(rows[:, 0], rows[:, 1:], bpp, str(path))
-    array = pixels.view(">u2").reshape(height, width, channels).astype(np.uint16)
-    return (array[:, :, 0] if channels == 1 else array), meta
-
-
-def _png_unfilter(filters: np.ndarray, rows: np.ndarray, bpp: int, source: str) -> np.ndarray:
-    """Undo PNG row filters. Sub/Up are vectorised; Average/Paeth run per byte (only for 16-bit colour PNGs)."""
-    height, stride = rows.shape
-    out = np.empty_like(rows)
-    prev = np.zeros(stride, np.uint8)
-    for y in range(height):
-        kind, row = int(filters[y]), rows[y]
-        if kind == 0:
-            out[y] = row
-        elif kind == 1:
-            out[y] = row.reshape(-1, bpp).cumsum(axis=0, dtype=np.uint8).reshape(-1)
-        elif kind == 2:
-            out[y] = row + prev
-        elif kind in (3, 4):
-            cur = bytearray(row.tobytes())
-            up = prev.tobytes()
-            if kind == 3:
-                for x in range(stride):
-                    left = cur[x - bpp] if x >= bpp else 0
-                    cur[x] = (cur[x] + ((left + up[x]) >> 1)) & 0xFF
-            else:
-                for x in range(stride):
-                    a = cur[x - bpp] if x >= bpp else 0
-                    b = up[x]
-                    c = up[x - bpp] if x >= bpp else 0
-                    p = a + b - c
-                    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                    pred = a if (pa <= pb and pa <= pc) else (b if pb <= pc else c)
-                    cur[x] = (cur[x] + pred) & 0xFF
-            out[y] = np.frombuffer(bytes(cur), np.uint8)
+def _read_checked(path: Path, head: bytes, max_pixels: int | None) -> tuple[np.ndarray, dict]:
+    """Check the declared size (a PNG's IHDR, else the header Pillow reads lazily), then decode: 16-bit colour
+    PNGs with OpenCV, the rest with Pillow. EXIF orientation is applied either way."""
+    png = _png_header(head)
+    if png is not None:
+        _check_pixels(png[0], png[1], max_pixels)
+    with Image.open(path) as image:
+        _check_pixels(*image.size, max_pixels)
+        meta = {"icc_profile": image.info["icc_profile"]} if image.info.get("icc_profile") else {}
+        if png is not None and png[2] == 16 and png[3] in _PNG16_COLOUR_CHANNELS:
+            array = _apply_orientation(_decode_png16(path, png[3], (png[1], png[0])),
+                                       image.getexif().get(ORIENTATION_TAG, 1))
         else:
-            raise ImageReadError(f"{source}: bad PNG filter type {kind} in row {y}")
-        prev = out[y]
-    return out
+            image.load()
+            array = pil_to_array(ImageOps.exif_transpose(image))
+    meta["bits"] = 16 if array.dtype == np.uint16 else (32 if array.dtype == np.float32 else 8)
+    return array, meta
+
+
+def _check_pixels(width: int, height: int, max_pixels: int | None) -> None:
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageReadError(f"{width}x{height} = {width * height} pixels is over the limit of {max_pixels} "
+                             f"(max_pixels); refused before decoding")
+
+
+def _png_header(head: bytes) -> tuple[int, int, int, int] | None:
+    """(width, height, bit depth, colour type) from a PNG's IHDR, the first chunk (13 data bytes); None for a
+    file that is not a PNG. A PNG whose IHDR is missing or short is left to Pillow, which refuses it."""
+    if not head.startswith(_PNG_SIGNATURE) or len(head) < _PNG_HEADER_BYTES or head[12:16] != b"IHDR":
+        return None
+    if int.from_bytes(head[8:12], "big") != 13:
+        return None
+    width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    return width, height, head[24], head[25]
+
+
+def _decode_png16(path: Path, colour_type: int, size: tuple[int, int]) -> np.ndarray:
+    import cv2  # a heavy import (0.15-0.3 s) needed only here and in encode_png16
+
+    try:
+        pixels = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as err:
+        raise ImageReadError(f"corrupt 16-bit PNG data ({err})") from None
+    channels = _PNG16_COLOUR_CHANNELS[colour_type]
+    if pixels is None or pixels.dtype != np.uint16 or pixels.shape[:2] != size:
+        raise ImageReadError(f"corrupt or truncated 16-bit PNG data (the header declares {size[1]}x{size[0]})")
+    if pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
+        raise ImageReadError(f"16-bit PNG decoded to an unexpected shape {pixels.shape}")
+    if channels == 2:  # OpenCV expands gray+alpha to BGRA with the gray value in B, G and R
+        return np.ascontiguousarray(pixels[:, :, [0, 3]])
+    return np.ascontiguousarray(pixels[:, :, [2, 1, 0, 3][:channels]])  # BGR(A) -> RGB(A)
+
+
+def _apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
+    """The EXIF orientation applied to an (H, W[, C]) array exactly as ``ImageOps.exif_transpose`` applies it."""
+    if orientation not in range(2, 9):
+        return array
+    turned = array.swapaxes(0, 1)
+    upright = {2: array[:, ::-1], 3: array[::-1, ::-1], 4: array[::-1], 5: turned, 6: turned[:, ::-1],
+               7: turned[::-1, ::-1], 8: turned[::-1]}[orientation]
+    return np.ascontiguousarray(upright)
 
 
 # -- writing -------------------------------------------------------------------------------------------------------
@@ -221,29 +202,37 @@ def format_for(path: str | os.PathLike) -> str:
         raise ValueError(f"unsupported output extension {ext!r}; use one of {sorted(set(_FORMAT_BY_EXT))}") from None
 
 
-def _png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-
-
 def encode_png16(array: np.ndarray, icc_profile: bytes | None = None, compress_level: int = 6) -> bytes:
-    """A 16-bit PNG (gray, gray+alpha, RGB, RGBA) from a uint16 array; rows use the Up filter."""
+    """A 16-bit PNG from a uint16 array, encoded by OpenCV (libpng): gray, RGB and RGBA as they are; gray+alpha,
+    which OpenCV cannot write, as RGBA with the gray value in R, G and B (the values are kept exactly)."""
+    import cv2  # a heavy import (0.15-0.3 s) needed only here and for reading 16-bit colour PNGs
+
     if array.dtype != np.uint16:
         raise ValueError(f"encode_png16 needs uint16 data, got {array.dtype}")
-    if array.ndim == 2:
-        array = array[:, :, None]
-    height, width, channels = array.shape
-    color_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
-    rows = np.ascontiguousarray(array).astype(">u2").view(np.uint8).reshape(height, width * channels * 2)
-    filtered = np.empty((height, rows.shape[1] + 1), np.uint8)
-    filtered[:, 0] = 2  # Up
-    filtered[0, 1:] = rows[0]
-    filtered[1:, 1:] = rows[1:] - rows[:-1]  # uint8 arithmetic wraps modulo 256, as the filter requires
-    parts = [_PNG_SIGNATURE, _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0))]
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim == 3:
+        order = {2: [0, 0, 0, 1], 3: [2, 1, 0], 4: [2, 1, 0, 3]}[array.shape[2]]  # RGB(A) -> OpenCV's BGR(A)
+        array = array[:, :, order]
+    array = np.ascontiguousarray(array)
+    params = [cv2.IMWRITE_PNG_COMPRESSION, compress_level]
     if icc_profile:
-        parts.append(_png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc_profile)))
-    parts.append(_png_chunk(b"IDAT", zlib.compress(filtered.tobytes(), compress_level)))
-    parts.append(_png_chunk(b"IEND", b""))
-    return b"".join(parts)
+        try:
+            ok, data = cv2.imencodeWithMetadata(".png", array, [cv2.IMAGE_METADATA_ICCP],
+                                                [np.frombuffer(icc_profile, np.uint8)], params)
+            if ok:
+                return data.tobytes()
+        except cv2.error:
+            pass
+        # libpng validates profiles; one it refuses (malformed, from some input file) must not cost the image
+        warnings.warn("libpng refused the ICC profile; the 16-bit PNG is written without it", stacklevel=3)
+    try:
+        ok, data = cv2.imencode(".png", array, params)
+    except cv2.error as err:
+        raise ValueError(f"OpenCV could not encode a {array.shape} 16-bit PNG: {err}") from None
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {array.shape} 16-bit PNG")
+    return data.tobytes()
 
 
 def encode_image(
@@ -282,8 +271,6 @@ def encode_image(
 
 def atomic_write_json(path: str | os.PathLike, obj, indent: int = 2) -> Path:
     """``obj`` as JSON through :func:`atomic_write_bytes` (reports, configs: never left half-written)."""
-    import json
-
     return atomic_write_bytes(path, (json.dumps(obj, indent=indent) + "\n").encode())
 
 
@@ -338,6 +325,7 @@ def write_image(
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "MAX_IMAGE_PIXELS",
     "PARTIAL_SUFFIX",
     "ImageReadError",
     "array_to_pil",

@@ -6,9 +6,17 @@
 
 Behaviour:
 - Inputs are files and folders (``-r`` recurses; hidden files and the output folder are skipped). Each output goes
-  to the same relative path under ``--out`` with the ``--ext`` extension (PNG by default; 16-bit inputs give
-  16-bit PNGs). Writes are atomic (temporary file + fsync + rename): a killed run leaves no partial image.
+  to the same relative path under ``--out``, named ``<stem><--suffix>.<--ext>`` (PNG by default; 16-bit inputs
+  give 16-bit PNGs). Writes are atomic (temporary file + fsync + rename): a killed run leaves no partial image.
+- ``--out`` is checked before any image is computed: it must not be an input folder or hold one, must be a folder
+  (or creatable) and writable.
 - Existing outputs are skipped (``--overwrite`` redoes them), so an interrupted run resumes where it stopped.
+- Runs started separately on the same folder (two shells, a batch queue: no torchrun) share the work: each output
+  is claimed first with an exclusive lock file next to it (``.<name>.lock``, holding PID, start time and host),
+  so every image is computed once; a claim whose process is gone (same host), or from another host and older
+  than ``--lock-timeout``, is taken over by the next run. (With ``--overwrite`` a later run redoes what an
+  earlier one finished.)
+- One progress bar over the images; the tiles of a large image show in its postfix.
 - One image's failure (unreadable file, wrong channels for the model, too small, out of memory) is reported and
   the batch goes on; the summary lists every failure and the exit code is 1 when any image failed (2 when nothing
   could start: bad model, no inputs).
@@ -21,14 +29,19 @@ Behaviour:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import torch
+from tqdm.auto import tqdm
 
 from .checkpoints import load_original_checkpoint
 from .hub import resolve_nystra
@@ -36,7 +49,7 @@ from .imageio import IMAGE_EXTENSIONS, format_for, read_image_with_meta, write_i
 from .loading import load
 from .models import ARCHITECTURES, build_model
 from .precision import DTYPE_NAMES
-from .restore import restore
+from .restore import PROTOCOLS, restore
 
 MODEL_HELP = (
     "hub folder (config.json + model.safetensors), Hugging Face repo id (org/name), catalogue variant (with "
@@ -45,11 +58,14 @@ MODEL_HELP = (
     "checkpoint file (.pth/.safetensors; architecture and arguments detected from its keys and shapes)"
 )
 EXIT_OK, EXIT_FAILURES, EXIT_SETUP = 0, 1, 2
+DEFAULT_LOCK_TIMEOUT_S = 6 * 3600.0
+LOCK_SUFFIX = ".lock"
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="output folder (created if missing; must not be an input folder or contain one)")
     model = parser.add_argument_group("model")
     model.add_argument("--model", metavar="NAME_OR_PATH", help=MODEL_HELP)
     model.add_argument("--weights", metavar="FILE",
@@ -64,7 +80,10 @@ def add_arguments(parser) -> None:
                        help="attention implementation (default: the folder's config, else softmax)")
     model.add_argument("--nystra", action="append", default=[], metavar="KEY=VALUE",
                        help="Nyström parameter override (landmarks, iters, tau, bias, mask); repeatable")
-    model.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+    model.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N "
+                                                        "(default: %(default)s)")
+    model.add_argument("--threads", type=int, default=None, metavar="N",
+                       help="torch CPU threads (default: torch's choice, usually one per core)")
     model.add_argument("--dtype", choices=DTYPE_NAMES, default="auto",
                        help="compute precision: auto (bfloat16 on a GPU that supports it, float32 otherwise), "
                             "float32, bfloat16 or float16; half precision keeps the weights float32 and redoes any "
@@ -72,7 +91,9 @@ def add_arguments(parser) -> None:
     run = parser.add_argument_group("processing")
     run.add_argument("--tile", type=int, default=None,
                      help="tile side in input pixels (0: never tile; default: automatic under --memory-budget-mb)")
-    run.add_argument("--tile-overlap", type=int, default=None, help="tile overlap in input pixels")
+    run.add_argument("--tile-overlap", type=int, default=None,
+                     help="tile overlap in input pixels (default: the architecture's, 48 SwinIR, 64 Uformer; "
+                          "at most half a small tile)")
     run.add_argument("--memory-budget-mb", type=float, default=None,
                      help="activation-memory budget of one forward in MB "
                           "(default 1024 on CPU, half the free memory on CUDA)")
@@ -80,11 +101,24 @@ def add_arguments(parser) -> None:
                      help="gray image into an RGB model: replicate channels (result gray) or fail")
     run.add_argument("--color", choices=["error", "luma"], default="error",
                      help="RGB image into a gray model: fail or convert to luma (result gray)")
-    run.add_argument("--alpha", choices=["resize", "drop"], default="resize", help="what to do with alpha")
+    run.add_argument("--alpha", choices=["resize", "drop"], default="resize",
+                     help="alpha channel: keep it (bicubic-resized for super-resolution) or drop it "
+                          "(default: %(default)s)")
+    run.add_argument("--protocol", choices=PROTOCOLS, default="minimal",
+                     help="padding: minimal (the smallest size the network runs, borders mirrored) or official "
+                          "(each architecture's test script; differs for Uformer only: zeros to a square multiple "
+                          "of 128) (default: %(default)s)")
     files = parser.add_argument_group("files")
     files.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
     files.add_argument("--ext", default="png", help="output format by extension (default png)")
+    files.add_argument("--suffix", default="", metavar="TEXT",
+                       help="added to each output's name before the extension, e.g. --suffix _x2 writes "
+                            "lr_x2.png for lr.png (default: none)")
     files.add_argument("--overwrite", action="store_true", help="redo images whose output exists")
+    files.add_argument("--lock-timeout", type=float, default=DEFAULT_LOCK_TIMEOUT_S, metavar="SECONDS",
+                       help="a claim (lock file) left by a run on another machine counts as abandoned after this "
+                            "long; on this machine a claim is abandoned as soon as its process is gone "
+                            "(default: %(default)s)")
     files.add_argument("--log-dir", metavar="DIR",
                        help="write one JSON-lines log per process (process-<rank>.jsonl) of what it did")
     files.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -99,10 +133,11 @@ class Item:
 
 
 def collect_items(inputs: list[str], out_dir: str | os.PathLike, ext: str = "png",
-                  recursive: bool = False) -> list[Item]:
-    """The sorted, deterministic work list: every process of a multi-process run computes the same one."""
+                  recursive: bool = False, name_suffix: str = "") -> list[Item]:
+    """The sorted, deterministic work list: every process of a multi-process run computes the same one.
+    Outputs are named ``<input stem><name_suffix>.<ext>``."""
     out_root = Path(out_dir).resolve()
-    suffix = "." + ext.lstrip(".").lower()
+    suffix = name_suffix + "." + ext.lstrip(".").lower()
     pairs: list[tuple[Path, Path]] = []  # (source, relative output)
     for name in inputs:
         path = Path(name)
@@ -117,9 +152,9 @@ def collect_items(inputs: list[str], out_dir: str | os.PathLike, ext: str = "png
                 resolved = file.resolve()
                 if resolved == out_root or out_root in resolved.parents:
                     continue  # our own outputs when --out is inside an input folder
-                pairs.append((file, rel.with_suffix(suffix)))
+                pairs.append((file, rel.with_name(rel.stem + suffix)))
         else:  # a file, or a missing path: reported per image
-            pairs.append((path, Path(path.name).with_suffix(suffix)))
+            pairs.append((path, Path(path.stem + suffix)))
     by_target: dict[Path, list[Path]] = {}
     for source, rel in pairs:
         by_target.setdefault(rel, []).append(source)
@@ -133,6 +168,112 @@ def collect_items(inputs: list[str], out_dir: str | os.PathLike, ext: str = "png
                 error = f"output name collision: {rel} would also be written for {', '.join(others)}"
             items.append(Item(source, str(Path(out_dir) / rel), error))
     return sorted(items, key=lambda it: (it.target, it.source))
+
+
+# -- the output folder, checked before any work ----------------------------------------------------------------
+def check_output_folder(inputs: list[str], out_dir: str | os.PathLike) -> None:
+    """Raise (before any image is computed) when ``--out`` is an input folder or holds one (its images would be
+    taken for outputs and skipped), is not a folder, or cannot be written."""
+    out = Path(out_dir)
+    out_root = out.resolve()
+    for name in inputs:
+        folder = Path(name).resolve()
+        if not Path(name).is_dir():
+            continue
+        if folder == out_root:
+            raise ValueError(f"--out {out_dir} is the input folder {name}: outputs must go to another folder "
+                             f"(their names would be the inputs' names)")
+        if out_root in folder.parents:
+            raise ValueError(f"input folder {name} is inside --out {out_dir}: its images would be taken for "
+                             f"outputs of this run and skipped; choose an --out outside it")
+    existing = next((p for p in (out, *out.absolute().parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ValueError(f"--out {out_dir}: {existing} is a file, not a folder")
+    if existing == out:
+        probe_writable(out)
+    elif existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out_dir}: cannot create it, {existing} is not writable")
+
+
+def probe_writable(folder: Path) -> None:
+    """Create and remove a hidden file in ``folder`` (permissions alone miss read-only mounts and root)."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".nystra-hub-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as err:
+        raise ValueError(f"--out {folder} is not writable ({err.strerror or err})") from None
+
+
+# -- claims: two runs on the same folder share the work ---------------------------------------------------------
+def lock_path(target: str | os.PathLike) -> Path:
+    """The claim of an output: a hidden file next to it (and to its temporary file), skipped as an input."""
+    target = Path(target)
+    return target.parent / f".{target.name}{LOCK_SUFFIX}"
+
+
+def claim(target: str | os.PathLike, stale_after_s: float = DEFAULT_LOCK_TIMEOUT_S) -> Path | None:
+    """Claim ``target`` for this process: create its lock file exclusively (``O_EXCL``), holding who claimed it.
+    Returns the lock, or None while another live run holds it. An abandoned lock (:func:`lock_is_stale`) is
+    removed and the claim tried again once."""
+    lock = lock_path(target)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            if not lock_is_stale(lock, stale_after_s):
+                return None
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+            continue
+        with os.fdopen(fd, "w") as handle:
+            json.dump(_holder(), handle)
+        return lock
+    return None  # another run took the abandoned lock over first
+
+
+def release(lock: Path) -> None:
+    """Remove this process's lock (not one that another run took over meanwhile)."""
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(lock.read_text()).get("pid") == os.getpid():
+            lock.unlink()
+
+
+def _holder() -> dict:
+    me = psutil.Process()
+    return {"pid": me.pid, "started": me.create_time(), "host": socket.gethostname(), "claimed": time.time()}
+
+
+def lock_is_stale(lock: Path, stale_after_s: float) -> bool:
+    """A lock is abandoned when its process is gone (same host: no process with that PID and start time), when
+    it comes from another host and is older than ``stale_after_s``, or when it stayed unreadable for a minute (a
+    claimant writes it right after creating it)."""
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return True  # released meanwhile: claim again
+    except OSError:
+        return False  # cannot tell: leave it to its holder
+    try:
+        holder = json.loads(lock.read_text())
+        pid, started, host = int(holder["pid"]), float(holder["started"]), str(holder["host"])
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError, TypeError, KeyError):
+        return age > 60
+    if host != socket.gethostname():
+        return age > stale_after_s
+    return not _alive(pid, started)
+
+
+def _alive(pid: int, started: float) -> bool:
+    try:
+        return abs(psutil.Process(pid).create_time() - started) < 1.0  # not a reused PID
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True  # cannot tell: leave it to its holder
 
 
 # -- model ---------------------------------------------------------------------------------------------------------
@@ -289,11 +430,12 @@ class Processes:
 
 
 # -- the run -------------------------------------------------------------------------------------------------------
-def _one(model, item: Item, args) -> str:
+def _one(model, item: Item, args, progress=None) -> str:
     array, meta = read_image_with_meta(item.source)
     result = restore(
         model, array, tile=args.tile, tile_overlap=args.tile_overlap, memory_budget_mb=args.memory_budget_mb,
-        gray=args.gray, color=args.color, alpha=args.alpha, dtype=args.dtype,
+        gray=args.gray, color=args.color, alpha=args.alpha, dtype=args.dtype, protocol=args.protocol,
+        progress=progress or False,
     )
     write_image(item.target, result, icc_profile=meta.get("icc_profile"))
     return "restored"
@@ -309,6 +451,10 @@ def run(args) -> int:
     started = time.monotonic()
     try:
         device = resolve_device(args.device)
+        if args.threads is not None:
+            if args.threads < 1:
+                raise ValueError(f"--threads must be at least 1, got {args.threads}")
+            torch.set_num_threads(args.threads)
     except (ValueError, RuntimeError) as err:
         print(f"nystra-hub restore: {err}", file=sys.stderr)
         return EXIT_SETUP
@@ -319,48 +465,54 @@ def run(args) -> int:
         procs.close()
 
 
-def _run(args, procs: Processes, started: float) -> int:
-    prefix = f"[process {procs.rank}/{procs.world}] " if procs.world > 1 else ""
+def _setup(args, procs: Processes) -> tuple[list[Item], object, str | None]:
+    """(work list, model, setup error): everything checked before the first image is computed."""
     try:
         format_for("x." + args.ext.lstrip("."))
-        items = collect_items(args.inputs, args.out, args.ext, args.recursive)
+        if any(sep in args.suffix for sep in ("/", os.sep)):
+            raise ValueError(f"--suffix {args.suffix!r} must not contain a path separator")
+        check_output_folder(args.inputs, args.out)
+        items = collect_items(args.inputs, args.out, args.ext, args.recursive, args.suffix)
         if procs.device is not None and procs.device.type == "cuda" and args.device in ("auto", "cuda"):
             args.device = str(procs.device)  # one GPU per process
         model = load_model(args)
-        setup_error = None if items else "no input images found"
-    except Exception as err:  # bad model/arguments: nothing can start
-        items, model, setup_error = [], None, f"{type(err).__name__}: {err}"
+        return items, model, None if items else "no input images found"
+    except Exception as err:  # bad model/arguments/output folder: nothing can start
+        return [], None, f"{type(err).__name__}: {err}"
+
+
+def _run(args, procs: Processes, started: float) -> int:
+    prefix = f"[process {procs.rank}/{procs.world}] " if procs.world > 1 else ""
+    items, model, setup_error = _setup(args, procs)
     errors = [e for e in procs.gather(setup_error) if e]
     if errors:
         if procs.is_main:
             print(f"nystra-hub restore: {errors[0]}", file=sys.stderr)
         return EXIT_SETUP
-
     # split the full sorted list first, skip afterwards: existence checks could differ between processes
     mine = procs.split(items)
+    counts, failures = _process(model, mine, args, procs, prefix)
+    gathered = procs.gather({"counts": counts, "failures": failures})
+    if not procs.is_main and procs.collective:
+        return EXIT_FAILURES if failures else EXIT_OK
+    return _summarise(gathered, args, procs, prefix, started)
+
+
+def _process(model, items: list[Item], args, procs: Processes, prefix: str) -> tuple[dict, list]:
+    """Every item of this process, in order: one progress bar over the images, the current image's tiles in its
+    postfix. Returns (counts per status, [(input, error)])."""
+    counts = {"restored": 0, "skipped": 0, "claimed": 0, "failed": 0}
+    failures: list[tuple[str, str]] = []
     log = None
     if args.log_dir:
         Path(args.log_dir).mkdir(parents=True, exist_ok=True)
         log = open(Path(args.log_dir) / f"process-{procs.rank}.jsonl", "a")
-    from tqdm.auto import tqdm
-
-    counts = {"restored": 0, "skipped": 0, "failed": 0}
-    failures: list[tuple[str, str]] = []
-    bar = tqdm(mine, desc=f"{prefix}restore", unit="img", disable=args.no_progress or not procs.is_main,
+    bar = tqdm(items, desc=f"{prefix}restore", unit="img", disable=args.no_progress or not procs.is_main,
                file=sys.stderr)
     try:
         for item in bar:
-            error = item.error
-            status = "failed"
-            if error is None:
-                if Path(item.target).exists() and not args.overwrite:
-                    status = "skipped"
-                else:
-                    try:
-                        status = _one(model, item, args)
-                    except Exception as err:  # per-image: report and go on
-                        error = f"{type(err).__name__}: {err}"
-                        _release_memory()
+            bar.set_postfix_str(Path(item.source).name, refresh=False)
+            status, error = _claim_and_restore(model, item, args, _tile_postfix(bar, item))
             counts[status] += 1
             if error:
                 failures.append((item.source, error))
@@ -373,16 +525,44 @@ def _run(args, procs: Processes, started: float) -> int:
         bar.close()
         if log:
             log.close()
+    return counts, failures
 
-    gathered = procs.gather({"counts": counts, "failures": failures})
-    if not procs.is_main and procs.collective:
-        return EXIT_FAILURES if failures else EXIT_OK
-    total = {k: sum(g["counts"][k] for g in gathered) for k in counts}
+
+def _tile_postfix(bar, item: Item):
+    """progress(done, total) for restore: the tiles of the current image, shown in the image bar's postfix."""
+    name = Path(item.source).name
+    return lambda done, total: bar.set_postfix_str(f"{name}: tile {done}/{total}")
+
+
+def _claim_and_restore(model, item: Item, args, progress) -> tuple[str, str | None]:
+    """(status, error) of one item. Its output is claimed first (:func:`claim`), so that runs started
+    separately on the same folder compute every image once; an output finished meanwhile is skipped."""
+    if item.error is not None:
+        return "failed", item.error
+    if Path(item.target).exists() and not args.overwrite:
+        return "skipped", None
+    lock = claim(item.target, args.lock_timeout)
+    if lock is None:
+        return "claimed", None
+    try:
+        if Path(item.target).exists() and not args.overwrite:  # finished by another run before our claim
+            return "skipped", None
+        return _one(model, item, args, progress), None
+    except Exception as err:  # per-image: report and go on
+        _release_memory()
+        return "failed", f"{type(err).__name__}: {err}"
+    finally:
+        release(lock)
+
+
+def _summarise(gathered: list[dict], args, procs: Processes, prefix: str, started: float) -> int:
+    total = {k: sum(g["counts"][k] for g in gathered) for k in gathered[0]["counts"]}
     all_failures = sorted(f for g in gathered for f in g["failures"])
     scope = f"{procs.world} processes" if procs.collective else (prefix.strip() or "1 process")
+    claimed = f", {total['claimed']} left to another run (claimed)" if total["claimed"] else ""
     print(f"{prefix if not procs.collective else ''}nystra-hub restore: {sum(total.values())} image(s): "
-          f"{total['restored']} restored, {total['skipped']} skipped (output exists), {total['failed']} failed "
-          f"[{scope}, {time.monotonic() - started:.1f} s] -> {args.out}")
+          f"{total['restored']} restored, {total['skipped']} skipped (output exists){claimed}, {total['failed']} "
+          f"failed [{scope}, {time.monotonic() - started:.1f} s] -> {args.out}")
     if all_failures:
         print("failed:")
         for source, error in all_failures:

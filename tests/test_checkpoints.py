@@ -143,3 +143,31 @@ def test_non_finite_weights_refused(tmp_path):
 def test_missing_file():
     with pytest.raises(FileNotFoundError):
         nystra_hub.load_original_checkpoint(fresh_model(), GOLDEN / "nope.pth")
+
+
+def test_integer_or_bool_weights_are_refused_naming_the_keys(tmp_path):
+    """float weights stored as int32 (values truncated, or not these weights at all) once loaded without a word."""
+    state = golden_state()
+    state["conv_first.weight"] = (state["conv_first.weight"] * 1000).to(torch.int32)
+    state["conv_first.bias"] = state["conv_first.bias"] > 0
+    path = tmp_path / "int.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    model = fresh_model()
+    before = model.conv_first.weight.clone()
+    with pytest.raises(CheckpointError, match=r"conv_first\.bias \(torch\.bool .*conv_first\.weight \(torch\.int32"):
+        nystra_hub.load_original_checkpoint(model, path)
+    assert torch.equal(model.conv_first.weight, before)  # nothing was loaded
+    with pytest.raises(CheckpointError, match="conv_first.weight"):  # every loader checks: hub folders too
+        nystra_hub.checkpoints.check_state_dict(model, state)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_checkpoints_load_cast_to_the_model(tmp_path, dtype):
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in golden_state().items()}
+    path = tmp_path / "half.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    model = nystra_hub.load_original_checkpoint(fresh_model(), path)
+    assert model.conv_first.weight.dtype == torch.float32
+    assert torch.equal(model.conv_first.weight, state["conv_first.weight"].float())
+    expected, _, _ = load_golden(CASE)
+    assert (run(model) - run(expected)).abs().max() < 0.1  # the weights, rounded to half precision

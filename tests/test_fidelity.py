@@ -144,7 +144,9 @@ def test_fidelity_command_json(tmp_path):
                          "nystra-m16"}
     assert arms["exact"]["psnr_vs_exact"] is None and arms["exact"]["identical_images"] == 1
     assert arms["exact"]["delta_psnr_gt"] == 0.0
-    assert arms["spandrel"]["identical_images"] == 1  # the same function through spandrel
+    # the same function through spandrel: another implementation, so its float32 rounding may differ (~1e-7,
+    # an 8-bit value flipping now and then): identical, or nearly (one pixel 1/255 off is about 100 dB here)
+    assert arms["spandrel"]["identical_images"] == 1 or arms["spandrel"]["psnr_vs_exact"] > 80
     assert arms["sdpa"]["psnr_vs_exact"] > 60
     for name in ("nystra", "nystromformer", "performer", "nystra-m4"):
         entry = arms[name]

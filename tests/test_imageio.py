@@ -34,6 +34,10 @@ def test_png_round_trip_is_exact(tmp_path, dtype, shape):
     array = _random(shape, dtype)
     path = write_image(tmp_path / "x.png", array)
     back = read_image(path)
+    if dtype == np.uint16 and shape[-1] == 2:  # OpenCV writes 16-bit gray+alpha as RGBA, gray in R, G and B
+        assert back.shape == (*shape[:2], 4)
+        back = back[:, :, [0, 3]]
+        assert (read_image(path)[:, :, :3] == array[:, :, :1]).all()
     assert back.dtype == dtype and back.shape == shape
     np.testing.assert_array_equal(back, array)
 
@@ -90,7 +94,7 @@ def test_16bit_png_decoder_handles_every_filter_type(tmp_path, channels, color_t
            + chunk(b"IDAT", zlib.compress(body)) + chunk(b"IEND", b""))
     path = tmp_path / "filtered.png"
     path.write_bytes(png)
-    decoded, meta = imageio._read_png16(path)
+    decoded, meta = read_image_with_meta(path)
     np.testing.assert_array_equal(decoded, array[:, :, 0] if channels == 1 else array)
     assert meta["bits"] == 16
 
@@ -143,9 +147,15 @@ def test_formats_refuse_what_they_cannot_store(tmp_path):
 
 
 def test_icc_profile_survives_16bit_png(tmp_path):
-    profile = b"fake icc profile bytes" * 4
+    from PIL import ImageCms
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     path = write_image(tmp_path / "icc.png", _random((3, 3, 3), np.uint16), icc_profile=profile)
     assert read_image_with_meta(path)[1]["icc_profile"] == profile
+    # libpng refuses a malformed profile: the image is still written, without it
+    with pytest.warns(UserWarning, match="ICC profile"):
+        path = write_image(tmp_path / "bad_icc.png", _random((3, 3, 3), np.uint16), icc_profile=b"fake" * 8)
+    assert "icc_profile" not in read_image_with_meta(path)[1]
 
 
 def test_atomic_write_leaves_no_partial_file_on_failure(tmp_path, monkeypatch):
@@ -210,3 +220,79 @@ def test_atomic_write_json_keeps_the_old_file_when_serialising_fails(tmp_path):
     with pytest.raises(TypeError):
         atomic_write_json(path, {"a": object()})
     assert json.loads(path.read_text()) == {"a": 1} and sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+
+
+# -- headers first: the pixel limit, malformed headers, EXIF on 16-bit colour PNGs ---------------------------------
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _png(ihdr: bytes, *chunks: bytes) -> bytes:
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + b"".join(chunks) + _chunk(b"IEND", b"")
+
+
+def test_declared_size_is_refused_before_any_pixel_is_decoded(tmp_path, monkeypatch):
+    """A small 16-bit PNG declaring 100000x100000 (the old codec inflated the whole IDAT first: +4 GB for 9 MB)."""
+    import tracemalloc
+
+    import cv2
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded before the size check")
+
+    monkeypatch.setattr(cv2, "imdecode", no_decoding)
+    ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 16, 2, 0, 0, 0)
+    path = tmp_path / "bomb16.png"
+    path.write_bytes(_png(ihdr, _chunk(b"IDAT", zlib.compress(bytes(32 * 2**20), 9))))  # 32 MB inflated
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageReadError, match=r"bomb16\.png: 100000x100000 = .* over the limit"):
+            read_image(path)
+        assert tracemalloc.get_traced_memory()[1] < 4 * 2**20
+    finally:
+        tracemalloc.stop()
+
+
+def test_pixel_limit_holds_for_every_format(tmp_path):
+    image = Image.fromarray(_random((40, 50, 3), np.uint8))
+    for name in ("x.jpg", "x.bmp", "x.webp", "x.png", "x.tif"):
+        image.save(tmp_path / name)
+        with pytest.raises(ImageReadError, match=f"{name}: 50x40 = 2000 pixels is over the limit of 1999"):
+            read_image(tmp_path / name, max_pixels=1999)
+        assert read_image(tmp_path / name, max_pixels=2000).shape == (40, 50, 3)
+    write_image(tmp_path / "x16.png", _random((40, 50, 3), np.uint16))
+    with pytest.raises(ImageReadError, match="over the limit"):
+        read_image(tmp_path / "x16.png", max_pixels=1999)
+
+
+def test_malformed_16bit_headers_and_data_name_the_file(tmp_path):
+    # an IHDR of 10 bytes declaring 16-bit RGB: the old codec raised struct.error
+    short = tmp_path / "short_ihdr.png"
+    short.write_bytes(_png(struct.pack(">IIBB", 8, 8, 16, 2), _chunk(b"IDAT", zlib.compress(bytes(100)))))
+    with pytest.raises(ImageReadError, match="short_ihdr.png"):
+        read_image(short)
+    garbage = tmp_path / "garbage16.png"
+    garbage.write_bytes(_png(struct.pack(">IIBBBBB", 8, 8, 16, 2, 0, 0, 0), _chunk(b"IDAT", b"not zlib data")))
+    with pytest.raises(ImageReadError, match="garbage16.png: corrupt or truncated 16-bit PNG"):
+        read_image(garbage)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_orientation_of_arrays_is_pillows(orientation):
+    from PIL import ImageOps
+
+    array = _random((4, 6, 3), np.uint8)
+    image = Image.fromarray(array)
+    image.getexif()[imageio.ORIENTATION_TAG] = orientation
+    expected = np.asarray(ImageOps.exif_transpose(image))
+    np.testing.assert_array_equal(imageio._apply_orientation(array, orientation), expected)
+
+
+def test_exif_orientation_is_applied_to_16bit_colour_pngs(tmp_path):
+    array = _random((4, 6, 3), np.uint16)
+    encoded = write_image(tmp_path / "plain.png", array).read_bytes()
+    exif = Image.Exif()
+    exif[imageio.ORIENTATION_TAG] = 6  # rotate 90° clockwise to display
+    rotated = tmp_path / "rot16.png"
+    rotated.write_bytes(encoded[:33] + _chunk(b"eXIf", exif.tobytes()[6:]) + encoded[33:])  # after IHDR
+    np.testing.assert_array_equal(read_image(rotated), np.rot90(array, -1))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 import math
+import warnings
 from functools import cache
 
 import numpy as np
@@ -12,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import GOLDEN, TESTSETS, load_golden
-from PIL import Image
+from PIL import Image, ImageOps
 
 import nystra_hub
 from nystra_hub.restore import (
@@ -24,6 +26,7 @@ from nystra_hub.restore import (
     plan_tiles,
     restore,
 )
+from nystra_hub.variants import get_variant
 
 restore_module = importlib.import_module("nystra_hub.restore")  # the module; nystra_hub.restore is the function
 
@@ -301,10 +304,10 @@ def test_uformer_tiles_run_the_official_protocol_per_tile():
     x = torch.rand(3, 100, 256) * 0.5 + torch.linspace(0, 0.5, 256)
     plan = plan_tiles(model, 100, 256, tile=100, tile_overlap=64)
     assert plan.tile == 128 and plan.tiles == 3  # rounded up to the 128-px padding unit
-    one = restore(model, x[:, :, :120], tile=128)  # one tile: exactly the official protocol
+    one = restore(model, x[:, :, :120], tile=128, protocol="official")  # one tile: exactly the official protocol
     torch.testing.assert_close(one, official(model, x[None, :, :, :120])[0], atol=1e-6, rtol=0)
-    whole = restore(model, x, tile=0)
-    diff = (restore(model, x, tile=128, tile_overlap=64) - whole).abs()
+    whole = restore(model, x, tile=0, protocol="official")
+    diff = (restore(model, x, tile=128, tile_overlap=64, protocol="official") - whole).abs()
     assert diff.max() < 0.05 and diff.mean() < 2e-3
 
 
@@ -317,3 +320,51 @@ def test_dehazeformer_refuses_tiles_clearly():
     with pytest.raises(ValueError, match="tile=0"):
         restore(model, x, memory_budget_mb=0.01)
     torch.testing.assert_close(restore(model, x, tile=0, memory_budget_mb=0.01), official(model, x[None])[0])
+
+
+# -- EXIF orientation, out-of-range floats, meta tensors -----------------------------------------------------------
+def test_pil_exif_orientation_is_applied_and_the_result_is_upright(tmp_path):
+    image = Image.fromarray(baby(16)[:12])  # 12 rows, 16 columns as stored
+    exif = image.getexif()
+    exif[0x0112] = 6  # displayed rotated 90° clockwise: 16 rows, 12 columns
+    image.save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    with Image.open(tmp_path / "rotated.jpg") as jpeg:
+        out = restore(x2(), jpeg)
+        expected = restore(x2(), ImageOps.exif_transpose(jpeg))
+    assert out.size == (24, 32)  # (width, height) of the displayed image, x2
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(expected))
+    assert out.getexif().get(0x0112) is None  # applied, not copied
+
+
+def test_float_values_outside_0_1_warn_with_their_fraction():
+    x = torch.full((3, 8, 8), 0.5)
+    x[:, :2] = 1.3  # a quarter of the values
+    with pytest.warns(UserWarning, match=r"25\.00% of the float image's values are outside \[0, 1\] "
+                                         r"\(range \[0\.5, 1\.3\]\)"):
+        out = restore(x2(), x)
+    assert out.min() >= 0 and out.max() <= 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        restore(x2(), torch.rand(3, 8, 8))
+
+
+def test_meta_tensors_are_refused_clearly():
+    with pytest.raises(ValueError, match="meta device"):
+        restore(x2(), torch.empty(3, 8, 8, device="meta"))
+    with pytest.raises(ValueError, match="meta device"):
+        restore(copy.deepcopy(x2()).to("meta"), torch.rand(3, 8, 8))
+
+
+# -- tiles under a tiny budget -------------------------------------------------------------------------------------
+def test_a_tiny_budget_bounds_the_repeated_work():
+    """SwinIR-M x4 at 1024² under 64 MB once kept the 48-px overlap on 56-px tiles: 15,129 tiles, ~49x the work.
+    (The estimate depends on widths, heads, window and upsampler, not depth: one block per stage is enough.)"""
+    kwargs = {**get_variant("swinir-x4").kwargs, "depths": [1] * 6}
+    model = nystra_hub.build_model("swinir", **kwargs)
+    plan = plan_tiles(model, 1024, 1024, memory_budget_mb=64)
+    assert (plan.tile / (plan.tile - plan.overlap)) ** 2 <= restore_module.MAX_TILE_REDUNDANCY
+    assert plan.tiles < 2000 and plan.tile_estimate_mb <= 64 and "overlap 48 -> 24" in plan.reason
+    assert plan_tiles(model, 1024, 1024, memory_budget_mb=1024).overlap == 48  # large tiles keep the overlap
+    with pytest.warns(UserWarning, match="below the smallest usable tile"):  # an asked overlap is kept
+        asked = plan_tiles(model, 1024, 1024, memory_budget_mb=64, tile_overlap=48)
+    assert asked.overlap == 48 and asked.tile > 48

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -14,10 +16,10 @@ import pytest
 import torch
 from conftest import GOLDEN
 
-from nystra_hub import imageio
+from nystra_hub import imageio, restore_cli
 from nystra_hub.cli import main
 from nystra_hub.imageio import read_image, write_image
-from nystra_hub.restore_cli import _accelerate_cpu_trap, collect_items
+from nystra_hub.restore_cli import _accelerate_cpu_trap, add_arguments, collect_items
 
 X2 = str(GOLDEN / "swinir_sr_x2_pixelshuffle")
 GRAY = str(GOLDEN / "swinir_denoise_gray_3conv")
@@ -203,3 +205,84 @@ def test_accelerate_cpu_trap_is_detected(monkeypatch):
     finally:
         parent.kill()
         parent.wait()
+
+
+# -- the output folder is checked before any image is computed -----------------------------------------------------
+@pytest.fixture()
+def counted_restores(monkeypatch):
+    """How many images the run computed (restore calls)."""
+    calls = []
+    real = restore_cli.restore
+    monkeypatch.setattr(restore_cli, "restore", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
+def test_out_equal_to_or_holding_an_input_folder_says_so(folder, counted_restores, capsys):
+    assert run_cli("--model", X2, folder, "--out", folder) == 2
+    assert f"--out {folder} is the input folder" in capsys.readouterr().err  # not "no input images found"
+    assert run_cli("--model", X2, folder / "sub", "--out", folder) == 2
+    assert "is inside --out" in capsys.readouterr().err
+    assert not counted_restores
+
+
+def test_invalid_or_unwritable_out_fails_before_any_work(folder, tmp_path, counted_restores, monkeypatch, capsys):
+    (tmp_path / "a_file").write_text("x")
+    assert run_cli("--model", X2, folder, "--out", tmp_path / "a_file") == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert run_cli("--model", X2, folder, "--out", tmp_path / "a_file" / "sub") == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    (tmp_path / "ro").mkdir()
+
+    def read_only(*args, **kwargs):  # what a read-only mount answers (root ignores permission bits)
+        raise PermissionError(30, "Read-only file system")
+
+    monkeypatch.setattr(restore_cli.tempfile, "mkstemp", read_only)
+    assert run_cli("--model", X2, folder, "--out", tmp_path / "ro") == 2
+    assert "ro is not writable (Read-only file system)" in capsys.readouterr().err
+    assert not counted_restores
+    assert run_cli("--model", X2, folder, "--out", tmp_path / "out", "--suffix", "a/b") == 2
+    assert "path separator" in capsys.readouterr().err
+
+
+# -- naming, threads, progress -------------------------------------------------------------------------------------
+def test_suffix_names_the_outputs(folder, tmp_path):
+    out = tmp_path / "out"
+    assert run_cli("--model", X2, folder, "--out", out, "-r", "--suffix", "_x2") == 0
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert written == ["a_x2.png", "b_x2.png", "sub/c_x2.png", "sub/d16_x2.png"]
+    assert run_cli("--model", X2, folder / "a.png", "--out", out, "--suffix", "_x2") == 0  # exists: skipped
+    assert collect_items([str(folder / "a.png")], str(out), name_suffix="_x2")[0].target == str(out / "a_x2.png")
+
+
+def test_threads_option_sets_torch_threads(folder, tmp_path, monkeypatch):
+    set_to = []
+    monkeypatch.setattr(torch, "set_num_threads", set_to.append)
+    assert run_cli("--model", X2, folder / "a.png", "--out", tmp_path / "out", "--threads", "1") == 0
+    assert set_to == [1]
+    assert run_cli("--model", X2, folder / "a.png", "--out", tmp_path / "out", "--threads", "0") == 2
+
+
+def test_every_option_has_a_help_text():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    missing = [a.dest for a in parser._actions if not a.help]
+    assert not missing
+
+
+def test_one_progress_bar_shows_the_tiles_in_its_postfix(folder, tmp_path, capsys):
+    write_image(tmp_path / "big" / "big.png", _image((40, 40, 3)))
+    assert main(["restore", "--model", X2, str(tmp_path / "big"), "--out", str(tmp_path / "out"), "--tile", "16",
+                 "--tile-overlap", "8"]) == 0
+    err = capsys.readouterr().err
+    done = re.findall(r"big\.png: tile (\d+)/(\d+)\]", err)
+    assert done and done[-1][0] == done[-1][1] and int(done[-1][1]) > 1
+    assert "tiles:" not in err  # no second bar
+
+
+def test_protocol_option_reaches_restore(folder, tmp_path, monkeypatch):
+    seen = []
+    real = restore_cli.restore
+    monkeypatch.setattr(restore_cli, "restore", lambda *a, **k: seen.append(k["protocol"]) or real(*a, **k))
+    assert run_cli("--model", X2, folder / "a.png", "--out", tmp_path / "o1") == 0
+    assert run_cli("--model", X2, folder / "a.png", "--out", tmp_path / "o2", "--protocol", "official") == 0
+    assert seen == ["minimal", "official"]

@@ -617,6 +617,38 @@ class Uformer(RestorationModel):
         square[:, :, top:top + h, left:left + w] = x
         return square, (top, left)
 
+    @property
+    def min_side(self) -> int:
+        """The smallest image side :meth:`minimal_pad` accepts: the smallest input the forward runs (16 px after
+        four 2x downsamplings); a smaller image would be mostly invented border."""
+        return next(s for s in range(2**NUM_STAGES, self.pad_multiple + 1, 2**NUM_STAGES) if self.size_fits(s))
+
+    def minimal_size(self, h: int, w: int) -> tuple[int, int]:
+        """The smallest square the forward runs that holds an ``h×w`` image (the forward needs a square whose side
+        fits every stage's window, :meth:`check_size`). At window 8 that is 16, 32 or 64 below 128 px and the
+        next multiple of 128 above: the official size for images of 128 px or more, less below."""
+        side = math.ceil(max(h, w, self.min_side) / 2**NUM_STAGES) * 2**NUM_STAGES
+        while not self.size_fits(side):
+            side += 2**NUM_STAGES
+        return side, side
+
+    def minimal_pad(self, x: Tensor, mode: str = "reflect") -> tuple[Tensor, tuple[int, int]]:
+        """The image centred in a square of :meth:`minimal_size`, its borders mirrored (``"reflect"``, repeated
+        as often as the padding needs) or repeated (``"replicate"``) outwards instead of the official zeros, so
+        the network sees image-like context up to the border. Images with a side under :attr:`min_side` are
+        refused. Returns (padded, (top, left))."""
+        if mode not in ("reflect", "replicate"):
+            raise ValueError(f"mode must be 'reflect' or 'replicate', got {mode!r}")
+        h, w = x.shape[-2:]
+        if min(h, w) < self.min_side:
+            raise ValueError(f"image is {h}x{w}, but Uformer needs at least {self.min_side}x{self.min_side} pixels "
+                             f"(four 2x downsamplings); smaller images would be mostly invented border")
+        side, _ = self.minimal_size(h, w)
+        top, left = (side - h) // 2, (side - w) // 2
+        rows = _border_index(h, top, side - h - top, mode, x.device)
+        cols = _border_index(w, left, side - w - left, mode, x.device)
+        return x.index_select(-2, rows).index_select(-1, cols), (top, left)
+
     def activation_stages(self) -> list[tuple[int, int, int, int, float]]:
         k = self.official_kwargs
         c, window = int(k["embed_dim"]), max(self.window_sizes())
@@ -690,3 +722,14 @@ def _infer_img_size(windows: list[int], win_size: int, depths: list[int]) -> tup
                   f"shifts them (the GoPro deblurring release was trained at 256); pass img_size={2 * img_size} "
                   f"for such a model")
     return img_size, [f"img_size: the training patch is not recorded; {img_size} assumed, {effect}"]
+
+
+def _border_index(size: int, before: int, after: int, mode: str, device: torch.device) -> Tensor:
+    """Source indices along one axis of ``size`` samples padded by ``before``/``after``: ``"reflect"`` mirrors
+    about the edge samples (period 2·(size − 1), so any amount of padding works), ``"replicate"`` repeats them."""
+    index = torch.arange(-before, size + after, device=device)
+    if mode == "replicate" or size == 1:
+        return index.clamp(0, size - 1)
+    period = 2 * (size - 1)
+    index = index % period  # floor modulo: non-negative
+    return torch.where(index >= size, period - index, index)
