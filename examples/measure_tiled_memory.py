@@ -1,7 +1,8 @@
 """Measure the peak resident memory (RSS) of one large restore on CPU, in a fresh process.
 
-    python examples/measure_tiled_memory.py                       # 2048x2048 SwinIR-S x2, default budget
+    python examples/measure_tiled_memory.py                       # 2048x2048 SwinIR-S x2, default budget (minutes)
     python examples/measure_tiled_memory.py --size 1024 --budget 512 --threads 2
+    python examples/measure_tiled_memory.py --size 96 --budget 8  # seconds: a few tiles
 
 The child process imports nystra_hub, builds the variant with random weights, then runs
 ``nystra_hub.restore`` on a random uint8 RGB image; it reports ``ru_maxrss`` (peak RSS, which sees torch's
@@ -47,9 +48,9 @@ def child(args) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", default="swinir-s-x2")
-    parser.add_argument("--attn", default="softmax")
-    parser.add_argument("--size", type=int, default=2048)
+    parser.add_argument("--variant", default="swinir-s-x2", help="catalogue variant (random weights)")
+    parser.add_argument("--attn", default="softmax", choices=["softmax", "sdpa", "nystra"], help="attention")
+    parser.add_argument("--size", type=int, default=2048, help="side of the square input image in pixels")
     parser.add_argument("--budget", type=float, default=None, help="memory_budget_mb (default: restore's default)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

@@ -1,6 +1,9 @@
 """``nystra-hub`` command line: one subcommand per module, imported only when used.
 
-Each subcommand module provides ``add_arguments(parser)`` and ``run(args) -> int`` (the exit code).
+Each subcommand module provides ``add_arguments(parser)`` and ``run(args) -> int`` (the exit code). The command
+table lives in the small ``nystra_hub_cli`` package next to this one, which is the console script's entry point:
+it answers ``nystra-hub --help`` without importing torch and calls :func:`main` here for every command.
+``python -m nystra_hub.cli COMMAND ...`` (what torchrun and accelerate launch) runs the same :func:`main`.
 """
 
 from __future__ import annotations
@@ -10,25 +13,13 @@ import importlib
 import sys
 from types import ModuleType
 
+from nystra_hub_cli import SUBCOMMANDS, requested_command
+from nystra_hub_cli import build_parser as build_command_table
+
 from ._version import __version__
+from .cli_options import fill_missing_help
 
-# subcommand -> (module, one-line help)
-SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "list": ("nystra_hub.cli_list", "list the catalogue of variants"),
-    "restore": ("nystra_hub.restore_cli", "restore images or folders with a variant or hub folder"),
-    "convert": ("nystra_hub.convert", "turn a released checkpoint into a hub folder (config, safetensors, card)"),
-    "bench": ("nystra_hub.measure.bench", "measure speed of the attention arms (a command, not a test)"),
-    "fidelity": ("nystra_hub.measure.fidelity", "measure quality of the attention arms against the exact model"),
-    "train-reference": ("nystra_hub.measure.training", "train the small reference models used for fidelity"),
-    "calibrate": ("nystra_hub.measure.calibration", "choose per-layer nystra settings under a quality budget"),
-    "cards": ("nystra_hub.measure.cards", "render model cards from measurement JSON"),
-}
-
-
-def requested_command(argv: list[str]) -> str | None:
-    """The subcommand named on the command line: the first argument that is not an option (the top-level
-    parser's options take no values), or None."""
-    return next((str(arg) for arg in argv if not str(arg).startswith("-")), None)
+__all__ = ["SUBCOMMANDS", "build_parser", "load_subcommand", "main", "requested_command"]
 
 
 def load_subcommand(name: str) -> ModuleType:
@@ -37,18 +28,15 @@ def load_subcommand(name: str) -> ModuleType:
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The parser with every subcommand listed (from :data:`SUBCOMMANDS`, nothing imported) and the arguments of
-    ``command`` only, whose module is imported for them."""
-    parser = argparse.ArgumentParser(
-        prog="nystra-hub", description="Pretrained window-transformer restoration with exact and PnP-Nystra attention."
-    )
-    parser.add_argument("--version", action="store_true", help="print the version and exit")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (_, help_text) in SUBCOMMANDS.items():
-        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+    """The parser with every subcommand listed (nothing imported) and the arguments of ``command`` only, whose
+    module is imported for them."""
+
+    def add_arguments(name: str, subparser: argparse.ArgumentParser) -> None:
         if name == command:
-            load_subcommand(name).add_arguments(sub)
-    return parser
+            load_subcommand(name).add_arguments(subparser)
+            fill_missing_help(subparser)
+
+    return build_command_table(add_arguments)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,7 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    return int(load_subcommand(args.command).run(args) or 0)
+    try:
+        return int(load_subcommand(args.command).run(args) or 0)
+    except FileNotFoundError as err:  # a missing input, model or data folder: say which, without a traceback
+        print(f"nystra-hub {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

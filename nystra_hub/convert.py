@@ -8,7 +8,8 @@
 The checkpoint is read in any released container, checked strictly against the named configuration (without
 --variant and --arch: the one detected from its keys and shapes, see :mod:`nystra_hub.detect`; a mismatch lists
 the differing keys and exits with status 1) and written with its official keys and tensors unchanged.
-``--attn-impl``/``--nystra``/``--plan`` set the folder's default attention.
+``--attn``/``--nystra KEY=VALUE``/``--plan`` set the folder's default attention (``--attn-impl`` and a JSON
+``--nystra`` still work, with a deprecation warning).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sys
 from pathlib import Path
 
 from .checkpoints import CheckpointError, CheckpointMismatchError, load_state_dict_strict, read_state_dict
+from .cli_options import DeprecatedAlias, add_attention_arguments, parse_nystra
 from .detect import detect_checkpoint
 from .hub import default_repo_id, no_param_init, save_hub_folder
 from .models import ARCHITECTURES, build_model
@@ -38,9 +40,10 @@ def add_arguments(parser) -> None:
              "leaves open, e.g. '{\"img_range\": 255.0}'",
     )
     parser.add_argument("--out", required=True, help="output folder (created; existing files are replaced)")
-    parser.add_argument("--attn-impl", default="softmax", help="default attention of the folder (softmax, sdpa, "
-                                                               "nystra); default softmax")
-    parser.add_argument("--nystra", metavar="JSON", help='Nyström parameters, e.g. \'{"landmarks": 16}\'')
+    add_attention_arguments(parser, attn_default="softmax",
+                            attn_help="the folder's default attention: softmax (exact, as trained), sdpa or nystra "
+                                      "(default: softmax)")
+    parser.add_argument("--attn-impl", dest="attn", action=DeprecatedAlias, current="--attn")
     parser.add_argument("--plan", metavar="FILE", help="per-layer attention plan (JSON) to store as nystra_plan")
     parser.add_argument("--no-card", action="store_true", help="do not write README.md")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="publish the folder to this Hugging Face repo")
@@ -126,11 +129,11 @@ def run(args) -> int:
             print(detection.describe())
             variant, detected = detection.variant, True
             arch, official_kwargs = (None, None) if variant else (detection.arch, detection.kwargs)
-        nystra = _json_arg(args.nystra, "--nystra") if args.nystra else None
+        nystra = parse_nystra(args.nystra) or None
         plan = _json_arg(args.plan, "--plan") if args.plan else None
         repo_id = args.push_to_hub or (default_repo_id(variant) if variant else None)
         out = convert(args.checkpoint, args.out, variant=variant, arch=arch,
-                      official_kwargs=official_kwargs, attn_impl=args.attn_impl, nystra=nystra, plan=plan,
+                      official_kwargs=official_kwargs, attn_impl=args.attn, nystra=nystra, plan=plan,
                       card=not args.no_card, repo_id=repo_id)
     except CheckpointMismatchError as err:
         target = f"variant {variant}" if variant else f"the {'detected' if detected else 'given'} {arch} configuration"

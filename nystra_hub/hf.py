@@ -21,23 +21,45 @@ Classes, for every ``arch`` of :data:`nystra_hub.models.ARCHITECTURES`: ``Nystra
   buffer (relative-position indices, shift masks, SwinIR's ``mean``).
 - Extra ``from_pretrained`` keyword arguments ``landmarks``, ``iters``, ``tau``, ``bias``, ``mask`` update the
   Nyström parameters. Explicit ``attn_impl``/``nystra``/Nyström arguments replace a stored ``nystra_plan``.
+- transformers' own ``attn_implementation`` (``from_pretrained``, ``from_config``, ``set_attn_implementation``) is
+  translated: ``"eager"`` is ``attn_impl="softmax"``, ``"sdpa"`` is ``attn_impl="sdpa"``; other values (flash
+  attention kernels...) are refused with a message naming ``attn_impl``.
+- ``save_pretrained`` also writes the model card (``README.md``), as :func:`nystra_hub.hub.save_hub_folder` does.
+- :class:`NystraImageProcessor` (``AutoImageProcessor``) does the official pre- and post-processing: range
+  mapping and the official test script's padding, then crop, clamp and 8-bit rounding. transformers 5 has no
+  image-to-image pipeline, so processor + model + ``postprocess`` (or :func:`nystra_hub.restore`) is the route.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from huggingface_hub.dataclasses import strict, validated_field
-from transformers import AutoConfig, AutoModel, AutoModelForImageToImage, PreTrainedConfig, PreTrainedModel
+from PIL import Image
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForImageToImage,
+    PreTrainedConfig,
+    PreTrainedModel,
+)
+from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 from transformers.modeling_outputs import ImageSuperResolutionOutput
+from transformers.processing_utils import ImagesKwargs
 
 from . import hub
 from ._version import __version__
 from .attention import NystraParams, attention_modules, check_attn_impl
 from .checkpoints import CheckpointMismatchError
+from .measure.cards import build_custom_card, build_model_card
 from .models import ARCHITECTURES, RestorationModel, build_model
+from .models.common import unwrap_model
 from .plan import check_plan, finish_loaded
 from .variants import get_variant
 
@@ -53,6 +75,31 @@ _SHARED_REGISTRIES = (
     "_load_state_dict_pre_hooks",
     "_load_state_dict_post_hooks",
 )
+
+
+# transformers' attention switch in this package's terms: "eager" is attention as written (our exact softmax path),
+# "sdpa" the fused kernel. Flash/flex kernels have no counterpart: window attention with a position bias and shift
+# masks runs through this package's own implementations only.
+HF_ATTN_IMPLEMENTATIONS = {"eager": "softmax", "sdpa": "sdpa"}
+
+
+def translate_attn_implementation(kwargs: dict) -> None:
+    """Replace transformers' ``attn_implementation`` in ``kwargs`` by this package's ``attn_impl`` (in place)."""
+    value = kwargs.pop("attn_implementation", None)
+    if value is None:
+        return
+    impl = HF_ATTN_IMPLEMENTATIONS.get(value) if isinstance(value, str) else None
+    if impl is None:
+        raise ValueError(
+            f"attn_implementation={value!r} is not available for nystra_hub models: they choose attention with "
+            "attn_impl='softmax' (exact), 'sdpa' (exact, fused) or 'nystra' (PnP-Nystra); "
+            f"attn_implementation {sorted(HF_ATTN_IMPLEMENTATIONS)} map to attn_impl "
+            f"{sorted(set(HF_ATTN_IMPLEMENTATIONS.values()))}"
+        )
+    if kwargs.get("attn_impl", impl) != impl:
+        raise ValueError(f"attn_implementation={value!r} means attn_impl={impl!r}, but attn_impl="
+                         f"{kwargs['attn_impl']!r} was given too; give attn_impl only")
+    kwargs["attn_impl"] = impl
 
 
 def _check_attn_impl_value(value: str) -> None:
@@ -91,6 +138,9 @@ class NystraRestorationConfig(PreTrainedConfig):
     nystra_hub_version: str | None = None
 
     def __post_init__(self, **kwargs):
+        translate_attn_implementation(kwargs)
+        if "attn_impl" in kwargs:  # from attn_implementation: applied like the field itself
+            self.attn_impl = kwargs.pop("attn_impl")
         super().__post_init__(**kwargs)
         if self.arch is None:
             self.arch = self.nystra_arch or None
@@ -118,6 +168,7 @@ class NystraRestorationConfig(PreTrainedConfig):
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs):
+        translate_attn_implementation(kwargs)  # AutoModel/AutoConfig.from_pretrained pass it here
         # An explicit attention choice at load time replaces the stored per-layer plan (as in load_pretrained).
         explicit = {"attn_impl", "nystra"} & set(kwargs)
         if explicit and "nystra_plan" not in kwargs and config_dict.get("nystra_plan"):
@@ -227,6 +278,13 @@ class NystraRestorationModel(PreTrainedModel):
         self.config.attn_impl, self.config.nystra, self.config.nystra_plan = impl, params.as_dict(), plan
         return self
 
+    def set_attn_implementation(self, attn_implementation: str, **kwargs) -> NystraRestorationModel:
+        """transformers' switch, translated (``"eager"`` → softmax, ``"sdpa"`` → sdpa); see :meth:`set_attn_impl`
+        for PnP-Nystra."""
+        translated = {"attn_implementation": attn_implementation}
+        translate_attn_implementation(translated)
+        return self.set_attn_impl(translated["attn_impl"])
+
     def reset_constants(self) -> None:
         self._restoration.reset_constants()
 
@@ -244,9 +302,18 @@ class NystraRestorationModel(PreTrainedModel):
             self._restoration.reset_constants()
 
     @classmethod
+    def _from_config(cls, config, **kwargs):
+        translate_attn_implementation(kwargs)
+        if "attn_impl" in kwargs:
+            config.attn_impl = kwargs.pop("attn_impl")
+        return super()._from_config(config, **kwargs)
+
+    @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
         """``PreTrainedModel.from_pretrained``, strict: any missing, unexpected or mis-shaped key raises
-        CheckpointMismatchError; then the config's ``nystra_plan`` (if any) is applied."""
+        CheckpointMismatchError; then the config's ``nystra_plan`` (if any) is applied. ``attn_implementation``
+        is translated to ``attn_impl`` (see the module doc)."""
+        translate_attn_implementation(kwargs)
         want_info = kwargs.pop("output_loading_info", False)
         kwargs["ignore_mismatched_sizes"] = True  # report mis-shaped keys below, with the others, then raise
         model, info = super().from_pretrained(
@@ -268,13 +335,199 @@ class NystraRestorationModel(PreTrainedModel):
         return (model, info) if want_info else model
 
     def save_pretrained(self, save_directory, *args, **kwargs):
+        """``PreTrainedModel.save_pretrained`` plus the model card (``README.md``) a hub folder carries.
+        (``push_to_hub`` uploads transformers' own card; ``nystra-hub convert --push-to-hub`` or
+        ``huggingface_hub.upload_folder`` on the saved folder publish this one.)"""
         applied = getattr(self._restoration, "nystra_plan_applied", None)
         if applied and applied.get("windows"):
             raise ValueError(
                 "this model runs a plan that changed its windows, so its weights are no longer the trained "
                 "ones; save the model before applying the plan and store the plan in config.nystra_plan"
             )
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if not os.path.isfile(save_directory):  # transformers logs and returns when given a file
+            model_card(self.config).save(str(Path(save_directory) / hub.CARD_NAME))
+        return result
+
+
+def model_card(config: NystraRestorationConfig):
+    """The card :func:`nystra_hub.hub.save_hub_folder` writes: the catalogue variant's, or a custom one."""
+    if config.variant:
+        return build_model_card(config.variant)
+    return build_custom_card(config.arch, config.official_kwargs or {})
+
+
+# -- image processor -------------------------------------------------------------------------------------------------
+# The official test scripts' padding per architecture; the code that defines it is each model's ``official_pad``
+# (tests check that processor + forward + postprocess equals ``official_inference``).
+OFFICIAL_PADDING = {"swinir": "flip", "uformer": "centred_zeros", "dehazeformer": "none"}
+
+
+class NystraImageProcessorKwargs(ImagesKwargs, total=False):
+    arch: str
+    scale: int
+    value_range: list[float]
+    padding: str
+    pad_multiple: int
+    in_channels: int
+
+
+class NystraImageProcessor(BaseImageProcessor):
+    """The official pre- and post-processing of a nystra_hub model, as a transformers image processor::
+
+        processor = AutoImageProcessor.from_pretrained("reference_models/swinir-ref-x2")
+        model = AutoModel.from_pretrained("reference_models/swinir-ref-x2")
+        inputs = processor(image, return_tensors="pt")        # pixel_values: the forward's range, padded
+        with torch.no_grad():
+            outputs = model(**inputs)
+        restored = processor.postprocess(outputs, [image])[0]  # PIL: cropped, clamped, 8-bit
+
+    ``preprocess``: images (PIL; NumPy ``(H, W[, C])`` uint8, uint16 or float in [0, 1]; ``(C, H, W)`` float
+    tensors in [0, 1]) → [0, 1] → the forward's value range, padded as the official test script pads (SwinIR: flip
+    to the next window multiple, always by at least one pixel; Uformer: zeros around the image, centred, to a square
+    multiple of 128; DehazeFormer: none, its forward pads itself). Images of one call must pad to one size.
+    ``postprocess``: each output cropped back to ``scale`` × its original size, mapped to [0, 1], clamped and (for
+    PIL/NumPy output) rounded to 8 bits, as the official scripts save images. Large images: :func:`nystra_hub.restore`
+    tiles them.
+    """
+
+    model_input_names = ["pixel_values"]
+    valid_kwargs = NystraImageProcessorKwargs
+
+    def __init__(self, arch: str = "swinir", scale: int = 1, value_range=(0.0, 1.0), padding: str = "none",
+                 pad_multiple: int = 1, in_channels: int = 3, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if padding not in OFFICIAL_PADDING.values():
+            raise ValueError(f"padding must be one of {sorted(set(OFFICIAL_PADDING.values()))}, got {padding!r}")
+        self.arch, self.scale, self.padding = arch, int(scale), padding
+        self.value_range = [float(v) for v in value_range]
+        self.pad_multiple, self.in_channels = int(pad_multiple), int(in_channels)
+
+    @classmethod
+    def from_model(cls, model) -> NystraImageProcessor:
+        """The processor of a loaded model (RestorationModel, transformers or timm model)."""
+        net = unwrap_model(model)
+        return cls(arch=net.arch, scale=net.scale, value_range=list(net.spec.value_range),
+                   padding=OFFICIAL_PADDING[net.arch], pad_multiple=net.official_multiple, in_channels=net.in_channels)
+
+    @classmethod
+    def from_config(cls, config: NystraRestorationConfig) -> NystraImageProcessor:
+        """The processor of the model ``config`` describes (built once, without random initialisation)."""
+        return cls.from_model(hub.build_from_config(hub.validate_hub_config(config.to_dict())))
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs) -> NystraImageProcessor:
+        """A saved ``preprocessor_config.json``; without one (hub folders written by ``nystra-hub convert`` and
+        ``train-reference`` have none), the processor of the model the folder's ``config.json`` describes."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except OSError:
+            hub_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only") if k in kwargs}
+            return cls.from_config(AutoConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs))
+
+    # -- pre-processing -------------------------------------------------------------------------------------------
+    def preprocess(self, images, return_tensors="pt", **kwargs) -> BatchFeature:
+        batch = [self.pad(self.to_unit_range(image)) for image in _image_list(images)]
+        if len({tuple(x.shape) for x in batch}) > 1:
+            raise ValueError(f"these images pad to different sizes {sorted({tuple(x.shape) for x in batch})}: "
+                             "process them one call each")
+        low, high = self.value_range
+        pixel_values = torch.stack(batch) * (high - low) + low
+        return BatchFeature({"pixel_values": pixel_values}, tensor_type=return_tensors)
+
+    def to_unit_range(self, image) -> torch.Tensor:
+        """One image → (C, H, W) float32 in [0, 1] with the model's input channels (alpha dropped, gray
+        replicated for an RGB model)."""
+        if isinstance(image, torch.Tensor):
+            x = image.detach().float()
+        else:
+            if isinstance(image, Image.Image):
+                image = image.convert("RGB" if self.in_channels == 3 else "L")
+            array = np.asarray(image)
+            scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(array.dtype, 1.0)
+            array = array.astype(np.float32) / scale
+            array = array[..., None] if array.ndim == 2 else array
+            if array.shape[-1] in (2, 4):
+                array = array[..., :-1]
+            x = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+        if x.shape[0] == 1 and self.in_channels == 3:
+            x = x.expand(3, -1, -1)
+        if x.shape[0] != self.in_channels:
+            raise ValueError(f"image with {x.shape[0]} channels for a model of {self.in_channels}")
+        return x
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """The official test script's padding of one (C, H, W) image."""
+        h, w = x.shape[-2:]
+        m = self.pad_multiple
+        if self.padding == "flip":  # SwinIR main_test_swinir.py: always at least one pixel
+            height, width = (h // m + 1) * m, (w // m + 1) * m
+            while x.shape[-2] < height:
+                x = torch.cat([x, torch.flip(x, [-2])], -2)
+            while x.shape[-1] < width:
+                x = torch.cat([x, torch.flip(x, [-1])], -1)
+            return x[:, :height, :width]
+        if self.padding == "centred_zeros":  # Uformer expand2square
+            side = -(-max(h, w) // m) * m
+            top, left = self.offset(h, w)
+            square = x.new_zeros(x.shape[0], side, side)
+            square[:, top:top + h, left:left + w] = x
+            return square
+        return x
+
+    def offset(self, h: int, w: int) -> tuple[int, int]:
+        """(top, left) of an ``h×w`` image inside its padded input."""
+        if self.padding != "centred_zeros":
+            return 0, 0
+        side = -(-max(h, w) // self.pad_multiple) * self.pad_multiple
+        return (side - h) // 2, (side - w) // 2
+
+    # -- post-processing ------------------------------------------------------------------------------------------
+    def postprocess(self, outputs, original_sizes, output_type: str = "pil") -> list:
+        """Restored images from the model's ``outputs`` (or its reconstruction tensor). ``original_sizes``: the
+        input images themselves, or their ``(height, width)``. ``output_type``: "pil", "np" (uint8 arrays) or
+        "pt" ((C, H, W) float tensors in [0, 1], not rounded)."""
+        reconstruction = getattr(outputs, "reconstruction", outputs)
+        if isinstance(reconstruction, (tuple, list)):
+            reconstruction = reconstruction[0]
+        sizes = [_image_size(item) for item in _image_list(original_sizes, sizes=True)]
+        if len(sizes) != reconstruction.shape[0]:
+            raise ValueError(f"{len(sizes)} original sizes for a batch of {reconstruction.shape[0]} outputs")
+        low, high = self.value_range
+        s = self.scale
+        results = []
+        for out, (h, w) in zip(reconstruction, sizes):
+            top, left = self.offset(h, w)
+            out = out[:, top * s:(top + h) * s, left * s:(left + w) * s].float()
+            out = ((out - low) / (high - low)).clamp(0, 1)
+            if output_type == "pt":
+                results.append(out)
+                continue
+            array = (out * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+            array = array[..., 0] if array.shape[-1] == 1 else array
+            results.append(array if output_type == "np" else Image.fromarray(array))
+        return results
+
+
+def _image_list(images, sizes: bool = False) -> list:
+    """One image (or size), a list of them, or a (B, C, H, W) tensor → a list."""
+    if isinstance(images, torch.Tensor) and images.dim() == 4:
+        return list(images.unbind(0))
+    if isinstance(images, (list, tuple)) and not (sizes and len(images) == 2 and isinstance(images[0], int)):
+        return list(images)
+    return [images]
+
+
+def _image_size(item) -> tuple[int, int]:
+    """(height, width) of an image (PIL, NumPy HWC, tensor CHW) or of a given ``(height, width)``."""
+    if isinstance(item, Image.Image):
+        return item.height, item.width
+    if isinstance(item, torch.Tensor):
+        return int(item.shape[-2]), int(item.shape[-1])
+    if isinstance(item, np.ndarray):
+        return int(item.shape[0]), int(item.shape[1])
+    height, width = item
+    return int(height), int(width)
 
 
 def _build_restoration_model(config: NystraRestorationConfig) -> RestorationModel:
@@ -322,6 +575,9 @@ def register(arch: str) -> tuple[type[NystraRestorationConfig], type[NystraResto
     AutoConfig.register(hub.model_type(arch), config_cls, exist_ok=True)
     AutoModel.register(config_cls, model_cls, exist_ok=True)
     AutoModelForImageToImage.register(config_cls, model_cls, exist_ok=True)
+    # one torch implementation serves both of transformers' backends (so neither is reported missing)
+    AutoImageProcessor.register(config_cls, image_processor_classes=dict.fromkeys(("torchvision", "pil"),
+                                                                                  NystraImageProcessor), exist_ok=True)
     CONFIG_CLASSES[arch], MODEL_CLASSES[arch] = config_cls, model_cls
     globals()[config_cls.__name__] = config_cls
     globals()[model_cls.__name__] = model_cls
@@ -331,5 +587,6 @@ def register(arch: str) -> tuple[type[NystraRestorationConfig], type[NystraResto
 for _arch in ARCHITECTURES:
     register(_arch)
 
-__all__ = ["CONFIG_CLASSES", "MODEL_CLASSES", "NystraRestorationConfig", "NystraRestorationModel", "register",
+__all__ = ["CONFIG_CLASSES", "MODEL_CLASSES", "NystraImageProcessor", "NystraRestorationConfig",
+           "NystraRestorationModel", "register", "translate_attn_implementation",
            *(c.__name__ for c in CONFIG_CLASSES.values()), *(c.__name__ for c in MODEL_CLASSES.values())]

@@ -13,6 +13,12 @@ Keyword arguments: ``attn_impl``, ``nystra`` (dict), Nyström parameters (``land
 :class:`~nystra_hub.checkpoints.CheckpointMismatchError` naming every difference, whatever ``pretrained_strict``
 says, so nothing is ever dropped silently. Pretrained cfgs describe image-to-image models: no classifier, mean 0
 and std 1 (the networks normalise internally), ``crop_pct`` 1, ``first_conv`` None (no input-stem adaptation).
+
+Export: ``timm.models.save_for_hf(model, folder)`` / ``push_to_hf_hub`` work on models made by
+``timm.create_model`` (they carry ``num_classes = 0``, timm's "no classifier"); ``timm.create_model("local-dir:" +
+folder, pretrained=True)`` loads the folder back with the attention the model was *created* with (after
+``set_attn_impl``, pass ``model_args=dict(attn_impl=...)``). Such a folder is timm's only: for one folder that
+nystra_hub, transformers and timm all read, use :func:`nystra_hub.hub.save_hub_folder` (or ``nystra-hub convert``).
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ _NYSTRA_PARAMS = tuple(NystraParams().as_dict())
 # create_model / build_model_with_cfg arguments that are not model arguments
 _TIMM_ARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir", "pretrained_strict", "pretrained_model_args")
 _UNSUPPORTED = ("features_only", "out_indices", "feature_cls", "num_classes", "global_pool", "drop_rate")
+# What a restoration model reports to timm's export code (``timm.models.save_for_hf``, ``push_to_hf_hub``): no
+# classifier, which timm spells num_classes=0; exports record it in their model_args, so it is accepted back.
+NO_CLASSIFIER = 0
 
 
 def checkpoint_filter_fn(state_dict: dict, model: RestorationModel) -> dict:
@@ -46,6 +55,8 @@ def checkpoint_filter_fn(state_dict: dict, model: RestorationModel) -> dict:
 
 
 def _create(arch: str, name: str, variant: Variant | None, pretrained: bool = False, **kwargs) -> RestorationModel:
+    if kwargs.get("num_classes", NO_CLASSIFIER) in (NO_CLASSIFIER, None):
+        kwargs.pop("num_classes", None)
     bad = sorted(k for k in _UNSUPPORTED if k in kwargs)
     if bad:
         raise TypeError(f"{name}: {bad} are classification/feature options; restoration models do not take them")
@@ -57,6 +68,9 @@ def _create(arch: str, name: str, variant: Variant | None, pretrained: bool = Fa
     params = resolve_nystra(arch, nystra, **overrides)
     official = dict(variant.kwargs) if variant is not None else {}
     official.update(kwargs)  # in_chans comes from the cfg's input_size; other names are official arguments
+    size = official.get("img_size")
+    if isinstance(size, (list, tuple)) and len(size) == 2 and size[0] == size[1]:
+        official["img_size"] = int(size[0])  # timm exports record (H, W); the official constructors take a side
 
     def build(**model_kwargs) -> RestorationModel:
         if pretrained:  # every parameter is loaded, strictly, right after: skip the random fills
@@ -66,8 +80,12 @@ def _create(arch: str, name: str, variant: Variant | None, pretrained: bool = Fa
 
     model = build_model_with_cfg(
         build, name, pretrained, pretrained_filter_fn=checkpoint_filter_fn, attn_impl=attn_impl, nystra=params,
+        kwargs_filter=("num_classes",),  # timm fills it in from an exported cfg (0); the networks take none
         **timm_args, **official,
     )
+    model.num_classes = NO_CLASSIFIER  # what timm's save_for_hf/push_to_hf_hub read (see the module doc)
+    if not hasattr(model, "num_features"):  # exports record it, for information only; SwinIR has its own
+        model.num_features = model.out_channels
     return finish_loaded(model, plan=plan, variant=variant.name if variant else None, source=name)
 
 

@@ -144,3 +144,19 @@ def test_cards_subcommand_and_measurements(tmp_path, capsys):
     assert NO_MEASUREMENTS not in measured.text and "| Set5 | PSNR | 32.5 | nystra |" in measured.text
     with pytest.raises(NotImplementedError, match="speed"):
         build_model_card("swinir-x4", {"speed": []})
+
+
+def test_convert_speaks_the_shared_spelling_and_still_the_old_one(tmp_path, capsys):
+    path = swinir_s_x2_checkpoint()
+    assert cli("convert", path, "--variant", "swinir-s-x2", "--out", tmp_path / "new", "--attn", "nystra",
+               "--nystra", "landmarks=4", "--nystra", "bias=drop") == 0
+    cfg = json.loads((tmp_path / "new" / "config.json").read_text())
+    assert cfg["attn_impl"] == "nystra" and cfg["nystra"]["landmarks"] == 4 and cfg["nystra"]["bias"] == "drop"
+    assert "deprecated" not in capsys.readouterr().err
+    assert cli("convert", path, "--variant", "swinir-s-x2", "--out", tmp_path / "old", "--attn-impl", "nystra",
+               "--nystra", '{"landmarks": 4}') == 0
+    err = capsys.readouterr().err
+    assert "--attn-impl is deprecated, use --attn" in err and "use --nystra KEY=VALUE" in err
+    assert json.loads((tmp_path / "old" / "config.json").read_text())["nystra"] == cfg["nystra"] | {"bias": "pooled"}
+    assert cli("convert", path, "--variant", "swinir-s-x2", "--out", tmp_path / "bad", "--nystra", "landmark=4") == 1
+    assert "unknown parameter" in capsys.readouterr().err

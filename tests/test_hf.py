@@ -4,11 +4,14 @@ save/load round trips with official keys, and meta-device initialisation that le
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import timm
 import torch
-from conftest import load_golden
+from conftest import REPO, load_golden
 from conftest_hub import (
     all_cases_params,
     available_cases,
@@ -20,14 +23,16 @@ from conftest_hub import (
     reference,
     representative_cases_params,
 )
+from huggingface_hub import ModelCard
 from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassFieldValidationError
 from safetensors.torch import load_file, save_file
-from transformers import AutoConfig, AutoModel, AutoModelForImageToImage, Swin2SRConfig
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageToImage, Swin2SRConfig
 
 import nystra_hub
 from nystra_hub import hf
 from nystra_hub.attention import attention_modules
 from nystra_hub.checkpoints import CheckpointMismatchError
+from nystra_hub.variants import VARIANTS
 
 # huggingface_hub's strict dataclasses report a bad field value with their own error types
 BAD_VALUE = (ValueError, StrictDataclassFieldValidationError, StrictDataclassClassValidationError)
@@ -116,10 +121,42 @@ def test_save_pretrained_round_trip(case, tmp_path):
     again = AutoModel.from_pretrained(tmp_path)
     x, _, _ = reference(case)
     with torch.no_grad():
-        assert torch.equal(model(x).reconstruction, again(x).reconstruction)
+        out = again(x).reconstruction
+        # Bits only where the same instance reruns the same ops; separate instances (each loader allocates its
+        # own weights) may take other CPU kernels and differ in the last bits (2.4e-7 seen on another machine).
+        assert torch.equal(out, again(x).reconstruction)
+        assert_same_function(model(x).reconstruction, out)
         # the folder transformers wrote, through the transformers-free loader and through timm
-        assert torch.equal(again(x).reconstruction, nystra_hub.load_pretrained(tmp_path)(x))
-        assert torch.equal(again(x).reconstruction, timm.create_model(f"local-dir:{tmp_path}", pretrained=True)(x))
+        assert_same_function(nystra_hub.load_pretrained(tmp_path)(x), out)
+        assert_same_function(timm.create_model(f"local-dir:{tmp_path}", pretrained=True)(x), out)
+
+
+SAME_FUNCTION_ATOL = 1e-5
+"""Two instances or builds of one function: float32 rounding differences (~1e-7), far below the 3e-3 that the
+smallest real change (the position bias) makes on the golden cases."""
+
+
+def assert_same_function(a: torch.Tensor, b: torch.Tensor) -> None:
+    torch.testing.assert_close(a, b, atol=SAME_FUNCTION_ATOL, rtol=0)
+
+
+def test_outputs_differ_in_the_last_bits_across_cpu_vector_paths(tmp_path):
+    """Why separate instances are compared with a tolerance: the same golden model through another CPU vector
+    path (what another machine takes) differs from this one in the last bits, within SAME_FUNCTION_ATOL."""
+    other = {"AVX512": "avx2", "AVX2": "default"}.get(torch.backends.cpu.get_cpu_capability())
+    if other is None:
+        pytest.skip("no second vector path on this CPU")
+    case = "dehazeformer_tiny_conv"
+    model, io, _ = load_golden(case)
+    script = (f"import sys, torch; sys.path.insert(0, {str(REPO / 'tests')!r}); from conftest import load_golden; "
+              f"m, io, _ = load_golden({case!r}); torch.save(m(io['input']).detach(), sys.argv[1])")
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "out.pt")], check=True, timeout=300,
+                   env={**os.environ, "ATEN_CPU_CAPABILITY": other})
+    with torch.no_grad():
+        here = model(io["input"])
+    # Measured here: 2.4e-7 apart (AVX-512 vs AVX2). Whether they differ at all depends on the CPU and torch
+    # build, so only the tolerance is asserted.
+    assert_same_function(here, torch.load(tmp_path / "out.pt"))
 
 
 @pytest.mark.parametrize("case", representative_cases_params())
@@ -222,3 +259,48 @@ def test_forward_outputs():
     # the restoration model shares every tensor with the transformers model
     assert model.restoration_model.conv_first.weight is model.conv_first.weight
     assert model.device.type == "cpu" and model.dtype == torch.float32
+
+
+# -- image processor, transformers' attn_implementation, the model card of save_pretrained ------------------------
+REFERENCE_FOLDERS = sorted((REPO / "reference_models").iterdir())
+
+
+@pytest.mark.parametrize("folder", REFERENCE_FOLDERS, ids=lambda p: p.name)
+def test_image_processor_reproduces_the_official_protocol(folder, tmp_path):
+    processor = AutoImageProcessor.from_pretrained(folder)  # no preprocessor_config.json: from config.json
+    assert type(processor) is hf.NystraImageProcessor and not (folder / "preprocessor_config.json").exists()
+    model = AutoModel.from_pretrained(folder)
+    image = torch.rand(3, 27, 38)
+    with torch.no_grad():
+        outputs = model(**processor(image, return_tensors="pt"))
+        official = model.official_inference(image[None])[0]
+    restored = processor.postprocess(outputs, [image], output_type="pt")[0]
+    assert restored.shape == official.shape and (restored - official).abs().max() < 1e-5
+    pil = processor.postprocess(outputs, [(27, 38)])[0]
+    assert pil.size == (38 * model.scale, 27 * model.scale)
+    processor.save_pretrained(tmp_path)
+    assert AutoImageProcessor.from_pretrained(tmp_path).to_dict() == processor.to_dict()
+
+
+def test_attn_implementation_is_translated_or_refused_by_name():
+    folder = REPO / "reference_models" / "swinir-ref-x2"
+    assert AutoModel.from_pretrained(folder, attn_implementation="sdpa").attn_impl == "sdpa"
+    assert AutoModel.from_pretrained(folder, attn_implementation="eager").attn_impl == "softmax"
+    with pytest.raises(ValueError, match="attn_impl='softmax'") as err:
+        AutoModel.from_pretrained(folder, attn_implementation="flash_attention_2")
+    assert "huggingface/transformers/issues" not in str(err.value)
+    with pytest.raises(ValueError, match="give attn_impl only"):
+        AutoModel.from_pretrained(folder, attn_implementation="sdpa", attn_impl="nystra")
+    model = AutoModel.from_pretrained(folder)
+    assert model.set_attn_implementation("sdpa").attn_impl == "sdpa"
+    assert AutoModel.from_config(AutoConfig.from_pretrained(folder), attn_implementation="sdpa").attn_impl == "sdpa"
+
+
+def test_save_pretrained_writes_the_model_card(tmp_path):
+    AutoModel.from_pretrained(REPO / "reference_models" / "swinir-ref-x2").save_pretrained(tmp_path / "custom")
+    card = ModelCard.load(tmp_path / "custom" / "README.md")
+    assert card.data.library_name == "nystra_hub" and "Custom SwinIR configuration" in card.text
+    config = hf.NystraSwinIRConfig(variant="swinir-s-x2", official_kwargs=VARIANTS["swinir-s-x2"].kwargs)
+    AutoModel.from_config(config).save_pretrained(tmp_path / "variant")
+    card = ModelCard.load(tmp_path / "variant" / "README.md")
+    assert "002_lightweightSR_DIV2K_s64w8_SwinIR-S_x2.pth" in card.text and card.data.pipeline_tag == "image-to-image"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
-from conftest import GOLDEN
+from conftest import GOLDEN, REPO
 from conftest_hub import (
     all_cases_params,
     available_cases,
@@ -113,3 +113,18 @@ def test_loading_is_strict_even_when_timm_is_told_otherwise(pretrained_strict, t
     with pytest.raises(CheckpointMismatchError, match="extra.weight"):
         timm.create_model("nystra_swinir", pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path /
                           "extra.pth")), pretrained_strict=pretrained_strict, **kwargs)
+
+
+@pytest.mark.parametrize("folder", sorted((REPO / "reference_models").iterdir()), ids=lambda p: p.name)
+def test_save_for_hf_round_trip(folder, tmp_path):
+    """timm's own export works on these models (num_classes 0: no classifier) and loads back with local-dir:."""
+    model = timm.create_model(f"local-dir:{folder}", pretrained=True, attn_impl="nystra")
+    assert model.num_classes == 0
+    timm.models.save_for_hf(model, tmp_path, safe_serialization=True)
+    again = timm.create_model(f"local-dir:{tmp_path}", pretrained=True)
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model.official_inference(x), again.official_inference(x))
+    assert again.attn_impl == "nystra" and again.official_kwargs == model.official_kwargs
+    with pytest.raises(TypeError, match="classification"):
+        timm.create_model("swinir_s_x2", num_classes=1000)

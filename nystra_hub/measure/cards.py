@@ -4,22 +4,31 @@ Front matter: ``library_name: nystra_hub``, ``pipeline_tag: image-to-image``, ta
 release (repository and file) and, when measurements are given, a ``model-index`` with their metrics. The card
 never states a number that was not measured: without measurements it says so plainly.
 
+Every card opens with a two-line summary (:func:`card_summary`): the speedup PnP-Nystra gives over exact attention,
+on which device and inputs, and what it costs in quality on which model, or "not measured". What the renderer
+guarantees (checked by :func:`check_card`): every heading is unique (repeated runs of one input size or one
+reference model are numbered), the ``model-index`` names each metric of a dataset once (where several runs
+measured one, the run with the most timed rounds or images gives it), no value is printed as ``-0.0``, speedups in
+the ``model-index`` are PnP-Nystra's over exact attention only (spandrel's ratios, which measure the code path
+rather than the approximation, stay in the tables), and plots are redrawn from the JSON (no panel without data).
+
 ``nystra-hub cards VARIANT ... [--all] [--out-dir model_cards]`` writes ``<out-dir>/<variant>.md``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shlex
-import shutil
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..models import ARCHITECTURES
 from ..variants import VARIANTS, Variant, get_variant
-from .plots import plot_bench
+from .plots import plot_bench, plot_fidelity
 
 LIBRARY_NAME = "nystra_hub"
 PIPELINE_TAG = "image-to-image"
@@ -61,7 +70,94 @@ def build_model_card(variant: str | Variant, measurements: dict | None = None) -
     see :func:`render_measurements` for the accepted form."""
     v = _variant(variant)
     eval_results, results_md = render_measurements(v, measurements)
-    return ModelCard(f"---\n{_card_data(v, eval_results).to_yaml()}\n---\n{_card_body(v, results_md)}")
+    body = _card_body(v, card_summary(v, measurements), results_md)
+    check_card(body, eval_results)
+    return ModelCard(f"---\n{_card_data(v, eval_results).to_yaml()}\n---\n{body}")
+
+
+def card_summary(v: Variant | None, measurements: dict | None) -> str:
+    """The two lines every card opens with: the speedup PnP-Nystra gives over exact attention (device, inputs) and
+    what it costs in quality (model, images), each "not measured" when no measurement says it."""
+    m = measurements or {}
+    return f"**Speed, PnP-Nystra vs exact attention:** {_speed_summary(v, m)}\n\n**Quality:** {_quality_summary(m)}"
+
+
+def _speedups(v: Variant | None, m: dict) -> dict[str, list[tuple[int, float]]]:
+    """{device description: [(input side, nystra's speedup over exact attention)]} from bench and GPU reports."""
+    found: dict[str, list[tuple[int, float]]] = {}
+    for report in m.get("bench") or []:
+        env, settings, ref = report["environment"], report["settings"], report.get("references", {}).get("a")
+        device = (f"GPU ({env.get('device_name')}, {settings['dtype']})" if _is_gpu(report) else
+                  f"CPU ({env.get('cpu_model')}, {settings['threads']} threads, {settings['dtype']})")
+        for result in report["results"]:
+            ratio = result["arms"].get("nystra", {}).get("speedup", {}).get(f"a:{ref}")
+            if ratio:
+                found.setdefault(device, []).append((result["size"], ratio))
+    for report in m.get("gpu") or []:
+        device = f"GPU ({report['environment'].get('device_name')}, bfloat16)"
+        cases = [case for case in report["cases"] if v is not None and case.get("variant") == v.name]
+        results = [result for case in cases for result in case.get("results", [])]
+        for result in results:
+            arms = result.get("arms", {})
+            exact, nystra = (arms.get(f"{arm}-bf16", {}).get("median_s") for arm in ("exact", "nystra"))
+            if exact and nystra:
+                found.setdefault(device, []).append((result["size"], exact / nystra))
+    return found
+
+
+def _speed_summary(v: Variant | None, m: dict) -> str:
+    found = _speedups(v, m)
+    if not found:
+        return "not measured."
+    parts = []
+    for device, points in found.items():
+        low, high = (f"{f(r for _, r in points):.2f}" for f in (min, max))
+        sizes = sorted({s for s, _ in points})
+        span = f"{low}×" if low == high else f"{low}–{high}×"
+        side = f"{sizes[0]} px" if len(sizes) == 1 else f"{sizes[0]}–{sizes[-1]} px"
+        parts.append(f"{span} on {device}, {side} inputs")
+    if not any(device.startswith("GPU") for device in found):
+        parts.append("GPU not measured")
+    return "; ".join(parts) + ". Above 1× is faster."
+
+
+def _quality_summary(m: dict) -> str:
+    runs = [r for r in m.get("fidelity") or []
+            if r["arms"].get("nystra") and not r["arms"]["nystra"].get("error")
+            and r["arms"]["nystra"].get("delta_psnr_gt") is not None]
+    if not runs:
+        return "not measured (PnP-Nystra changes the output; no quality measurement is included in this card)."
+    report = max(runs, key=lambda r: len(r["images"]))  # the first of the largest runs
+    arm, delta = report["arms"]["nystra"], report["arms"]["nystra"]["delta_psnr_gt"]
+    change = "by less than 0.001 dB" if abs(delta) < 0.0005 else f"by {_signed(delta)} dB"
+    vs_exact = ("output identical to the exact model's" if arm.get("psnr_vs_exact") is None else
+                f"{arm['psnr_vs_exact']:.1f} dB PSNR between its output and the exact model's")
+    return (f"PnP-Nystra changes PSNR against the ground truth {change} ({vs_exact}) on the reference model "
+            f"`{report['model']['name']}` ({len(report['images'])} held-out images, {report['protocol']['name']} "
+            "protocol); these released weights were not measured.")
+
+
+def _headings(markdown: str) -> list[str]:
+    """The markdown headings outside fenced code blocks."""
+    headings, fenced = [], False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and line.startswith("#"):
+            headings.append(line.strip())
+    return headings
+
+
+def check_card(markdown: str, eval_results: Iterable[EvalResult] | None) -> None:
+    """Raise ValueError when a card repeats a heading, names a model-index metric of one dataset twice or prints
+    a negative zero: what the renderer guarantees (see the module doc)."""
+    headings = _headings(markdown)
+    problems = [f"repeated heading {h!r}" for h in sorted({h for h in headings if headings.count(h) > 1})]
+    keys = [(r.dataset_name, r.metric_name) for r in eval_results or []]
+    problems += [f"model-index lists {k} twice" for k in sorted({k for k in keys if keys.count(k) > 1})]
+    problems += [f"negative zero {z!r}" for z in re.findall(r"(?<![\w.-])-0(?:\.0+)?(?![\d.])", markdown)]
+    if problems:
+        raise ValueError("inconsistent model card: " + "; ".join(problems))
 
 
 def _card_data(v: Variant, eval_results: list[EvalResult] | None) -> ModelCardData:
@@ -108,7 +204,7 @@ def _base_model_table(v: Variant) -> str:
     return "\n".join(["| | |", "|---|---|", *(f"| {k} | {val} |" for k, val in rows)])
 
 
-def _card_body(v: Variant, results_md: str) -> str:
+def _card_body(v: Variant, summary: str, results_md: str) -> str:
     """The card's markdown: what the model is, its base model, usage, the measurements."""
     repo_id = f"nystra/{v.name}"
     table = _base_model_table(v)
@@ -118,6 +214,8 @@ def _card_body(v: Variant, results_md: str) -> str:
     value_range = f"[{low:g}, {high:g}]"
     return f"""
 # {v.name}: {_title(v.arch)}, {v.task_description}
+
+{summary}
 
 {intro} in the official state-dict format (keys and tensors as released), packaged for
 `nystra_hub`, 🤗 transformers and timm, with a switch between exact attention and training-free PnP-Nystra
@@ -162,6 +260,8 @@ def build_custom_card(arch: str, official_kwargs: dict) -> ModelCard:
     body = f"""
 # Custom {_title(arch)} configuration
 
+{card_summary(None, None)}
+
 A {_title(arch)} model converted with `nystra-hub convert` from explicit constructor arguments; it is not one of
 the catalogued releases.
 
@@ -193,35 +293,74 @@ def render_measurements(v: Variant, measurements: dict | None) -> tuple[list[Eva
     unknown = sorted(set(measurements) - {"results", "bench", "fidelity", "gpu", "plots", "command"})
     if unknown:
         raise NotImplementedError(f"rendering of measurement section(s) {unknown} is not implemented yet")
-    eval_results: list[EvalResult] = []
+    index = ModelIndex()
     sections: list[str] = []
     if measurements.get("results"):
-        sections.append(_render_results(v, measurements["results"], eval_results))
+        sections.append(_render_results(v, measurements["results"], index))
     if "bench" in measurements:
-        sections.append(_render_bench(v, measurements["bench"], eval_results, bool(measurements.get("gpu"))))
-    for report in measurements.get("gpu") or []:
-        sections.append(render_gpu(v, report))
+        sections.append(_render_bench(v, measurements["bench"], index, bool(measurements.get("gpu"))))
+    gpu = measurements.get("gpu") or []
+    for report, suffix in zip(gpu, numbered([r["environment"].get("device_name") for r in gpu])):
+        sections.append(render_gpu(v, report, suffix))
     if measurements.get("fidelity"):
-        sections.append(_render_fidelity(v, measurements["fidelity"], eval_results))
+        sections.append(_render_fidelity(v, measurements["fidelity"], index))
     for plot in measurements.get("plots") or []:
         sections.append(f"![{plot.get('caption', '')}]({plot['path']})\n\n*{plot.get('caption', '')}*")
     if measurements.get("command"):
         sections.append(f"This card was generated from the JSON above by `{measurements['command']}`.")
-    return eval_results or None, "\n\n".join(sections)
+    return index.results(), "\n\n".join(sections)
 
 
-def _render_results(v: Variant, rows: list[dict], eval_results: list[EvalResult]) -> str:
+class ModelIndex:
+    """The ``model-index`` entries: one per measured quantity (``key``, by default the dataset and metric name).
+    Where several runs measured the same quantity (one reference model's arm on 5 and on 19 images, one input size
+    in two bench runs), the one with the most data (``weight``: images, timed rounds) is kept, so the front matter
+    never lists a metric twice or with two values."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple, tuple[float, EvalResult]] = {}
+
+    def add(self, result: EvalResult, weight: float = 0.0, key: tuple | None = None) -> None:
+        key = key or (str(result.dataset_name), str(result.metric_name))
+        if key not in self._entries or weight > self._entries[key][0]:
+            self._entries[key] = (weight, result)
+
+    def results(self) -> list[EvalResult] | None:
+        return [result for _, result in self._entries.values()] or None
+
+
+def _result(v: Variant, dataset_type: str, dataset: str, metric_type: str, name: str, value: float) -> EvalResult:
+    # the dataset name is also its config: huggingface_hub groups a model-index by type and config, and would list
+    # every size (or run) under the first one's name otherwise
+    return EvalResult(task_type=PIPELINE_TAG, task_name=v.task_description, dataset_type=dataset_type,
+                      dataset_name=dataset, dataset_config=dataset, metric_type=metric_type, metric_name=name,
+                      metric_value=_rounded(value))
+
+
+def _rounded(value: float, digits: int = 3) -> float:
+    """``round`` without negative zero (a -0.0004 dB change is 0.0, not -0.0)."""
+    return round(value, digits) + 0.0
+
+
+def _signed(value: float | None, digits: int = 3) -> str:
+    """A change with its sign; one that rounds to zero is printed as 0 (never -0.000)."""
+    if value is None:
+        return "–"
+    value = _rounded(value, digits)
+    return f"{value:.{digits}f}" if value == 0 else f"{value:+.{digits}f}"
+
+
+def _render_results(v: Variant, rows: list[dict], index: ModelIndex) -> str:
     lines = ["| dataset | metric | value | attention |", "|---|---|---|---|"]
     for row in rows:
         missing = [k for k in ("dataset", "metric", "value") if k not in row]
         if missing:
             raise ValueError(f"measurement {row} lacks {missing}")
         impl = row.get("attn_impl", "softmax")
-        eval_results.append(EvalResult(
-            task_type=PIPELINE_TAG, task_name=v.task_description, dataset_type=str(row["dataset"]).lower(),
-            dataset_name=str(row["dataset"]), dataset_split=row.get("split"), metric_type=str(row["metric"]).lower(),
-            metric_name=f"{row['metric']} ({impl})", metric_value=row["value"],
-        ))
+        result = _result(v, str(row["dataset"]).lower(), str(row["dataset"]), str(row["metric"]).lower(),
+                         f"{row['metric']} ({impl})", row["value"])
+        result.dataset_split = row.get("split")
+        index.add(result)
         lines.append(f"| {row['dataset']} | {row['metric']} | {row['value']} | {impl} |")
     return "\n".join(lines)
 
@@ -230,80 +369,115 @@ def _num(value, fmt: str) -> str:
     return "–" if value is None else format(value, fmt)
 
 
+def _is_gpu(report: dict) -> bool:
+    return str(report["settings"]["device"]).startswith("cuda")
+
+
 def _machine(report: dict) -> str:
     env, settings = report["environment"], report["settings"]
-    if str(settings["device"]).startswith("cuda"):
+    if _is_gpu(report):
         return (f"{env.get('device_name')} (CUDA {env.get('cuda')}), torch {env.get('torch')}, "
                 f"{settings['dtype']}, batch {settings['batch']}")
     return (f"{env.get('cpu_model')} ({env.get('cpu_count')} logical cores), {settings['threads']} torch "
             f"threads, torch {env.get('torch')}, {settings['dtype']}, batch {settings['batch']}")
 
 
-def _render_bench(v: Variant, reports: list[dict], eval_results: list[EvalResult], gpu_elsewhere: bool = False) -> str:
-    out = ["### Speed",
-           "Every arm of a table ran in one process, interleaved round-robin, after warm-up; times are medians. "
-           "Speedups are ratios of medians against three baselines, named in each column: **(a)** this checkpoint "
-           "as trained (exact softmax attention at the trained window, in nystra_hub's code), **(f)** the same "
-           "checkpoint run through spandrel, i.e. the official code path most users run today, and **(c)** exact "
-           "attention at the enlarged window with bias and masks dropped, the baseline of the paper's speedups. "
-           "The reference arms (a), (f), (c) are the exact models; (d), (e), (e') approximate attention (quality "
-           "below). The random-weight input does not change the timing of these models."]
-    cuda = [r for r in reports if str(r["settings"]["device"]).startswith("cuda")]
-    for report in reports:
-        refs = report.get("references", {})
-        settings = report["settings"]
-        device = "GPU" if str(settings["device"]).startswith("cuda") else "CPU"
-        out.append(f"#### {device}: {_machine(report)}")
-        out.append(f"Command: `{report['command']}` ({settings['warmup']} warm-up + {settings['runs']} timed rounds,"
-                   f" {report['created']}, nystra_hub {report['environment'].get('git_commit', '')}).")
-        for result in report["results"]:
-            shape = "×".join(str(d) for d in result["input_shape"][2:])
-            out.append(f"Input {shape} ({settings['protocol']} protocol):")
-            heads = ["arm", "median ms"] + [f"speedup vs ({k}) {refs[k]}" for k in ("a", "f", "c") if refs.get(k)]
-            heads += ["peak memory MiB", "GFLOP"]
-            lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
-            for name, entry in result["arms"].items():
-                arm = report["arms"].get(name, {})
-                label = f"({arm['letter']}) {name}" if arm.get("letter") else name
-                if not entry.get("times_s"):
-                    reason = str(entry.get("error"))[:80]
-                    lines.append(f"| {label} | not measured: {reason} |" + " |" * (len(heads) - 2))
-                    continue
-                cells = [label, _num(entry["median_s"] * 1e3, ".0f")]
-                for k in ("a", "f", "c"):
-                    if refs.get(k):
-                        cells.append(_num(entry.get("speedup", {}).get(f"{k}:{refs[k]}"), ".2f") + "×"
-                                     if entry.get("speedup", {}).get(f"{k}:{refs[k]}") else "–")
-                peak = entry.get("peak_rss_bytes", entry.get("peak_bytes"))
-                cells += [_num(peak / 2**20 if peak else None, ".0f"),
-                          _num(entry["flops"] / 1e9 if entry.get("flops") else None, ".1f")]
-                lines.append("| " + " | ".join(cells) + " |")
-            out.append("\n".join(lines))
-            split = _speed_split(result, refs)
-            if split:
-                out.append(split)
-            for name, key, label in (("nystra", "f", "spandrel"), ("nystra", "a", "exact")):
-                value = result["arms"].get(name, {}).get("speedup", {}).get(f"{key}:{refs.get(key)}")
-                if value:
-                    eval_results.append(EvalResult(
-                        task_type=PIPELINE_TAG, task_name=v.task_description, dataset_type="random-input",
-                        dataset_name=f"{device} {shape} random input", metric_type="speedup",
-                        metric_name=f"nystra speedup vs {label} ({device}, {shape})", metric_value=round(value, 3)))
-    if not cuda and not gpu_elsewhere:
+def _shape(result: dict) -> str:
+    return "×".join(str(d) for d in result["input_shape"][2:])
+
+
+def numbered(keys: list) -> list[str]:
+    """A suffix per key that makes repeated keys distinct: "" for a key seen once, ", run i of n" otherwise."""
+    totals = {k: keys.count(k) for k in keys}
+    seen: dict = {}
+    suffixes = []
+    for key in keys:
+        seen[key] = seen.get(key, 0) + 1
+        suffixes.append("" if totals[key] == 1 else f", run {seen[key]} of {totals[key]}")
+    return suffixes
+
+
+BENCH_INTRO = (
+    "Every arm of a table ran in one process, interleaved round-robin, after warm-up; times are medians. Speedups "
+    "are ratios of medians against three baselines, named in each column: **(a)** this checkpoint as trained "
+    "(exact softmax attention at the trained window, in nystra_hub's code), **(f)** the same checkpoint run through "
+    "spandrel, i.e. the official code path most users run today (a ratio against it measures the code path, not "
+    "the approximation), and **(c)** exact attention at the enlarged window with bias and masks dropped, the "
+    "baseline of the paper's speedups. The reference arms (a), (f), (c) are the exact models; (d), (e), (e') "
+    "approximate attention (quality below). The random-weight input does not change the timing of these models. "
+    "Tables of one input size from separate runs are numbered: compare ratios within a table, not times across "
+    "runs.")
+
+
+def _render_bench(v: Variant, reports: list[dict], index: ModelIndex, gpu_elsewhere: bool = False) -> str:
+    out = ["### Speed", BENCH_INTRO]
+    machines = list(dict.fromkeys(_machine(report) for report in reports))
+    runs = sorted(((report, result) for report in reports for result in report["results"]),
+                  key=lambda run: (machines.index(_machine(run[0])), run[1]["size"]))  # stable: runs keep order
+    suffixes = numbered([(_machine(report), _shape(result)) for report, result in runs])
+    machine = None
+    for (report, result), suffix in zip(runs, suffixes):
+        if _machine(report) != machine:
+            machine = _machine(report)
+            out.append(f"#### {'GPU' if _is_gpu(report) else 'CPU'}: {machine}")
+        out.append(_bench_result(v, report, result, suffix, index))
+    if not any(_is_gpu(r) for r in reports) and not gpu_elsewhere:
         out.append("#### GPU: not measured on GPU\n\nNo GPU was available where these numbers were taken; "
                    "`benchmarks/gpu.sh` measures it.")
     return "\n\n".join(out)
 
 
+def _bench_result(v: Variant, report: dict, result: dict, suffix: str, index: ModelIndex) -> str:
+    """One input size of one bench run: heading, command, table, the split of nystra's speedup over spandrel."""
+    refs, settings = report.get("references", {}), report["settings"]
+    shape, device = _shape(result), ("GPU" if _is_gpu(report) else "CPU")
+    out = [f"##### Input {shape}{suffix}",
+           f"Command: `{report['command']}` ({settings['warmup']} warm-up + {settings['runs']} timed rounds, "
+           f"{settings['protocol']} protocol, {report['created']}, nystra_hub "
+           f"{report['environment'].get('git_commit', '')}).",
+           _bench_table(report, result)]
+    split = _speed_split(result, refs)
+    if split:
+        out.append(split)
+    value = result["arms"].get("nystra", {}).get("speedup", {}).get(f"a:{refs.get('a')}")
+    if value:
+        index.add(_result(v, "random-input", f"{device} {shape} random input", "speedup",
+                          f"nystra speedup vs exact ({device}, {shape})", value),
+                  weight=len(result["arms"]["nystra"].get("times_s") or []))
+    return "\n\n".join(out)
+
+
+def _bench_table(report: dict, result: dict) -> str:
+    refs = report.get("references", {})
+    letters = [k for k in ("a", "f", "c") if refs.get(k)]
+    heads = ["arm", "median ms", *(f"speedup vs ({k}) {refs[k]}" for k in letters), "peak memory MiB", "GFLOP"]
+    lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    for name, entry in result["arms"].items():
+        arm = report["arms"].get(name, {})
+        label = f"({arm['letter']}) {name}" if arm.get("letter") else name
+        if not entry.get("times_s"):
+            lines.append(f"| {label} | not measured: {str(entry.get('error'))[:80]} |" + " |" * (len(heads) - 2))
+            continue
+        cells = [label, _num(entry["median_s"] * 1e3, ".0f")]
+        for k in letters:
+            ratio = entry.get("speedup", {}).get(f"{k}:{refs[k]}")
+            cells.append(f"{ratio:.2f}×" if ratio else "–")
+        peak = entry.get("peak_rss_bytes", entry.get("peak_bytes"))
+        cells += [_num(peak / 2**20 if peak else None, ".0f"),
+                  _num(entry["flops"] / 1e9 if entry.get("flops") else None, ".1f")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 GPU_ARM_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
-def render_gpu(v: Variant, report: dict) -> str:
+def render_gpu(v: Variant, report: dict, suffix: str = "") -> str:
     """The GPU section of ``v``'s card from a ``benchmarks/gpu.sh`` report (``nystra_hub.gpu_bench/1``)."""
     env, settings = report["environment"], report["settings"]
     machine = (f"{env.get('device_name')}, CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}, torch {env.get('torch')}, "
                f"spandrel {env.get('spandrel')}, TF32 matmul {'on' if settings.get('tf32_matmul') else 'off'}")
-    out = [f"### Speed on GPU: {env.get('device_name')}",
+    out = [f"### Speed on GPU: {env.get('device_name')}{suffix}",
            f"{machine}. Command: `{report['command']}` ({report['created']}, nystra_hub {report.get('git_commit')}); "
            f"{settings['weights']}, {settings['input']}; {settings['order']}, {settings['runs']} timed rounds, "
            "medians. Every arm takes a float32 input and returns float32; ours keep float32 weights and run half "
@@ -385,102 +559,132 @@ _FIDELITY_ROWS = ("exact", "sdpa", "spandrel", "nystra", "exact-w{W}-paper", "ex
                   "nystra-w{W}", "nystra-w{W}-maskdrop", "nystromformer", "performer", "nystromformer-w{W}-paper",
                   "performer-w{W}-paper", "nystra-biaspooled-maskdrop", "nystra-biasdrop-maskexact",
                   "nystra-biasdrop-maskdrop")
+FIDELITY_INTRO = (
+    "Approximation quality means little on random weights and the released weights cannot be downloaded where "
+    "this card was made, so it is measured on a small **reference model** of the same architecture trained with "
+    "`nystra-hub train-reference` (see `reference_models/` in the repository), on held-out images it never saw, "
+    "with the official evaluation protocol. *These are not measurements of this variant's released weights.* PSNR "
+    "vs exact compares each arm's output with the exact model's own output (higher is closer, ∞ = identical); "
+    "ΔPSNR (GT) is the change of the ground-truth PSNR against the exact model.")
 
 
-def _render_fidelity(v: Variant, reports: list[dict], eval_results: list[EvalResult]) -> str:
-    out = ["### Quality cost",
-           "Approximation quality means little on random weights and the released weights cannot be downloaded "
-           "where this card was made, so it is measured on a small **reference model** of the same architecture "
-           "trained with `nystra-hub train-reference` (see `reference_models/` in the repository), on held-out "
-           "images it never saw, with the official evaluation protocol. *These are not measurements of this "
-           "variant's released weights.* PSNR vs exact compares each arm's output with the exact model's own "
-           "output (higher is closer, ∞ = identical); ΔPSNR (GT) is the change of the ground-truth PSNR against "
-           "the exact model."]
-    for report in reports:
-        model, proto, training = report["model"], report["protocol"], report.get("training", {})
-        window = report.get("recipe", {}).get("window")
-        out.append(f"#### Reference model `{model['name']}` ({model['arch']}, {model.get('parameters', '?')} "
-                   f"parameters, {report['task']['description']})")
-        trained = (f"Trained by `{training['command']}`; held-out PSNR {_num(training.get('heldout_psnr'), '.2f')} "
-                   f"dB vs {_num(training.get('heldout_input_psnr'), '.2f')} dB for the input baseline"
-                   if training.get("command") else "No training record (not a trained reference model); input "
-                   "baseline")
-        out.append(f"{trained} ({report['input_baseline']['description']}); {len(report['images'])} held-out images, "
-                   f"protocol {proto['name']} ({proto.get('channel', '')}, border {proto.get('border_crop', 0)}). "
-                   f"Command: `{report['command']}`.")
-        lines = ["| arm | PSNR vs exact (dB) | SSIM vs exact | PSNR vs GT (dB) | ΔPSNR (GT) dB | attention rel. error "
-                 "(mean) |", "|---|---|---|---|---|---|"]
-        calibrated = [n for n in report["arms"] if n.startswith("calibrated-")]
-        for pattern in (*_FIDELITY_ROWS, *calibrated):
-            name = pattern.format(W=window)
-            arm = report["arms"].get(name)
-            if not arm:
-                continue
-            cfg = arm["config"]
-            label = f"({cfg['letter']}) {name}" if cfg.get("letter") else name
-            if arm.get("error"):
-                lines.append(f"| {label} | error: {arm['error'][:80]} | | | | |")
-                continue
-            vs_exact = "∞ (identical)" if arm.get("psnr_vs_exact") is None else f"{arm['psnr_vs_exact']:.1f}"
-            # the per-layer diagnostic runs one implementation in every layer; a per-layer plan has none to show
-            diag = None if cfg.get("plan") else (arm.get("layer_diagnostic") or {}).get("rel_error_mean")
-            lines.append(f"| {label} | {vs_exact} | {arm['ssim_vs_exact']:.5f} | {arm['psnr_gt']:.3f} | "
-                         f"{arm['delta_psnr_gt']:+.3f} | {_num(diag, '.4f')} |")
-            if name in ("nystra", f"nystra-w{window}-paper") and arm.get("psnr_vs_exact") is not None:
-                dataset = f"held-out ({model['name']} reference model)"
-                for metric, value in (("PSNR vs exact output", arm["psnr_vs_exact"]),
-                                      ("delta PSNR vs GT", arm["delta_psnr_gt"])):
-                    eval_results.append(EvalResult(
-                        task_type=PIPELINE_TAG, task_name=v.task_description, dataset_type="reference-heldout",
-                        dataset_name=dataset, metric_type="psnr", metric_name=f"{metric} ({name})",
-                        metric_value=round(value, 3)))
-        out.append("\n".join(lines))
+def _render_fidelity(v: Variant, reports: list[dict], index: ModelIndex) -> str:
+    out = ["### Quality cost", FIDELITY_INTRO]
+    suffixes = numbered([(r["model"]["name"], len(r["images"])) for r in reports])
+    shown: dict[tuple, set[str]] = {}  # (model, images) -> arms already in a table: not repeated
+    model = None
+    for report, suffix in zip(reports, suffixes):
+        if report["model"]["name"] != model:
+            model = report["model"]["name"]
+            out.append(_reference_model_heading(report))
+        images = (model, tuple(str(i.get("image")) for i in report["images"]))
+        out.append(_fidelity_run(v, report, suffix, shown.setdefault(images, set()), index))
     return "\n\n".join(out)
+
+
+def _reference_model_heading(report: dict) -> str:
+    model, training = report["model"], report.get("training", {})
+    trained = (f"Trained by `{training['command']}`; held-out PSNR {_num(training.get('heldout_psnr'), '.2f')} dB vs "
+               f"{_num(training.get('heldout_input_psnr'), '.2f')} dB for the input baseline "
+               f"({report['input_baseline']['description']})." if training.get("command") else
+               "No training record (not a trained reference model).")
+    return (f"#### Reference model `{model['name']}` ({model['arch']}, {model.get('parameters', '?')} parameters, "
+            f"{report['task']['description']})\n\n{trained}")
+
+
+def _fidelity_run(v: Variant, report: dict, suffix: str, shown: set[str], index: ModelIndex) -> str:
+    """One fidelity run: heading, command, the table of the arms not shown yet for these images."""
+    proto, window, n = report["protocol"], report.get("recipe", {}).get("window"), len(report["images"])
+    names = [p.format(W=window) for p in _FIDELITY_ROWS] + [a for a in report["arms"] if a.startswith("calibrated-")]
+    names = [name for name in dict.fromkeys(names) if name in report["arms"]]
+    repeated = [name for name in names if name in shown and name != "exact"]
+    lines = ["| arm | PSNR vs exact (dB) | SSIM vs exact | PSNR vs GT (dB) | ΔPSNR (GT) dB | attention rel. error "
+             "(mean) |", "|---|---|---|---|---|---|"]
+    lines += [_fidelity_row(name, report["arms"][name]) for name in names if name not in repeated]
+    out = [f"##### {n} held-out images{suffix}",
+           f"Protocol {proto['name']} ({proto.get('channel', '')}, border {proto.get('border_crop', 0)}). "
+           f"Command: `{report['command']}`." + (f" Arms already listed above for the same images are not repeated "
+                                                 f"({', '.join(repeated)})." if repeated else ""),
+           "\n".join(lines)]
+    shown.update(names)
+    for name in ("nystra", f"nystra-w{window}-paper"):
+        arm = report["arms"].get(name, {})
+        if arm and not arm.get("error") and arm.get("psnr_vs_exact") is not None:
+            dataset = f"held-out ({report['model']['name']} reference model, {n} images)"
+            for metric, value in (("PSNR vs exact output", arm["psnr_vs_exact"]),
+                                  ("delta PSNR vs GT", arm["delta_psnr_gt"])):
+                index.add(_result(v, "reference-heldout", dataset, "psnr", f"{metric} ({name})", value), weight=n,
+                          key=(report["model"]["name"], metric, name))
+    return "\n\n".join(out)
+
+
+def _fidelity_row(name: str, arm: dict) -> str:
+    cfg = arm["config"]
+    label = f"({cfg['letter']}) {name}" if cfg.get("letter") else name
+    if arm.get("error"):
+        return f"| {label} | error: {arm['error'][:80]} | | | | |"
+    vs_exact = "∞ (identical)" if arm.get("psnr_vs_exact") is None else f"{arm['psnr_vs_exact']:.1f}"
+    # the per-layer diagnostic runs one implementation in every layer; a per-layer plan has none to show
+    diag = None if cfg.get("plan") else (arm.get("layer_diagnostic") or {}).get("rel_error_mean")
+    return (f"| {label} | {vs_exact} | {arm['ssim_vs_exact']:.5f} | {arm['psnr_gt']:.3f} | "
+            f"{_signed(arm['delta_psnr_gt'])} | {_num(diag, '.4f')} |")
 
 
 # -- `nystra-hub cards` --------------------------------------------------------------------------------------------
 def measurements_from_files(variant: str, bench: list[str] | None, fidelity: list[str] | None,
                             out_dir: Path, gpu: list[str] | None = None) -> dict | None:
-    """Read bench/fidelity/GPU JSON and copy their PNG plots next to the card (as ``<variant>-...png``)."""
+    """Read bench/fidelity/GPU JSON and draw their plots next to the card (``<variant>--...png``), from the JSON
+    (never a copied PNG, which an older version may have drawn with empty panels)."""
     if not bench and not fidelity and not gpu:
         return None
     measurements: dict = {"bench": [], "fidelity": [], "plots": [], "gpu": []}
-    for path in map(Path, gpu or []):
-        report = json.loads(path.read_text())
-        if not str(report.get("schema", "")).startswith("nystra_hub.gpu_bench/"):
-            raise ValueError(f"{path}: not a benchmarks/gpu.sh report (schema {report.get('schema')!r})")
-        measurements["gpu"].append(report)
-    for kind, paths in (("bench", bench or []), ("fidelity", fidelity or [])):
-        for path in map(Path, paths):
-            report = json.loads(path.read_text())
-            expected = f"nystra_hub.{kind}/"
-            if not str(report.get("schema", "")).startswith(expected):
-                raise ValueError(f"{path}: not a {kind} report (schema {report.get('schema')!r})")
-            if kind == "bench" and report["model"]["name"] != variant:
-                raise ValueError(f"{path} measured {report['model']['name']}, not {variant}")
-            measurements[kind].append(report)
-            png = path.with_suffix(".png")
-            if kind == "bench" and len(bench) > 1:
-                continue  # one speed-vs-size plot over all the reports instead, below
-            if png.is_file():
-                tag = report["settings"]["device"].split(":")[0] if kind == "bench" else report["model"]["name"]
-                target = f"{variant}--{path.stem}.png"
-                shutil.copyfile(png, out_dir / target)
-                caption = (f"Median time and speedups vs input size ({tag}), from {path.name}" if kind == "bench"
-                           else f"Quality vs landmarks and per arm on the reference model {tag}, from {path.name}")
-                measurements["plots"].append({"path": target, "caption": caption})
-    if len(measurements["bench"]) > 1:
-        by_device: dict[str, list[dict]] = {}
-        for report in measurements["bench"]:
-            by_device.setdefault(report["settings"]["device"].split(":")[0], []).append(report)
-        for device, reports in by_device.items():
-            target = f"{variant}--speed-{device}.png"
-            plot_bench([merge_bench_reports(reports)], out_dir / target)
-            sizes = sorted({r["size"] for rep in reports for r in rep["results"]})
-            measurements["plots"].insert(0, {"path": target, "caption": (
-                f"Median time and speedups vs input size ({device}; sizes {', '.join(map(str, sizes))} from "
-                f"{len(reports)} bench runs; arms missing at a size were not run there)")})
+    measurements["gpu"] = [_read_report(path, "gpu_bench") for path in map(Path, gpu or [])]
+    for path in map(Path, bench or []):
+        report = _read_report(path, "bench")
+        if report["model"]["name"] != variant:
+            raise ValueError(f"{path} measured {report['model']['name']}, not {variant}")
+        measurements["bench"].append(report)
+    for path in map(Path, fidelity or []):
+        report = _read_report(path, "fidelity")
+        measurements["fidelity"].append(report)
+        target = f"{variant}--{path.stem}.png"
+        plot_fidelity([report], out_dir / target)
+        measurements["plots"].append({"path": target, "caption": (
+            f"Quality vs landmarks and per arm on the reference model {report['model']['name']}, from {path.name}")})
+    measurements["plots"][:0] = _speed_plots(variant, [(p, r) for p, r in zip(bench or [], measurements["bench"])],
+                                              out_dir)
     return measurements
+
+
+def _read_report(path: Path, kind: str) -> dict:
+    report = json.loads(path.read_text())
+    if not str(report.get("schema", "")).startswith(f"nystra_hub.{kind}/"):
+        what = "benchmarks/gpu.sh" if kind == "gpu_bench" else kind
+        raise ValueError(f"{path}: not a {what} report (schema {report.get('schema')!r})")
+    return report
+
+
+def _speed_plots(variant: str, reports: list[tuple[str, dict]], out_dir: Path) -> list[dict]:
+    """One speed plot per bench report, or, with several reports, one speed-vs-size plot per device."""
+    if len(reports) == 1:
+        path, report = reports[0]
+        target = f"{variant}--{Path(path).stem}.png"
+        plot_bench([report], out_dir / target)
+        device = report["settings"]["device"].split(":")[0]
+        return [{"path": target, "caption": f"Median time and speedups vs input size ({device}), from "
+                                            f"{Path(path).name}"}]
+    by_device: dict[str, list[dict]] = {}
+    for _, report in reports:
+        by_device.setdefault(report["settings"]["device"].split(":")[0], []).append(report)
+    plots = []
+    for device, group in by_device.items():
+        target = f"{variant}--speed-{device}.png"
+        plot_bench([merge_bench_reports(group)], out_dir / target)
+        sizes = sorted({r["size"] for rep in group for r in rep["results"]})
+        plots.append({"path": target, "caption": (
+            f"Median time and speedups vs input size ({device}; sizes {', '.join(map(str, sizes))} from "
+            f"{len(group)} bench runs; arms missing at a size were not run there)")})
+    return plots
 
 
 def merge_bench_reports(reports: list[dict]) -> dict:
@@ -537,9 +741,10 @@ def run(args) -> int:
                                                    getattr(args, "fidelity", None), out, getattr(args, "gpu", None))
             if measurements is not None:
                 measurements["command"] = shlex.join(["nystra-hub", "cards", v.name, *_measurement_args(args)])
+            card = build_model_card(v, measurements)
         except (OSError, ValueError, KeyError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-        build_model_card(v, measurements).save(str(path))
+        card.save(str(path))
         print(path)
     return 0

@@ -401,8 +401,9 @@ def _fmt(value, spec: str = ".2f") -> str:
 
 # -- command line ------------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", action="append", help="reference-model folder (repeatable); or a SR/color-"
-                                                         "denoise variant with --checkpoint")
+    parser.add_argument("--model", action="append",
+                        help="reference-model folder, e.g. reference_models/swinir-ref-x2 (repeatable); or a "
+                             "SR/color-denoise variant with --checkpoint")
     parser.add_argument("--checkpoint", help="released checkpoint for a variant --model")
     parser.add_argument("--arms", nargs="+", default=None,
                         help="arm names or letters (see nystra-hub bench --list-arms); default: a b c c' d e e' "
@@ -414,15 +415,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="landmarks sweep at the recipe's enlarged window, paper form (default 8 16 32 64)")
     parser.add_argument("--plan", nargs="+", metavar="JSON",
                         help="extra arms running per-layer plans (nystra-hub calibrate --out files)")
-    parser.add_argument("--images", type=int, default=None, help="only the first N held-out images")
+    parser.add_argument("--images", type=int, default=None, metavar="N",
+                        help="only the first N held-out images (default: all of the reference model's, e.g. 19; "
+                             "a count, unlike calibrate's --images, which names images)")
     parser.add_argument("--diag-images", type=int, default=1,
                         help="images for the per-layer diagnostic (0: off); default 1")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--testsets", default=None, help="test image root (default ../shared/testsets)")
-    parser.add_argument("--out", help="JSON output (one --model only; default benchmarks/fidelity-<name>.json)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed for building the model (its weights where none are loaded; default 0)")
+    parser.add_argument("--testsets", default=None,
+                        help="folder of the standard test sets (Set5, Set14, Kodak24...); default: "
+                             "$NYSTRA_HUB_TESTSETS, else ../shared/testsets next to a repository checkout")
+    parser.add_argument("--out", help="JSON output (one --model only; default: benchmarks/fidelity-<name>.json in a "
+                                      "repository checkout, else fidelity-<name>.json in the current folder)")
     parser.add_argument("--plot", help="PNG output (default: the JSON path with .png)")
     parser.add_argument("--plot-only", nargs="+", metavar="JSON", help="redraw the plot from fidelity JSON files")
+
+
+def default_output(stem: str) -> Path:
+    """``benchmarks/<stem>.json`` where that folder exists (a repository checkout), else ``<stem>.json`` here."""
+    folder = Path("benchmarks")
+    return folder / f"{stem}.json" if folder.is_dir() else Path(f"{stem}.json")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -440,7 +453,7 @@ def run(args: argparse.Namespace) -> int:
     for spec in args.model:
         report = run_fidelity(spec, args, log=lambda m: print(m, flush=True))
         name = report["model"]["name"]
-        out = Path(args.out or f"benchmarks/fidelity-{name}.json")
+        out = Path(args.out) if args.out else default_output(f"fidelity-{name}")
         atomic_write_json(out, report, indent=1)
         plot = plot_fidelity([report], args.plot or out.with_suffix(".png"))
         print(f"wrote {out} and {plot}")

@@ -1,12 +1,20 @@
 """The plots of the measurement commands (PNG through matplotlib's Agg backend), redrawn from their JSON.
 
+Every panel is drawn only when the JSON has data for it (a run without the enlarged-window baseline (c) gets no
+"speedup vs (c)" panel, a fidelity run without a landmark sweep gets only its per-arm panel), so no figure has an
+empty or mislabelled axis; :func:`draw_bench` and :func:`draw_fidelity` return the figure for such checks.
+
 matplotlib is an optional dependency (``nystra_hub[bench]``): it is imported when a plot is drawn.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+
+# a panel: (title, draw(ax)); only panels with data are made
+Panel = tuple[str, Callable]
 
 
 def save_figure(fig, path: str | os.PathLike) -> Path:
@@ -31,81 +39,183 @@ def _pyplot():
     return plt
 
 
-def plot_bench(reports: list[dict], path: str | os.PathLike) -> Path:
-    """Median time vs size per arm, and speedups vs (a) and (c), one row per report (Agg backend)."""
-    fig, axes = _pyplot().subplots(len(reports), 3, figsize=(16, 4.5 * len(reports)), squeeze=False)
-    for row, report in zip(axes, reports):
-        sizes = [r["size"] for r in report["results"]]
-        refs = report.get("references", {})
-        for name, arm in report["arms"].items():
-            label = f"({arm['letter']}) {name}" if arm.get("letter") else name
-            med = [r["arms"].get(name, {}).get("median_s") for r in report["results"]]
-            pts = [(s, m * 1e3) for s, m in zip(sizes, med) if m]
-            if pts:
-                row[0].plot(*zip(*pts), marker="o", label=label)
-            for ax, letter in ((row[1], "a"), (row[2], "c")):
-                key = f"{letter}:{refs.get(letter)}"
-                sp = [(s, r["arms"].get(name, {}).get("speedup", {}).get(key)) for s, r in
-                      zip(sizes, report["results"])]
-                sp = [(s, v) for s, v in sp if v]
-                if sp:
-                    ax.plot(*zip(*sp), marker="o", label=label)
-        env = report["environment"]
-        title = f"{report['model']['name']} on {env.get('device_name')} ({report['settings']['threads']} threads)"
-        row[0].set(xscale="log", yscale="log", xlabel="input side (px)", ylabel="median time (ms)", title=title)
-        row[1].set(xscale="log", xlabel="input side (px)", ylabel="speedup", title=f"vs (a) {refs.get('a')}")
-        row[2].set(xscale="log", xlabel="input side (px)", ylabel="speedup", title=f"vs (c) {refs.get('c')}")
-        for ax in row:
-            ax.set_xticks(sizes, [str(s) for s in sizes])
-            ax.minorticks_off()
-            ax.grid(True, alpha=0.3)
-        row[1].axhline(1.0, color="k", lw=0.8)
-        row[2].axhline(1.0, color="k", lw=0.8)
-        row[0].legend(fontsize=7)
-    return save_figure(fig, path)
+def _grid(rows: list[list[Panel]], width: float):
+    """A figure with one row per entry of ``rows`` and one axis per panel (unused grid cells removed)."""
+    columns = max(1, max(len(panels) for panels in rows))
+    fig, axes = _pyplot().subplots(len(rows), columns, figsize=(width * columns, 4.5 * len(rows)), squeeze=False)
+    for row_axes, panels in zip(axes, rows):
+        for ax, (_, draw) in zip(row_axes, panels):
+            draw(ax)
+        for ax in row_axes[len(panels):]:
+            ax.remove()
+    return fig
 
+
+# -- bench -------------------------------------------------------------------------------------------------------
+def _arm_label(name: str, arm: dict) -> str:
+    return f"({arm['letter']}) {name}" if arm.get("letter") else name
+
+
+def _bench_series(report: dict, value: Callable[[dict], float | None]) -> list[tuple[str, list]]:
+    """(arm label, [(size, value)...]) for every arm with at least one value."""
+    series = []
+    for name, arm in report["arms"].items():
+        points = [(r["size"], value(r["arms"].get(name, {}))) for r in report["results"]]
+        points = [(s, v) for s, v in points if v]
+        if points:
+            series.append((_arm_label(name, arm), points))
+    return series
+
+
+def _size_axis(ax, sizes: list[int]) -> None:
+    ax.set_xscale("log")
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.minorticks_off()
+    ax.set_xlabel("input side (px)")
+    ax.grid(True, alpha=0.3)
+
+
+def _line_panel(series: list[tuple[str, list]], sizes: list[int], ylabel: str, title: str, unity: bool,
+                legend: bool) -> Callable:
+    def draw(ax) -> None:
+        for label, points in series:
+            ax.plot(*zip(*points), marker="o", label=label)
+        values = [v for _, points in series for _, v in points]
+        if not unity and max(values) >= 10 * min(values):  # log only over a decade: else no tick is labelled
+            ax.set_yscale("log")
+        if unity:
+            ax.axhline(1.0, color="k", lw=0.8)
+        _size_axis(ax, sizes)
+        ax.set(ylabel=ylabel, title=title)
+        if legend:
+            ax.legend(fontsize=7)
+    return draw
+
+
+def bench_panels(report: dict) -> list[Panel]:
+    """Median time per arm, then the speedups vs the references (a) and (c) the report has data for."""
+    sizes = [r["size"] for r in report["results"]]
+    refs = report.get("references", {})
+    env = report["environment"]
+    title = f"{report['model']['name']} on {env.get('device_name')} ({report['settings']['threads']} threads)"
+    panels: list[Panel] = []
+    times = _bench_series(report, lambda e: e.get("median_s") and e["median_s"] * 1e3)
+    if times:
+        panels.append((title, _line_panel(times, sizes, "median time (ms)", title, unity=False, legend=True)))
+    for letter in ("a", "c"):  # the model as trained, and the paper's baseline (spandrel's ratios are in the tables)
+        if not refs.get(letter):
+            continue
+        key = f"{letter}:{refs[letter]}"
+        speedups = _bench_series(report, lambda e, key=key: e.get("speedup", {}).get(key))
+        if speedups:
+            heading = f"speedup vs ({letter}) {refs[letter]}"
+            panels.append((heading, _line_panel(speedups, sizes, "speedup", heading, unity=True, legend=not times)))
+    return panels
+
+
+def draw_bench(reports: list[dict]):
+    """The bench figure: one row per report (see :func:`bench_panels`)."""
+    return _grid([bench_panels(report) for report in reports], width=5.5)
+
+
+def plot_bench(reports: list[dict], path: str | os.PathLike) -> Path:
+    """Median time vs size per arm and the speedups vs the reference arms, one row per report (Agg backend)."""
+    return save_figure(draw_bench(reports), path)
+
+
+# -- fidelity ----------------------------------------------------------------------------------------------------
+def _sweep_points(report: dict, key: str) -> list[tuple[str, list, list]]:
+    """(label, [(m, PSNR vs exact)], [(m, PSNR vs GT)]) of the landmark sweeps the report ran."""
+    arms, sweep = report["arms"], report.get("sweep", {})
+    series = [("trained window, bias pooled, mask exact", sweep.get("landmarks_trained_window") or {}),
+              (f"window {sweep.get('enlarged_window')}, paper form", sweep.get("landmarks_enlarged_window") or {})]
+    out = []
+    for label, mapping in series:
+        pts = sorted((int(m), arms[name]) for m, name in mapping.items() if name in arms)
+        values = [(m, a[key]) for m, a in pts if a.get(key) is not None]
+        if values:
+            out.append((label, values))
+    return out
+
+
+def _sweep_panel(report: dict, key: str, ylabel: str, title: str) -> Callable:
+    arms = report["arms"]
+
+    def draw(ax) -> None:
+        ticks = set()
+        for label, points in _sweep_points(report, key):
+            ax.plot(*zip(*points), marker="o", label=label)
+            ticks.update(m for m, _ in points)
+        for name, style in (("exact", "k-"), ("nystromformer", "C2:"), ("performer", "C3:")):
+            value = arms.get(name, {}).get(key)
+            if value is not None and not (name == "exact" and key == "psnr_vs_exact"):
+                ax.axhline(value, ls=style[2:] or "-", color=style[:2] if style[0] == "C" else "k", lw=1,
+                           label=f"{name} (trained window)")
+        if key == "psnr_gt":
+            paper_exact = next((n for n, a in arms.items() if a["config"].get("letter") == "c"), None)
+            if paper_exact and arms[paper_exact].get("psnr_gt") is not None:
+                ax.axhline(arms[paper_exact]["psnr_gt"], color="0.5", ls="--", lw=1, label=paper_exact)
+            baseline = report["input_baseline"]
+            if baseline.get("psnr_gt") is not None:
+                ax.axhline(baseline["psnr_gt"], color="0.7", ls="-.", lw=1, label=baseline["description"])
+        ax.set_xscale("log")
+        ax.set_xticks(sorted(ticks), [str(t) for t in sorted(ticks)])
+        ax.minorticks_off()
+        ax.grid(True, alpha=0.3)
+        ax.set(xlabel="landmarks m", ylabel=ylabel, title=title)
+        ax.legend(fontsize=7)
+    return draw
+
+
+def _per_arm_deltas(report: dict) -> list[tuple[str, float]]:
+    """(arm label, ΔPSNR vs GT) of every arm outside the landmark sweeps, exact excluded (0 by definition)."""
+    sweep = report.get("sweep", {})
+    swept = {*(sweep.get("landmarks_trained_window") or {}).values(),
+             *(sweep.get("landmarks_enlarged_window") or {}).values()}
+    rows = []
+    for name, arm in report["arms"].items():
+        if name == report.get("reference_arm", "exact") or name in swept or arm.get("delta_psnr_gt") is None:
+            continue
+        rows.append((_arm_label(name, arm.get("config", {})), arm["delta_psnr_gt"]))
+    return rows
+
+
+def _bar_panel(rows: list[tuple[str, float]], title: str) -> Callable:
+    def draw(ax) -> None:
+        labels, values = zip(*rows)
+        positions = range(len(rows))
+        ax.barh(positions, values, color=["C3" if v < 0 else "C2" for v in values])
+        ax.set_yticks(list(positions), labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.axvline(0.0, color="k", lw=0.8)
+        ax.grid(True, axis="x", alpha=0.3)
+        ax.set(xlabel="ΔPSNR vs ground truth against the exact model (dB)", title=title)
+    return draw
+
+
+def fidelity_panels(report: dict) -> list[Panel]:
+    """The landmark sweeps (PSNR vs the exact output, vs the ground truth) when the report ran them, and the
+    per-arm quality change."""
+    name, proto = report["model"]["name"], report["protocol"]["name"]
+    panels: list[Panel] = []
+    if _sweep_points(report, "psnr_vs_exact"):
+        title = f"{name}: fidelity to the exact model ({proto})"
+        panels.append((title, _sweep_panel(report, "psnr_vs_exact", "PSNR vs exact output (dB)", title)))
+    if _sweep_points(report, "psnr_gt"):
+        title = f"{name}: quality ({len(report['images'])} held-out images)"
+        panels.append((title, _sweep_panel(report, "psnr_gt", "PSNR vs ground truth (dB)", title)))
+    deltas = _per_arm_deltas(report)
+    if deltas:
+        title = f"{name}: quality change per arm ({len(report['images'])} images, {proto})"
+        panels.append((title, _bar_panel(deltas, title)))
+    return panels
+
+
+def draw_fidelity(reports: list[dict]):
+    """The fidelity figure: one row per report (see :func:`fidelity_panels`)."""
+    return _grid([fidelity_panels(report) for report in reports], width=6.5)
 
 
 def plot_fidelity(reports: list[dict], path: str | os.PathLike) -> Path:
-    """Quality vs landmarks (PSNR vs the exact output and vs ground truth), one row per model."""
-    fig, axes = _pyplot().subplots(len(reports), 2, figsize=(13, 4.5 * len(reports)), squeeze=False)
-    for row, report in zip(axes, reports):
-        arms = report["arms"]
-        sweep = report["sweep"]
-        series = [("trained window, bias pooled, mask exact", sweep["landmarks_trained_window"]),
-                  (f"window {sweep['enlarged_window']}, paper form", sweep["landmarks_enlarged_window"])]
-        for label, mapping in series:
-            pts = sorted((int(m), arms[name]) for m, name in mapping.items() if name in arms)
-            pts_exact = [(m, a["psnr_vs_exact"]) for m, a in pts if a.get("psnr_vs_exact") is not None]
-            pts_gt = [(m, a["psnr_gt"]) for m, a in pts if a.get("psnr_gt") is not None]
-            if pts_exact:
-                row[0].plot(*zip(*pts_exact), marker="o", label=label)
-            if pts_gt:
-                row[1].plot(*zip(*pts_gt), marker="o", label=label)
-        for name, style in (("exact", "k-"), ("nystromformer", "C2:"), ("performer", "C3:")):
-            if arms.get(name, {}).get("psnr_gt") is not None:
-                row[1].axhline(arms[name]["psnr_gt"], ls=style[2:] or "-", color=style[:2] if style[0] == "C"
-                               else "k", lw=1, label=f"{name} (trained window)")
-            if name != "exact" and arms.get(name, {}).get("psnr_vs_exact") is not None:
-                row[0].axhline(arms[name]["psnr_vs_exact"], ls=":", color=style[:2], lw=1,
-                               label=f"{name} (trained window)")
-        paper_exact = next((n for n, a in arms.items() if a["config"].get("letter") == "c"), None)
-        if paper_exact and arms[paper_exact].get("psnr_gt") is not None:
-            row[1].axhline(arms[paper_exact]["psnr_gt"], color="0.5", ls="--", lw=1, label=f"{paper_exact}")
-        if report["input_baseline"].get("psnr_gt") is not None:
-            row[1].axhline(report["input_baseline"]["psnr_gt"], color="0.7", ls="-.", lw=1,
-                           label=report["input_baseline"]["description"])
-        name = report["model"]["name"]
-        proto = report["protocol"]["name"]
-        row[0].set(xscale="log", xlabel="landmarks m", ylabel="PSNR vs exact output (dB)",
-                   title=f"{name}: fidelity to the exact model ({proto})")
-        row[1].set(xscale="log", xlabel="landmarks m", ylabel="PSNR vs ground truth (dB)",
-                   title=f"{name}: quality ({len(report['images'])} held-out images)")
-        for ax in row:
-            ticks = sorted({int(m) for _, mp in series for m in mp})
-            if ticks:
-                ax.set_xticks(ticks, [str(t) for t in ticks])
-                ax.minorticks_off()
-            ax.grid(True, alpha=0.3)
-            ax.legend(fontsize=7)
-    return save_figure(fig, path)
+    """Quality vs landmarks (PSNR vs the exact output and vs ground truth) and per arm, one row per model."""
+    return save_figure(draw_fidelity(reports), path)

@@ -1,0 +1,104 @@
+"""Command-line options shared by the ``nystra-hub`` commands: one spelling, one meaning, one help text each.
+
+- ``--attn {softmax,sdpa,nystra}``: the attention implementation (the ``attn_impl`` argument of the Python API);
+- ``--nystra KEY=VALUE`` (repeatable): one Nyström parameter each (landmarks, iters, tau, bias, mask);
+- ``--device``: auto (CUDA when available), cpu, cuda, cuda:N.
+
+Spellings that existed before these were unified (``convert --attn-impl``, ``--nystra '{"landmarks": 16}'``)
+still work as hidden, deprecated aliases that print a warning naming the current spelling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+
+from .attention import ATTN_IMPLS, NystraParams
+
+NYSTRA_PARAM_NAMES = tuple(NystraParams().as_dict())
+
+ATTN_HELP = "attention implementation: softmax (exact, as trained), sdpa (exact, fused kernel) or nystra (PnP-Nystra)"
+NYSTRA_HELP = (f"one Nyström parameter, KEY=VALUE with KEY one of {', '.join(NYSTRA_PARAM_NAMES)}, e.g. "
+               "--nystra landmarks=16 --nystra iters=2 (repeatable; default: the model's)")
+DEVICE_HELP = "auto (CUDA when available), cpu, cuda or cuda:N (default: %(default)s)"
+
+# Help for options several commands share, used where a command module gives none (so every option has one).
+COMMON_OPTION_HELP = {
+    "seed": "random seed (default: %(default)s)",
+    "threads": "torch CPU threads (default: torch's choice)",
+    "batch": "images per forward (default: %(default)s)",
+}
+
+
+class DeprecatedAlias(argparse.Action):
+    """A hidden old spelling of an option: stores into the current option's ``dest`` after a warning."""
+
+    def __init__(self, option_strings, dest, current: str, **kwargs) -> None:
+        self.current = current
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(f"{parser.prog}: warning: {option_string} is deprecated, use {self.current}", file=sys.stderr)
+        if isinstance(getattr(namespace, self.dest, None), list) and not isinstance(values, list):
+            getattr(namespace, self.dest).append(values)  # an alias of an append option appends too
+        else:
+            setattr(namespace, self.dest, values)
+
+
+def add_attention_arguments(parser, attn_default: str | None = None, attn_help: str = ATTN_HELP) -> None:
+    """``--attn`` and ``--nystra KEY=VALUE`` (parsed with :func:`parse_nystra`)."""
+    parser.add_argument("--attn", choices=list(ATTN_IMPLS), default=attn_default, help=attn_help)
+    parser.add_argument("--nystra", action="append", default=[], metavar="KEY=VALUE", help=NYSTRA_HELP)
+
+
+def _parse_value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_nystra(values: list[str]) -> dict:
+    """``--nystra`` values into a dict of Nyström parameters. Each value is ``KEY=VALUE``; a JSON object (the old
+    spelling of ``convert``) is accepted too. Unknown keys raise ValueError naming the known ones."""
+    params: dict = {}
+    for value in values:
+        text = value.strip()
+        if text.startswith("{"):  # the old spelling of convert
+            try:
+                params.update(json.loads(text))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"--nystra {value!r}: not a JSON object ({err})") from None
+            print(f"warning: --nystra '{text}' (a JSON object) is deprecated, use --nystra KEY=VALUE",
+                  file=sys.stderr)
+            continue
+        key, sep, raw = text.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--nystra takes KEY=VALUE (e.g. landmarks=16), got {value!r}")
+        params[key.strip()] = _parse_value(raw.strip())
+    unknown = sorted(set(params) - set(NYSTRA_PARAM_NAMES))
+    if unknown:
+        raise ValueError(f"--nystra: unknown parameter(s) {unknown}; known: {list(NYSTRA_PARAM_NAMES)}")
+    return params
+
+
+def resolve_device(name: str) -> torch.device:
+    """``--device``: "auto" is CUDA when available, else the CPU; an unavailable CUDA device is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available")
+    return device
+
+
+def fill_missing_help(parser: argparse.ArgumentParser) -> None:
+    """Give the shared options of :data:`COMMON_OPTION_HELP` their help text where a command left it out."""
+    for action in parser._actions:
+        if action.help is None and action.dest in COMMON_OPTION_HELP:
+            action.help = COMMON_OPTION_HELP[action.dest]
