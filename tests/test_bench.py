@@ -195,3 +195,27 @@ def test_bench_half_precision_arms(tmp_path):
     assert arms["exact-fp16"]["max_abs_diff_vs_a"] < 0.1  # half precision, close to the bf16 exact arm
     # spandrel's SwinIR cast to bfloat16 fails on its float32 buffers (also seen on the H200): recorded, not fatal
     assert "dtype" in arms["spandrel"]["error"] and not arms["spandrel"]["times_s"]
+
+
+def test_roofline_and_achieved_rates_with_flops_borrowed_by_runtime_arms():
+    roofline = bench.gemm_roofline(torch.device("cpu"), torch.float32, runs=1)
+    assert set(roofline["gflops_per_s"]) == {"4096x180@180x540", "1024x1024@1024x1024"}
+    assert roofline["best_gflops_per_s"] == max(roofline["gflops_per_s"].values()) > 0
+    arms = [Arm("exact", "a", ""), Arm("nystra", "d", "", attn_impl="nystra"),
+            Arm("openvino", "", "", runtime="openvino"), Arm("openvino-nystra", "", "", attn_impl="nystra",
+                                                              runtime="openvino")]
+    entries = {"exact": {"flops": 4e9, "median_s": 2.0}, "nystra": {"flops": 3e9, "median_s": 2.0},
+               "openvino": {"median_s": 1.0}, "openvino-nystra": {"median_s": 1.5}}
+    bench.borrow_flops(entries, arms)
+    assert entries["openvino"]["flops_from"] == "exact" and entries["openvino-nystra"]["flops_from"] == "nystra"
+    bench.achieved_rates(entries, {"best_gflops_per_s": 8.0})
+    assert entries["openvino"]["gflops_per_s"] == pytest.approx(4.0)
+    assert entries["exact"]["roofline_fraction"] == pytest.approx(0.25)
+    assert entries["openvino-nystra"]["gflops_per_s"] == pytest.approx(2.0)
+
+
+def test_openvino_official_is_a_reference_when_it_runs():
+    arms = [Arm("exact", "a", ""), Arm("spandrel", "f", "", backend="spandrel"),
+            Arm("openvino-official", "", "", backend="spandrel", runtime="openvino")]
+    assert bench.reference_arms(arms) == {"a": "exact", "f": "spandrel", "o": "openvino-official"}
+    assert "o" not in bench.reference_arms(arms[:2])

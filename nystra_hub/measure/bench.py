@@ -50,7 +50,8 @@ JSON (``schema: "nystra_hub.bench/1"``; times in seconds, memory in bytes)::
      arms: {<name>: {name, letter: "a".."f" | "", description, attn_impl, window (null: trained), nystra
                      (overrides or null), window_method, drop_modulator, backend: "nystra_hub"|"spandrel",
                      performer_features, plan, dtype, runtime: "torch"|"compile"|"onnxruntime"|"openvino"}},
-     references: {"a": <name>, "f": <name>, "c": <name>},      # the arms ratios are taken against
+     references: {"a": <name>, "f": <name>, "c": <name>, ["o": "openvino-official"]},  # ratios are against these
+     roofline: {gflops_per_s: {"MxK@KxN": rate}, best_gflops_per_s, method},  # torch.mm on this device
      results: [{size, input_shape,
                 arms: {<name>: {times_s: [...], warmup_times_s: [...], error: str|null, output_shape,
                                 [prepare_s: the runtime arms' first, untimed call: export/compile and load],
@@ -59,6 +60,8 @@ JSON (``schema: "nystra_hub.bench/1"``; times in seconds, memory in bytes)::
                                 speedup: {"a:<name>": x, "f:<name>": x, "c:<name>": x},   # median ref / median
                                 paired_speedup: {...},                  # median over rounds of ref / arm
                                 flops, flops_by_op: {"aten.mm": n, ...},
+                                [flops_from: runtime arms, the eager arm of the same function],
+                                gflops_per_s, roofline_fraction,        # flops / median_s, / the roofline
                                 CPU: peak_rss_bytes, rss_before_bytes, peak_increase_bytes, memory_method
                                 CUDA: peak_bytes, allocated_before_bytes, peak_increase_bytes, memory_method
                                 [memory_error]}}}]}
@@ -108,6 +111,11 @@ DEFAULT_SIZES = (64,)
 FULL_SIZES = (256, 512)
 DEFAULT_RUNS = 3
 REFERENCE_ARMS = ("a", "f", "c")  # ratios are reported against these (by letter)
+# ...and against the best peer runtime on the official graph, when it runs (reference key "o")
+PEER_REFERENCE = ("o", "openvino-official")
+# The GEMM roofline: SwinIR-M's qkv projection of one 64x64 image (4096 tokens x 180 channels -> 540) and a
+# square 1024 GEMM; the faster one is the attainable matmul rate on this device, threads and precision.
+ROOFLINE_SHAPES = ((4096, 180, 540), (1024, 1024, 1024))
 
 
 def _sync(device: torch.device) -> None:
@@ -247,6 +255,49 @@ def summarise(times: list[float]) -> dict:
             "stdev_s": statistics.stdev(ordered) if len(ordered) > 1 else 0.0}
 
 
+def gemm_roofline(device: torch.device, dtype: torch.dtype, runs: int = 5) -> dict:
+    """The matmul rate this device reaches (GFLOP/s, median of ``runs`` timed calls after one warm-up) on
+    :data:`ROOFLINE_SHAPES`: the ceiling the arms' achieved GFLOP/s (``flops / median_s``) are compared with."""
+    rates = {}
+    for m, k, n in ROOFLINE_SHAPES:
+        a = torch.randn(m, k, device=device, dtype=dtype)
+        b = torch.randn(k, n, device=device, dtype=dtype)
+        times = []
+        for i in range(runs + 1):
+            _sync(device)
+            start = time.perf_counter()
+            torch.mm(a, b)
+            _sync(device)
+            if i:  # the first call is the warm-up
+                times.append(time.perf_counter() - start)
+        rates[f"{m}x{k}@{k}x{n}"] = 2 * m * k * n / statistics.median(times) / 1e9
+    return {"gflops_per_s": rates, "best_gflops_per_s": max(rates.values()),
+            "method": f"torch.mm, median of {runs} calls after one warm-up, {str(dtype).removeprefix('torch.')}"}
+
+
+def borrow_flops(entries: dict[str, dict], arms: list[Arm]) -> None:
+    """torch's FLOP counter cannot see inside an exported or compiled graph: a runtime arm gets the FLOPs of the
+    eager arm computing the same function (same attention, window, Nyström parameters, plan), ``flops_from``."""
+    def function(arm: Arm) -> tuple:
+        return arm.attn_impl, arm.window, json.dumps(arm.nystra, sort_keys=True), json.dumps(arm.plan, sort_keys=True)
+
+    counted = {function(a): a.name for a in arms if a.runtime == "torch" and entries[a.name].get("flops")}
+    for arm in arms:
+        entry = entries[arm.name]
+        source = counted.get(function(arm))
+        if arm.runtime != "torch" and not entry.get("flops") and source:
+            entry["flops"], entry["flops_from"] = entries[source]["flops"], source
+
+
+def achieved_rates(entries: dict[str, dict], roofline: dict | None) -> None:
+    """Per arm with counted FLOPs and a median: GFLOP/s achieved and its fraction of the GEMM roofline."""
+    for entry in entries.values():
+        if entry.get("flops") and entry.get("median_s"):
+            entry["gflops_per_s"] = entry["flops"] / entry["median_s"] / 1e9
+            if roofline:
+                entry["roofline_fraction"] = entry["gflops_per_s"] / roofline["best_gflops_per_s"]
+
+
 def ratios(results: dict[str, dict], references: dict[str, str]) -> None:
     """Add speedup (median ref / median arm) and paired speedup (median over rounds of ref/arm) per reference."""
     for entry in results.values():
@@ -274,6 +325,8 @@ def run_bench(args: argparse.Namespace, log=print) -> dict:
     models, build_errors = _build_arm_models(base, arms, device, log)
     session = BenchSession(args, source, device, dtype, arms, models, build_errors, references, log)
     report = _report_header(session, base, recipe)
+    report["roofline"] = session.roofline = gemm_roofline(device, dtype)
+    log(f"GEMM roofline: {report['roofline']['best_gflops_per_s']:.0f} GFLOP/s")
     for size in args.sizes:
         report["results"].append(_measure_size(session, size))
     report["environment"]["load_average_end"] = load_average()
@@ -293,6 +346,7 @@ class BenchSession:
     build_errors: dict[str, str]  # the arms that could not
     references: dict[str, str]  # letter -> arm name
     log: Callable[[str], None]
+    roofline: dict | None = None
 
     @property
     def memory_on(self) -> bool:
@@ -327,6 +381,9 @@ def reference_arms(arms: list[Arm]) -> dict[str, str]:
         found = [a.name for a in arms if a.letter == letter]
         if found:
             references[letter] = found[0]
+    key, peer = PEER_REFERENCE
+    if any(a.name == peer for a in arms):
+        references[key] = peer
     return references
 
 
@@ -400,6 +457,8 @@ def _measure_size(session: BenchSession, size: int) -> dict:
     reference_out = _timed_rounds(session, entries, fns, x)
     _summarise_arms(entries, reference_out, session.log)
     ratios(entries, session.references)
+    borrow_flops(entries, session.arms)
+    achieved_rates(entries, session.roofline)
     return {"size": size, "input_shape": list(x.shape), "arms": entries}
 
 
@@ -603,18 +662,20 @@ def _print_table(report: dict) -> None:
     refs = report["references"]
     for result in report["results"]:
         print(f"\nsize {result['size']} ({report['settings']['device']}, {report['settings']['threads']} threads)")
-        print(f"{'arm':<26}{'median ms':>11}{'vs a':>8}{'vs f':>8}{'vs c':>8}{'peak MiB':>10}{'GFLOP':>9}")
+        print(f"{'arm':<26}{'median ms':>11}{'vs a':>8}{'vs f':>8}{'vs c':>8}{'vs o':>8}{'peak MiB':>10}"
+              f"{'GFLOP':>9}{'GFLOP/s':>9}")
         for name, entry in result["arms"].items():
             if entry.get("error") and not entry.get("times_s"):
                 print(f"{name:<26}  error: {entry['error'][:80]}")
                 continue
             cells = []
-            for letter in ("a", "f", "c"):
+            for letter in ("a", "f", "c", "o"):
                 v = entry.get("speedup", {}).get(f"{letter}:{refs.get(letter)}")
                 cells.append(f"{v:8.2f}" if v else f"{'-':>8}")
             peak = entry.get("peak_rss_bytes", entry.get("peak_bytes"))
             print(f"{name:<26}{entry.get('median_s', float('nan')) * 1e3:11.1f}{''.join(cells)}"
-                  f"{(peak / 2**20 if peak else float('nan')):10.0f}{(entry.get('flops') or 0) / 1e9:9.2f}")
+                  f"{(peak / 2**20 if peak else float('nan')):10.0f}{(entry.get('flops') or 0) / 1e9:9.2f}"
+                  f"{entry.get('gflops_per_s', float('nan')):9.1f}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -436,6 +436,10 @@ def _bench_result(v: Variant, report: dict, result: dict, suffix: str, index: Mo
            f"{settings['protocol']} protocol, {report['created']}, nystra_hub "
            f"{report['environment'].get('git_commit', '')}).",
            _bench_table(report, result)]
+    if report.get("roofline"):
+        out.append(f"GFLOP/s = counted FLOPs (matmuls, convolutions; a runtime arm: those of the eager arm of the "
+                   f"same function) / median time; the GEMM roofline of this machine is "
+                   f"{report['roofline']['best_gflops_per_s']:.0f} GFLOP/s ({report['roofline']['method']}).")
     split = _speed_split(result, refs)
     if split:
         out.append(split)
@@ -449,8 +453,9 @@ def _bench_result(v: Variant, report: dict, result: dict, suffix: str, index: Mo
 
 def _bench_table(report: dict, result: dict) -> str:
     refs = report.get("references", {})
-    letters = [k for k in ("a", "f", "c") if refs.get(k)]
-    heads = ["arm", "median ms", *(f"speedup vs ({k}) {refs[k]}" for k in letters), "peak memory MiB", "GFLOP"]
+    letters = [k for k in ("a", "f", "c", "o") if refs.get(k)]
+    heads = ["arm", "median ms", *(f"speedup vs ({k}) {refs[k]}" for k in letters), "peak memory MiB", "GFLOP",
+             "GFLOP/s"]
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for name, entry in result["arms"].items():
         arm = report["arms"].get(name, {})
@@ -464,7 +469,8 @@ def _bench_table(report: dict, result: dict) -> str:
             cells.append(f"{ratio:.2f}×" if ratio else "–")
         peak = entry.get("peak_rss_bytes", entry.get("peak_bytes"))
         cells += [_num(peak / 2**20 if peak else None, ".0f"),
-                  _num(entry["flops"] / 1e9 if entry.get("flops") else None, ".1f")]
+                  _num(entry["flops"] / 1e9 if entry.get("flops") else None, ".1f"),
+                  _num(entry.get("gflops_per_s"), ".0f")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
