@@ -124,8 +124,8 @@ def default_scoring(model, source: str | Path | None = None) -> tuple[Protocol, 
         return PROTOCOLS[name], f"catalogue variant {variant} ({task}): {why}"
     if net.scale > 1:
         return PROTOCOLS["swinir-sr"], f"a x{net.scale} super-resolution model: SwinIR's SR protocol"
-    if net.arch == "dehazeformer":
-        return PROTOCOLS["dehazeformer"], "a DehazeFormer model: DehazeFormer test.py"
+    if net.spec.metric_protocol:
+        return PROTOCOLS[net.spec.metric_protocol], f"a {net.spec.title} model: its own test script's protocol"
     return PROTOCOLS["rgb-uint8"], f"a x1 {net.arch} model: RGB (or gray), 8-bit, no border"
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import importlib
 import json
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -236,3 +237,12 @@ def test_cli_imports_only_the_subcommand_that_runs_and_nothing_deprecated():
     assert not set(OLD_PATHS) & set(by_help + by_bench)
     for name in ("list", "bench", "train-reference", "cards"):
         assert name in proc.stdout  # the help lists every subcommand
+
+
+def test_no_architecture_name_branches_outside_models():
+    """Architecture facts live in each model's spec: code outside models/ never compares an arch with a name."""
+    branch = re.compile(r"""\barch\s*(?:==|!=|\bin\b|\bnot in\b)\s*[(\[{]?\s*[\"']""")  # against a literal name
+    found = [f"{path.relative_to(REPO)}:{number}: {line.strip()}"
+             for path in sorted(SOURCE.rglob("*.py")) if "models" not in path.relative_to(SOURCE).parts
+             for number, line in enumerate(path.read_text().splitlines(), 1) if branch.search(line)]
+    assert not found, "\n".join(found)

@@ -458,17 +458,17 @@ def test_official_kwargs_round_trip():
 
 
 def test_in_place_gelu_only_where_autograd_does_not_need_the_input():
-    from nystra_hub.models.common import gelu_fresh
+    from nystra_hub.models.common import gelu_on_fresh_output
 
     act = torch.nn.GELU()
     x = torch.randn(4, 64)
     expected = torch.nn.functional.gelu(x)
     with torch.no_grad():
         fresh = x.clone()
-        assert gelu_fresh(fresh, act) is fresh and torch.equal(fresh, expected)  # in place, same bits
+        assert gelu_on_fresh_output(fresh, act) is fresh and torch.equal(fresh, expected)  # in place, same bits
     leaf = x.clone().requires_grad_()
     y = leaf * 1.0
-    out = gelu_fresh(y, act)
+    out = gelu_on_fresh_output(y, act)
     assert out is not y and torch.equal(y, x)  # training: the input autograd saved is untouched
     out.sum().backward()
     assert leaf.grad is not None and torch.isfinite(leaf.grad).all()

@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-from torch import nn
-
 from ..attention import NystraParams
-from .common import RestorationModel
+from .common import ArchitectureSpec, RestorationModel, unwrap_model
+from .dehazeformer import DehazeFormer
 from .swinir import SwinIR
+from .uformer import Uformer
 
-ARCHITECTURES: dict[str, type[RestorationModel]] = {"swinir": SwinIR}
-
-try:  # filled in as the architectures land
-    from .uformer import Uformer
-
-    ARCHITECTURES["uformer"] = Uformer
-except ImportError:  # pragma: no cover
-    pass
-try:
-    from .dehazeformer import DehazeFormer
-
-    ARCHITECTURES["dehazeformer"] = DehazeFormer
-except ImportError:  # pragma: no cover
-    pass
+# A fourth architecture is one file here plus this entry and its catalogue variants (nystra_hub.variants).
+ARCHITECTURES: dict[str, type[RestorationModel]] = {"swinir": SwinIR, "uformer": Uformer, "dehazeformer": DehazeFormer}
 
 
 def build_model(
@@ -43,10 +31,5 @@ def build_model(
     return model.eval()
 
 
-def is_restoration_model(obj: object) -> bool:
-    return isinstance(obj, RestorationModel) or (
-        isinstance(obj, nn.Module) and isinstance(getattr(obj, "model", None), RestorationModel)
-    )
-
-
-__all__ = ["ARCHITECTURES", "RestorationModel", "SwinIR", "build_model"]
+__all__ = ["ARCHITECTURES", "ArchitectureSpec", "DehazeFormer", "RestorationModel", "SwinIR", "Uformer", "build_model",
+           "unwrap_model"]

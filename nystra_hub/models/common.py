@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import torch
@@ -24,7 +23,7 @@ def tokens_to_image(x: Tensor, size: tuple[int, int]) -> Tensor:
     return x.reshape(b, size[0], size[1], c).permute(0, 3, 1, 2)
 
 
-def gelu_fresh(x: Tensor, act: nn.GELU) -> Tensor:
+def gelu_on_fresh_output(x: Tensor, act: nn.GELU) -> Tensor:
     """``act(x)`` for an ``x`` nothing else holds (a layer's fresh output), in place unless autograd needs ``x``.
 
     On CPU a new image-sized tensor costs more in page faults than the GELU itself (65536×128 floats, 2 threads:
@@ -93,6 +92,9 @@ class ArchitectureSpec:
     modulators: the decoder has learned modulators (dropped by the paper's recipe, like the bias and masks).
     spandrel: spandrel implements it (the official code path users run today; a benchmark baseline).
     shift_masks: shifted windows use the Swin shift mask (a Nyström ``mask`` mode then matters).
+    metric_protocol: the name of the architecture's own evaluation protocol (a key of
+        ``nystra_hub.measure.metrics.PROTOCOLS``) where its test script scores differently from its task's
+        usual protocol; None otherwise.
     """
 
     title: str
@@ -107,6 +109,7 @@ class ArchitectureSpec:
     modulators: bool = False
     spandrel: bool = False
     shift_masks: bool = True  # shifted windows masked across the cyclic-shift seam (DehazeFormer reflect-pads)
+    metric_protocol: str | None = None
 
     def paper_recipe(self, task: str) -> EnlargedWindowRecipe:
         return self.paper_recipes.get(task, self.paper_recipes["default"])
@@ -276,11 +279,6 @@ class RestorationModel(nn.Module):
         # Not while torch.export traces: a branch on the data (the exported graph's runner checks instead).
         if self.validate_inputs and not torch.compiler.is_exporting() and not bool(torch.isfinite(x).all()):
             raise ValueError(f"{type(self).__name__} input contains NaN or Inf values")
-
-
-def check_divisible(h: int, w: int, multiple: int) -> tuple[int, int]:
-    """Padding (bottom, right) to reach a multiple."""
-    return (math.ceil(h / multiple) * multiple - h, math.ceil(w / multiple) * multiple - w)
 
 
 def unwrap_model(model) -> RestorationModel:

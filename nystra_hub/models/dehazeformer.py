@@ -284,7 +284,7 @@ class Attention(nn.Module):
         if self.use_attn:
             self.attn.set_window_size(window_size)
 
-    def reflect_ok(self, size: int) -> bool:
+    def fits_reflect_padding(self, size: int) -> bool:
         """Whether a map of ``size`` (along one dim) passes every reflect pad of this module."""
         pads = [self.conv_padding]
         if self.use_attn:
@@ -411,14 +411,14 @@ class SKFusion(nn.Module):
         return torch.sum(feats * attn, dim=1)
 
 
-def _five(name: str, value) -> list:
+def _per_stage(name: str, value) -> list:
     value = list(value)
     if len(value) != 5:
         raise ValueError(f"{name} must list 5 stages, got {len(value)}: {value}")
     return value
 
 
-def _number(value) -> int | float:
+def _as_number(value) -> int | float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         value = float(value)  # numpy scalars and the like; non-numbers raise here
     return value
@@ -447,6 +447,7 @@ class DehazeFormer(RestorationModel):
                             "used")},
         bias_resize="the position-bias MLP evaluated at the new offsets",
         shift_masks=False,  # shifted windows are reflect-padded, never masked
+        metric_protocol="dehazeformer",  # its test.py: float RGB, SSIM on downsampled images
     )
     block_types = (TransformerBlock,)
     # No reference recipe for DehazeFormer: the SwinIR recipe (m = 16, 2 iterations, τ = 5) is the reference's
@@ -463,13 +464,13 @@ class DehazeFormer(RestorationModel):
         attn_impl: str = "softmax", nystra: NystraParams | dict | None = None,
     ) -> None:
         super().__init__()
-        embed_dims = [int(d) for d in _five("embed_dims", embed_dims)]
-        mlp_ratios = [_number(r) for r in _five("mlp_ratios", mlp_ratios)]
-        depths = [int(d) for d in _five("depths", depths)]
-        num_heads = [int(h) for h in _five("num_heads", num_heads)]
-        attn_ratio = [_number(r) for r in _five("attn_ratio", attn_ratio)]
-        conv_type = _five("conv_type", conv_type)
-        norm_names = [_norm_layer_name(n) for n in _five("norm_layer", norm_layer)]
+        embed_dims = [int(d) for d in _per_stage("embed_dims", embed_dims)]
+        mlp_ratios = [_as_number(r) for r in _per_stage("mlp_ratios", mlp_ratios)]
+        depths = [int(d) for d in _per_stage("depths", depths)]
+        num_heads = [int(h) for h in _per_stage("num_heads", num_heads)]
+        attn_ratio = [_as_number(r) for r in _per_stage("attn_ratio", attn_ratio)]
+        conv_type = _per_stage("conv_type", conv_type)
+        norm_names = [_norm_layer_name(n) for n in _per_stage("norm_layer", norm_layer)]
         if embed_dims[1] != embed_dims[3] or embed_dims[0] != embed_dims[4]:
             raise ValueError(f"embed_dims must satisfy e1 == e3 and e0 == e4 (skips), got {embed_dims}")
         if out_chans != in_chans + 1:
@@ -608,7 +609,7 @@ class DehazeFormer(RestorationModel):
         if any(p and p >= s for s, p in convs):
             return False
         return all(
-            blk.attn.reflect_ok(stage_side)
+            blk.attn.fits_reflect_padding(stage_side)
             for layer, stage_side in zip(self.layers, stage_sides)
             for blk in layer.blocks
         )

@@ -31,7 +31,7 @@ from .common import (
     EnlargedWindowRecipe,
     RestorationModel,
     count_children,
-    gelu_fresh,
+    gelu_on_fresh_output,
     mlp_ratio_of,
     stream_op,
     tokens_to_image,
@@ -48,7 +48,7 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_features, in_features)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(gelu_fresh(self.fc1(x), self.act))
+        return self.fc2(gelu_on_fresh_output(self.fc1(x), self.act))
 
 
 class WindowAttention(TableBiasWindowAttention):

@@ -44,7 +44,7 @@ from .common import (
     EnlargedWindowRecipe,
     RestorationModel,
     count_children,
-    gelu_fresh,
+    gelu_on_fresh_output,
     mlp_ratio_of,
     stream_op,
     tokens_to_image,
@@ -67,7 +67,7 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_features, in_features)
 
     def forward(self, x: Tensor, x_size: tuple[int, int]) -> Tensor:
-        return self.fc2(gelu_fresh(self.fc1(x), self.act))
+        return self.fc2(gelu_on_fresh_output(self.fc1(x), self.act))
 
 
 class LeFF(nn.Module):
@@ -87,8 +87,8 @@ class LeFF(nn.Module):
 
     def forward(self, x: Tensor, x_size: tuple[int, int]) -> Tensor:
         # The Sequentials keep the official keys (linear1.0, dwconv.0); their GELUs run in place on fresh outputs.
-        x = gelu_fresh(self.linear1[0](x), self.linear1[1])
-        x = gelu_fresh(self.dwconv[0](tokens_to_image(x, x_size)), self.dwconv[1]).flatten(2).transpose(1, 2)
+        x = gelu_on_fresh_output(self.linear1[0](x), self.linear1[1])
+        x = gelu_on_fresh_output(self.dwconv[0](tokens_to_image(x, x_size)), self.dwconv[1]).flatten(2).transpose(1, 2)
         return self.linear2(x)
 
 
