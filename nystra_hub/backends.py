@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -53,6 +54,14 @@ from .export import (
 )
 
 BACKENDS = ("torch", "compile", "onnxruntime", "openvino")
+BACKEND_CHOICES = (*BACKENDS, "auto")  # "auto": see auto_backend
+# What "auto" runs on a CPU: the first of these whose runtime is installed, else eager torch. Measured on this
+# project's 2-core CPU machines, float32, arms interleaved (benchmarks/bench-*-routes-cpu.json): OpenVINO running
+# our exported graph was the fastest route measured (Uformer-B 512²: 2456 ms, ONNX Runtime 4412, eager 8224,
+# torch.compile 10233), ONNX Runtime the second.
+AUTO_CPU_PREFERENCE = ("openvino", "onnxruntime")
+RUNTIME_MODULES = {"onnxruntime": ("onnx", "onnxscript", "onnxruntime"),
+                   "openvino": ("onnx", "onnxscript", "openvino")}
 EXPORT_FORMATS = {"onnxruntime": "onnx", "openvino": "openvino"}  # the format each export backend writes
 COMPILE_RECOMPILE_LIMIT = 64  # shapes a compiled runner may see (torch's default 8: a few whole images of varied size)
 
@@ -65,9 +74,21 @@ def default_cache_dir() -> Path:
 
 
 def check_backend(backend: str) -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    if backend not in BACKEND_CHOICES:
+        raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKEND_CHOICES)}")
     return backend
+
+
+def auto_backend(device: torch.device | str) -> str:
+    """The backend ``"auto"`` stands for on ``device``: on a CPU the first installed runtime of
+    :data:`AUTO_CPU_PREFERENCE` (each new input shape is exported once, about a minute for the base models, then
+    cached), else eager torch; on a GPU eager torch (the exports run float32 on the CPU only)."""
+    if torch.device(device).type != "cpu":
+        return "torch"
+    for backend in AUTO_CPU_PREFERENCE:
+        if all(importlib.util.find_spec(module) is not None for module in RUNTIME_MODULES[backend]):
+            return backend
+    return "torch"
 
 
 class Runner(nn.Module):
@@ -240,7 +261,8 @@ def make_runner(model: nn.Module, backend: str = "torch", *, cache_dir: str | os
     """A :class:`Runner` of ``model``'s raw forward through ``backend`` (module doc). ``cache_dir`` and
     ``exported``: where the export backends find their graphs (``cache_dir`` is unused by the others);
     ``threads``: their intra-op threads; ``compile_kwargs``: passed to ``torch.compile`` (backend "compile")."""
-    check_backend(backend)
+    if check_backend(backend) == "auto":
+        backend = auto_backend(next(model.parameters()).device)
     if exported is not None and backend not in EXPORT_FORMATS:
         raise ValueError(f"exported= is a folder for the export backends {tuple(EXPORT_FORMATS)}, not {backend!r}")
     if compile_kwargs and backend != "compile":

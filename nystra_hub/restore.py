@@ -90,7 +90,7 @@ from PIL import Image, ImageOps
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .backends import Runner, make_runner
+from .backends import Runner, auto_backend, make_runner
 from .imageio import ORIENTATION_TAG, array_to_pil, pil_to_array
 from .models.common import RestorationModel, unwrap_model
 from .precision import resolve_dtype, run_guarded
@@ -463,6 +463,8 @@ def _runner(model: RestorationModel, backend: str | Runner, cache_dir, compute_d
         if backend.model is not model:
             raise ValueError("the runner passed as backend= runs another model")
         return backend
+    if backend == "auto":
+        backend = auto_backend(next(model.parameters()).device)
     if backend != "torch" and compute_dtype != torch.float32:
         raise ValueError(f"backend {backend!r} runs float32 only; pass dtype='float32' (or 'auto' on a CPU)")
     return make_runner(model, backend, cache_dir=cache_dir)
@@ -637,7 +639,9 @@ def restore(
         backend: what runs the raw forward of the padded image or each tile (:mod:`nystra_hub.backends`):
             "torch" (default, eager), "compile" (torch.compile, compiled per shape), "onnxruntime" or
             "openvino" (the exported graph, exported on first use of a shape into ``cache_dir``; float32 on the
-            CPU), or a runner from ``make_runner(model, ...)`` to reuse its compiled graphs and sessions.
+            CPU), "auto" (OpenVINO, else ONNX Runtime, on a CPU where installed: the fastest routes measured;
+            eager torch on a GPU), or a runner from ``make_runner(model, ...)`` to reuse its compiled graphs
+            and sessions.
         cache_dir: where the export backends keep their graphs (default ``~/.cache/nystra_hub/exports``).
 
     Returns:

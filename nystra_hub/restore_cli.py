@@ -43,6 +43,7 @@ import psutil
 import torch
 from tqdm.auto import tqdm
 
+from .backends import BACKEND_CHOICES, auto_backend, make_runner
 from .checkpoints import load_original_checkpoint
 from .hub import resolve_nystra
 from .imageio import IMAGE_EXTENSIONS, format_for, read_image_with_meta, write_image
@@ -88,6 +89,12 @@ def add_arguments(parser) -> None:
                        help="compute precision: auto (bfloat16 on a GPU that supports it, float32 otherwise), "
                             "float32, bfloat16 or float16; half precision keeps the weights float32 and redoes any "
                             "tile that gives NaN/Inf in float32 (default: auto)")
+    model.add_argument("--backend", choices=BACKEND_CHOICES, default="torch",
+                       help="what runs the network: torch (eager), compile (torch.compile, once per tile shape), "
+                            "onnxruntime or openvino (the model exported once per tile shape into "
+                            "$NYSTRA_HUB_CACHE, float32; the extras nystra_hub[onnxruntime] / [openvino]). With "
+                            "--tile every tile has one shape, so each graph is made once per run; auto: openvino, else "
+                            "onnxruntime, on a CPU where installed, torch on a GPU (default: torch)")
     run = parser.add_argument_group("processing")
     run.add_argument("--tile", type=int, default=None,
                      help="tile side in input pixels (0: never tile; default: automatic under --memory-budget-mb)")
@@ -435,7 +442,7 @@ def _one(model, item: Item, args, progress=None) -> str:
     result = restore(
         model, array, tile=args.tile, tile_overlap=args.tile_overlap, memory_budget_mb=args.memory_budget_mb,
         gray=args.gray, color=args.color, alpha=args.alpha, dtype=args.dtype, protocol=args.protocol,
-        progress=progress or False,
+        progress=progress or False, backend=getattr(args, "runner", "torch"),
     )
     write_image(item.target, result, icc_profile=meta.get("icc_profile"))
     return "restored"
@@ -476,6 +483,13 @@ def _setup(args, procs: Processes) -> tuple[list[Item], object, str | None]:
         if procs.device is not None and procs.device.type == "cuda" and args.device in ("auto", "cuda"):
             args.device = str(procs.device)  # one GPU per process
         model = load_model(args)
+        # one runner for the whole run: its compiled graphs and export sessions are reused across images and tiles
+        if args.backend == "auto":
+            args.backend = auto_backend(next(model.parameters()).device)
+        if args.backend in ("onnxruntime", "openvino") and next(model.parameters()).device.type != "cpu":
+            raise ValueError(f"--backend {args.backend} runs on the CPU; add --device cpu")
+        args.runner = "torch" if args.backend == "torch" else make_runner(model, args.backend,
+                                                                          threads=args.threads)
         return items, model, None if items else "no input images found"
     except Exception as err:  # bad model/arguments/output folder: nothing can start
         return [], None, f"{type(err).__name__}: {err}"

@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "list": ("nystra_hub.cli_list", "list the catalogue of variants"),
     "restore": ("nystra_hub.restore_cli", "restore images or folders with a variant or hub folder"),
     "eval": ("nystra_hub.evaluate", "score a model on your own (degraded, ground truth) image folders"),
+    "export": ("nystra_hub.export_cli", "export a model to ONNX or OpenVINO IR for one input size"),
     "convert": ("nystra_hub.convert", "turn a released checkpoint into a hub folder (config, safetensors, card)"),
     "bench": ("nystra_hub.measure.bench", "measure speed of the attention arms (a command, not a test)"),
     "fidelity": ("nystra_hub.measure.fidelity", "measure quality of the attention arms against the exact model"),
