@@ -10,7 +10,8 @@
                  ``torch.inference_mode``; compiled once per input shape (``dynamic=False``)
 ``onnxruntime``  the ONNX export (:mod:`nystra_hub.export`) in an ONNX Runtime CPU session
 ``openvino``     the OpenVINO IR export compiled for the OpenVINO CPU plugin (float32 inference precision: on CPUs
-                 with bfloat16 units the plugin's default would be bfloat16, not the same function)
+                 with bfloat16 units the plugin's default would be bfloat16, not the same function;
+                 ``precision="bfloat16"`` asks for it explicitly)
 ===============  ==================================================================================================
 
 The export backends run float32 on the CPU, with ``threads`` intra-op threads (default: torch's count, so a
@@ -169,12 +170,14 @@ class OnnxRuntimeSession:
 
 
 class OpenVINOSession:
-    """An exported graph (OpenVINO IR, or ONNX: the plugin reads both) compiled for the OpenVINO CPU plugin."""
+    """An exported graph (OpenVINO IR, or ONNX: the plugin reads both) compiled for the OpenVINO CPU plugin, in
+    float32 or, where asked, the plugin's bfloat16 inference precision (inputs and outputs stay float32)."""
 
-    def __init__(self, folder: Path, metadata: dict, threads: int) -> None:
+    def __init__(self, folder: Path, metadata: dict, threads: int, precision: str = "float32") -> None:
         ov = require("openvino", "the openvino backend")
         graph = folder / GRAPH_FILES[metadata["format"]][0]
-        config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+        config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision],
+                  "PERFORMANCE_HINT": "LATENCY"}
         try:
             self.compiled = ov.Core().compile_model(str(graph), "CPU", config)
         except Exception as err:  # noqa: BLE001 - OpenVINO raises RuntimeError and its own types
@@ -187,6 +190,9 @@ class OpenVINOSession:
 
 
 SESSIONS = {"onnxruntime": OnnxRuntimeSession, "openvino": OpenVINOSession}
+# OpenVINO's inference precisions by this package's dtype names. bfloat16 runs the matrix products in bfloat16 on
+# CPUs with bfloat16 units (AVX-512 BF16, AMX) and is an approximation: measure its PSNR before relying on it.
+OPENVINO_PRECISIONS = {"float32": "f32", "bfloat16": "bf16"}
 
 
 class ExportedRunner(Runner):
@@ -195,8 +201,12 @@ class ExportedRunner(Runner):
 
     def __init__(self, model: nn.Module, backend: str, cache_dir: str | os.PathLike | None = None,
                  exported: str | os.PathLike | None = None, threads: int | None = None,
-                 opset: int = DEFAULT_OPSET) -> None:
+                 opset: int = DEFAULT_OPSET, precision: str = "float32") -> None:
         super().__init__(model)
+        if precision != "float32" and (backend != "openvino" or precision not in OPENVINO_PRECISIONS):
+            raise ValueError(f"precision {precision!r}: the {backend} backend runs "
+                             f"{sorted(OPENVINO_PRECISIONS) if backend == 'openvino' else ['float32']}")
+        self.precision = precision
         self.backend = backend
         require(backend, f"the {backend} backend")  # the backend's name is its package's
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -225,6 +235,8 @@ class ExportedRunner(Runner):
         else:
             folder, metadata = self.cached_export(shape)
         check_export_matches(metadata, folder, self.identity, self.opset, shape)
+        if self.backend == "openvino":
+            return OpenVINOSession(folder, metadata, self.threads, self.precision)
         return SESSIONS[self.backend](folder, metadata, self.threads)
 
     def cached_export(self, shape: tuple[int, ...]) -> tuple[Path, dict]:
@@ -257,19 +269,22 @@ def cache_folder_name(identity: dict, format: str, opset: int, shape: tuple[int,
 
 def make_runner(model: nn.Module, backend: str = "torch", *, cache_dir: str | os.PathLike | None = None,
                 exported: str | os.PathLike | None = None, threads: int | None = None,
-                opset: int = DEFAULT_OPSET, **compile_kwargs) -> Runner:
+                opset: int = DEFAULT_OPSET, precision: str = "float32", **compile_kwargs) -> Runner:
     """A :class:`Runner` of ``model``'s raw forward through ``backend`` (module doc). ``cache_dir`` and
     ``exported``: where the export backends find their graphs (``cache_dir`` is unused by the others);
-    ``threads``: their intra-op threads; ``compile_kwargs``: passed to ``torch.compile`` (backend "compile")."""
+    ``threads``: their intra-op threads; ``precision``: "float32", or "bfloat16" for openvino
+    (:data:`OPENVINO_PRECISIONS`); ``compile_kwargs``: passed to ``torch.compile`` (backend "compile")."""
     if check_backend(backend) == "auto":
         backend = auto_backend(next(model.parameters()).device)
     if exported is not None and backend not in EXPORT_FORMATS:
         raise ValueError(f"exported= is a folder for the export backends {tuple(EXPORT_FORMATS)}, not {backend!r}")
     if compile_kwargs and backend != "compile":
         raise TypeError(f"{sorted(compile_kwargs)} are torch.compile arguments; backend {backend!r} takes none")
+    if backend in ("torch", "compile") and precision != "float32":
+        raise ValueError(f"precision= is for the openvino backend; {backend!r} takes dtype= in restore")
     model = as_restoration_model(model) or model
     if backend == "torch":
         return Runner(model)
     if backend == "compile":
         return CompiledRunner(model, **compile_kwargs)
-    return ExportedRunner(model, backend, cache_dir, exported, threads, opset)
+    return ExportedRunner(model, backend, cache_dir, exported, threads, opset, precision)

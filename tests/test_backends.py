@@ -133,14 +133,14 @@ def test_restore_runs_each_tile_through_the_backend(tmp_path, backend):
 
 # -- bench arms ----------------------------------------------------------------------------------------------------
 RUNTIME_ARMS = ("compile", "onnxruntime", "onnxruntime-nystra", "onnxruntime-official", "openvino",
-                "openvino-nystra", "openvino-official")
+                "openvino-nystra", "openvino-official", "openvino-bf16", "openvino-official-bf16")
 
 
 def test_runtime_arms_are_extra_arms_of_every_model():
     for variant, official in (("swinir-x2", True), ("uformer-b-sidd", True), ("dehazeformer-b-indoor", False)):
         source = resolve_model(variant)
         arms = standard_arms(source)
-        names = [n for n in RUNTIME_ARMS if official or not n.endswith("-official")]
+        names = [n for n in RUNTIME_ARMS if official or "-official" not in n]
         assert all(arms[n].dtype == "float32" and arms[n].letter == "" for n in names)
         assert [arms[n].runtime for n in names] == [n.split("-")[0] for n in names]
         assert arms["onnxruntime-nystra"].attn_impl == "nystra" and arms["openvino"].attn_impl == "softmax"
@@ -180,7 +180,8 @@ def test_bench_runs_the_runtime_arms(tmp_path, monkeypatch):
         assert entries[name]["error"] is None and entries[name]["times_s"], (name, entries[name]["error"])
     for name in ("onnxruntime", "openvino-official"):
         assert entries[name]["max_abs_diff_vs_a"] <= TOLERANCE and entries[name]["prepare_s"] > 0, name
-        assert "flops" not in entries[name]  # torch's counter cannot see inside the graph
+        # torch's counter cannot see inside the graph: the FLOPs are those of the eager arm of the same function
+        assert entries[name]["flops_from"] == "exact" and entries[name]["flops"] == entries["exact"]["flops"]
     assert entries["exact"]["flops"] > 0 and "prepare_s" not in entries["exact"]
     # PnP-Nystra exported computes what PnP-Nystra eager computes
     assert abs(entries["onnxruntime-nystra"]["max_abs_diff_vs_a"] - entries["nystra"]["max_abs_diff_vs_a"]) < 1e-4
@@ -191,3 +192,16 @@ def test_bench_runs_the_runtime_arms(tmp_path, monkeypatch):
     entry = json.loads(out.read_text())["results"][0]["arms"]["onnxruntime"]
     assert "memory_error" not in entry, entry.get("memory_error")
     assert entry["peak_rss_bytes"] >= entry["rss_before_bytes"] > 0
+
+
+def test_openvino_bfloat16_precision_is_an_explicit_choice(cache_dir):
+    skip_without("openvino")
+    model, x = golden_model()
+    runner = make_runner(model, "openvino", cache_dir=cache_dir / "openvino", precision="bfloat16")
+    with torch.inference_mode():
+        out, expected = runner(x), model(x)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert (out - expected).abs().max() < 0.1  # bfloat16 products: close, not exact
+    for backend in ("onnxruntime", "torch", "compile"):
+        with pytest.raises(ValueError, match="precision"):
+            make_runner(model, backend, precision="bfloat16")

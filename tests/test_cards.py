@@ -18,13 +18,15 @@ BENCH = REPO / "benchmarks"
 # what benchmarks/make_cards.sh renders (the files that exist)
 CARDS = {
     "swinir-x2": (["timing-swinir-x2-128-cpu", "bench-swinir-x2-cpu", "bench-swinir-x2-512-cpu",
-                   "bench-swinir-x2-enlarged-cpu"], ["fidelity-swinir-ref-x2", "fidelity-swinir-ref-x2-enlarged"]),
+                   "bench-swinir-x2-enlarged-cpu", "bench-swinir-x2-routes-cpu"], ["fidelity-swinir-ref-x2"]),
     "swinir-x4": (["bench-swinir-x4-cpu"], ["fidelity-swinir-ref-x2"]),
-    "uformer-b-sidd": (["bench-uformer-b-sidd-cpu", "bench-uformer-b-sidd-512-cpu"],
-                       ["fidelity-uformer-ref-denoise25", "fidelity-uformer-ref-denoise25-calibrated"]),
-    "dehazeformer-b-indoor": (["bench-dehazeformer-b-indoor-cpu", "bench-dehazeformer-b-indoor-512-cpu"],
-                              ["fidelity-dehazeformer-ref-t"]),
+    "uformer-b-sidd": (["bench-uformer-b-sidd-cpu", "bench-uformer-b-sidd-512-cpu", "bench-uformer-b-sidd-routes-cpu"],
+                       ["fidelity-uformer-ref-denoise25"]),
+    "dehazeformer-b-indoor": (["bench-dehazeformer-b-indoor-cpu", "bench-dehazeformer-b-indoor-512-cpu",
+                               "bench-dehazeformer-b-indoor-routes-cpu"], ["fidelity-dehazeformer-ref-t"]),
 }
+GPU = BENCH / "gpu" / "gpu-bench-h200.json"
+WITH_GPU = {"swinir-x2", "uformer-b-sidd", "dehazeformer-b-indoor"}
 
 
 def _existing(stems: list[str]) -> list[str]:
@@ -39,6 +41,7 @@ def rendered(tmp_path_factory) -> dict[str, ModelCard]:
         argv = ["cards", variant, "--out-dir", str(out)]
         argv += ["--bench", *_existing(bench)] if _existing(bench) else []
         argv += ["--fidelity", *_existing(fidelity)] if _existing(fidelity) else []
+        argv += ["--gpu", str(GPU)] if variant in WITH_GPU and GPU.is_file() else []
         assert main(argv) == 0
         cards[variant] = ModelCard.load(out / f"{variant}.md")
         cards[variant].folder = out
@@ -53,10 +56,11 @@ def _body_after_title(card: ModelCard) -> list[str]:
 
 @pytest.mark.parametrize("variant", sorted(CARDS))
 def test_card_opens_with_what_was_measured(rendered, variant):
-    first, second = _body_after_title(rendered[variant])[:2]
+    first, second, third = _body_after_title(rendered[variant])[:3]
     assert first.startswith("**Speed, PnP-Nystra vs exact attention:**") and "× on CPU" in first
-    assert "GPU not measured" in first
+    assert ("on GPU (NVIDIA" in first) if variant in WITH_GPU and GPU.is_file() else ("GPU not measured" in first)
     assert second.startswith("**Quality:** PnP-Nystra changes PSNR") and "held-out images" in second
+    assert third.startswith("**Fastest exact route measured on CPU:**") and "largest output difference" in third
 
 
 @pytest.mark.parametrize("variant", sorted(CARDS))
@@ -77,16 +81,28 @@ def test_card_has_no_duplicate_contradictory_or_broken_entries(rendered, variant
     assert "None" not in "".join(re.findall(r"^#+ .*$", card.text, flags=re.M))
 
 
-def test_repeated_measurements_keep_the_larger_run(rendered):
-    metrics = {r.metric_name: r for r in rendered["uformer-b-sidd"].data.eval_results}
+PREVIOUS = BENCH / "previous-reference-models"  # runs on the reference models before their retraining
+
+
+def test_repeated_measurements_keep_the_larger_run():
+    def report(name):
+        return json.loads((PREVIOUS / f"{name}.json").read_text())
+
+    card = build_model_card("uformer-b-sidd", {"fidelity": [report("fidelity-uformer-ref-denoise25"),
+                                                            report("fidelity-uformer-ref-denoise25-calibrated")]})
+    metrics = {r.metric_name: r for r in card.data.eval_results}
     nystra = metrics["PSNR vs exact output (nystra)"]
     assert "19 images" in nystra.dataset_name and nystra.metric_value == 44.862  # not the 5-image run's 45.044
     assert "5 images" in metrics["PSNR vs exact output (nystra-w64-paper)"].dataset_name  # only that run has it
-    text = rendered["uformer-b-sidd"].text
-    assert "##### 5 held-out images" in text and "##### 19 held-out images" in text
-    swinir = rendered["swinir-x2"].text
-    assert "##### Input 256×256, run 1 of 2" in swinir and "##### Input 256×256, run 2 of 2" in swinir
+    assert "##### 5 held-out images" in card.text and "##### 19 held-out images" in card.text
+    swinir = build_model_card("swinir-x2", {"fidelity": [report("fidelity-swinir-ref-x2"),
+                                                         report("fidelity-swinir-ref-x2-enlarged")]}).text
     assert "not repeated (nystra-w32-paper, nystra-w32)" in swinir
+
+
+def test_repeated_input_sizes_are_numbered(rendered):
+    swinir = rendered["swinir-x2"].text
+    assert "##### Input 256×256, run 1 of 3" in swinir and "##### Input 256×256, run 3 of 3" in swinir
 
 
 def test_unmeasured_card_says_so_in_its_first_lines():

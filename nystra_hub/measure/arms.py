@@ -115,6 +115,7 @@ class Arm:
     plan: dict | None = None  # a per-layer plan (nystra_hub.calibrate), applied last
     dtype: str | None = None  # compute precision (see PRECISION_NOTE); None: the run's (bench --dtype, or float32)
     runtime: str = "torch"  # how the model runs: "torch" (eager) or a nystra_hub.backends runner (runtime_arms)
+    runtime_precision: str = "float32"  # the runner's own precision (openvino: "bfloat16" runs its bf16 kernels)
 
     def config(self) -> dict:
         return dataclasses.asdict(self)
@@ -210,7 +211,7 @@ def standard_arms(source: ModelSource, recipe: dict | None = None) -> dict[str, 
 RUNTIME_NOTE = ("float32 on the CPU, one graph per input shape; exporting or compiling a shape happens before the "
                 "timing (prepare_s)")
 # Arms that need spandrel's copy of the architecture: left out, like (f), where spandrel has none.
-SPANDREL_ARMS = ("f", "spandrel", "onnxruntime-official", "openvino-official")
+SPANDREL_ARMS = ("f", "spandrel", "onnxruntime-official", "openvino-official", "openvino-official-bf16")
 
 
 def runtime_arms(spandrel: bool, ours: dict) -> list[Arm]:
@@ -230,6 +231,13 @@ def runtime_arms(spandrel: bool, ours: dict) -> list[Arm]:
         if spandrel:
             arms.append(Arm(f"{runtime}-official", "", f"spandrel's model of the same weights (the official graph) "
                             f"{route}", backend="spandrel", runtime=runtime, dtype="float32"))
+    bf16 = "with OpenVINO's bfloat16 inference precision (float32 in and out; CPUs with bfloat16 units)"
+    arms.append(Arm("openvino-bf16", "", f"the model as trained (exact softmax) exported, run by OpenVINO {bf16}",
+                    runtime="openvino", runtime_precision="bfloat16", dtype="float32"))
+    if spandrel:
+        arms.append(Arm("openvino-official-bf16", "", f"the official graph (spandrel's model exported) run by "
+                        f"OpenVINO {bf16}", backend="spandrel", runtime="openvino", runtime_precision="bfloat16",
+                        dtype="float32"))
     return arms
 
 
@@ -274,7 +282,7 @@ def make_arm_model(base: nn.Module, arm: Arm) -> nn.Module:
     """A model running ``arm``: a deep copy of ``base`` switched (window, attention) or a spandrel model; for an
     arm with a ``runtime``, that model's runner (:func:`nystra_hub.backends.make_runner`, default export cache)."""
     model = spandrel_model(base) if arm.backend == "spandrel" else _switched_copy(base, arm)
-    return model if arm.runtime == "torch" else make_runner(model, arm.runtime)
+    return model if arm.runtime == "torch" else make_runner(model, arm.runtime, precision=arm.runtime_precision)
 
 
 def _switched_copy(base: nn.Module, arm: Arm) -> nn.Module:

@@ -56,7 +56,7 @@ JSON (``schema: "nystra_hub.bench/1"``; times in seconds, memory in bytes)::
                 arms: {<name>: {times_s: [...], warmup_times_s: [...], error: str|null, output_shape,
                                 [prepare_s: the runtime arms' first, untimed call: export/compile and load],
                                 median_s, mean_s, min_s, max_s, iqr_s, stdev_s,
-                                max_abs_diff_vs_a, mean_abs_diff_vs_a,
+                                max_abs_diff_vs_a, mean_abs_diff_vs_a, psnr_vs_a_db (null: identical),
                                 speedup: {"a:<name>": x, "f:<name>": x, "c:<name>": x},   # median ref / median
                                 paired_speedup: {...},                  # median over rounds of ref / arm
                                 flops, flops_by_op: {"aten.mm": n, ...},
@@ -72,6 +72,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import shlex
 import statistics
 import subprocess
@@ -278,7 +279,7 @@ def gemm_roofline(device: torch.device, dtype: torch.dtype, runs: int = 5) -> di
 def borrow_flops(entries: dict[str, dict], arms: list[Arm]) -> None:
     """torch's FLOP counter cannot see inside an exported or compiled graph: a runtime arm gets the FLOPs of the
     eager arm computing the same function (same attention, window, Nyström parameters, plan), ``flops_from``."""
-    def function(arm: Arm) -> tuple:
+    def function(arm: Arm) -> tuple:  # the runner's precision changes how, not what, it computes
         return arm.attn_impl, arm.window, json.dumps(arm.nystra, sort_keys=True), json.dumps(arm.plan, sort_keys=True)
 
     counted = {function(a): a.name for a in arms if a.runtime == "torch" and entries[a.name].get("flops")}
@@ -455,7 +456,8 @@ def _measure_size(session: BenchSession, size: int) -> dict:
     if session.device.type == "cpu" and session.memory_on:
         _skip_arms_that_cannot_fit(entries, session.log)
     reference_out = _timed_rounds(session, entries, fns, x)
-    _summarise_arms(entries, reference_out, session.log)
+    low, high = session.source.protocol_model.spec.value_range if args.protocol == "forward" else (0.0, 1.0)
+    _summarise_arms(entries, reference_out, session.log, high - low)
     ratios(entries, session.references)
     borrow_flops(entries, session.arms)
     achieved_rates(entries, session.roofline)
@@ -562,14 +564,17 @@ def _time_one_call(session: BenchSession, name: str, fn: Callable, x: Tensor,
     return elapsed, out
 
 
-def _summarise_arms(entries: dict[str, dict], reference_out: Tensor | None, log) -> None:
-    """Per arm: the difference of its first output to arm (a)'s, and the statistics of its times."""
+def _summarise_arms(entries: dict[str, dict], reference_out: Tensor | None, log, value_span: float = 1.0) -> None:
+    """Per arm: the difference of its first output to arm (a)'s (max, mean, and PSNR over the output's value
+    range ``value_span``; null when identical), and the statistics of its times."""
     for name, entry in entries.items():
         out = entry.pop("_out", None)
         if out is not None and reference_out is not None and out.shape == reference_out.shape:
-            diff = (out - reference_out).abs()
-            entry["max_abs_diff_vs_a"] = float(diff.max())
-            entry["mean_abs_diff_vs_a"] = float(diff.mean())
+            diff = (out.double() - reference_out.double())
+            entry["max_abs_diff_vs_a"] = float(diff.abs().max())
+            entry["mean_abs_diff_vs_a"] = float(diff.abs().mean())
+            mse = float(diff.square().mean())
+            entry["psnr_vs_a_db"] = 10 * math.log10(value_span**2 / mse) if mse > 0 else None
         entry.update(summarise(entry["times_s"]))
         if entry["times_s"]:
             log(f"  {name}: median {entry['median_s'] * 1e3:.1f} ms over {len(entry['times_s'])} runs")

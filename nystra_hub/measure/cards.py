@@ -79,7 +79,44 @@ def card_summary(v: Variant | None, measurements: dict | None) -> str:
     """The two lines every card opens with: the speedup PnP-Nystra gives over exact attention (device, inputs) and
     what it costs in quality (model, images), each "not measured" when no measurement says it."""
     m = measurements or {}
-    return f"**Speed, PnP-Nystra vs exact attention:** {_speed_summary(v, m)}\n\n**Quality:** {_quality_summary(m)}"
+    route = _fastest_exact_route(m)
+    return (f"**Speed, PnP-Nystra vs exact attention:** {_speed_summary(v, m)}\n\n**Quality:** {_quality_summary(m)}"
+            + (f"\n\n**Fastest exact route measured on CPU:** {route}" if route else ""))
+
+
+def _fastest_exact_route(m: dict) -> str | None:
+    """Our fastest route computing the exact function (no approximation, the trained window) per CPU input size,
+    as a ratio to spandrel in the same run where it ran, else to our eager exact path; None without CPU bench
+    reports. Per size the best ratio over the runs is kept (ratios, unlike times, compare across runs)."""
+    best: dict[int, tuple[float, str, str, float | None]] = {}  # size -> (ratio, arm, baseline, output diff)
+    for report in m.get("bench") or []:
+        if _is_gpu(report):
+            continue
+        refs, arms = report.get("references", {}), report["arms"]
+        ours = [n for n, a in arms.items() if a.get("attn_impl") in ("softmax", "sdpa") and a.get("window") is None
+                and not a.get("plan") and a.get("backend", "nystra_hub") == "nystra_hub"
+                and a.get("dtype") in (None, "float32") and a.get("runtime_precision", "float32") == "float32"]
+        key = "f" if refs.get("f") else "a"
+        for result in report["results"]:
+            for name in ours:
+                entry = result["arms"].get(name, {})
+                ratio = entry.get("speedup", {}).get(f"{key}:{refs.get(key)}")
+                if ratio and ratio > best.get(result["size"], (0,))[0]:
+                    baseline = "spandrel" if key == "f" else "our eager exact path"
+                    best[result["size"]] = (ratio, name, baseline, entry.get("max_abs_diff_vs_a"))
+    if not best:
+        return None
+    by_arm: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    for size, (ratio, name, baseline, _) in sorted(best.items()):
+        by_arm.setdefault((name, baseline), []).append((size, ratio))
+    parts = []
+    for (arm, baseline), points in by_arm.items():
+        low, high = (f"{f(r for _, r in points):.2f}" for f in (min, max))
+        parts.append(f"`{arm}` {low if low == high else f'{low}–{high}'}× {baseline} "
+                     f"({', '.join(f'{s}²' for s, _ in points)})")
+    diffs = [d for *_, d in best.values() if d is not None]
+    return "; ".join(parts) + (f"; largest output difference from our eager exact model {max(diffs):.1e}"
+                               if diffs else "") + "."
 
 
 def _speedups(v: Variant | None, m: dict) -> dict[str, list[tuple[int, float]]]:
@@ -456,6 +493,8 @@ def _bench_table(report: dict, result: dict) -> str:
     letters = [k for k in ("a", "f", "c", "o") if refs.get(k)]
     heads = ["arm", "median ms", *(f"speedup vs ({k}) {refs[k]}" for k in letters), "peak memory MiB", "GFLOP",
              "GFLOP/s"]
+    with_psnr = any("psnr_vs_a_db" in entry for entry in result["arms"].values())
+    heads += ["output PSNR vs (a) dB"] if with_psnr else []
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for name, entry in result["arms"].items():
         arm = report["arms"].get(name, {})
@@ -471,6 +510,9 @@ def _bench_table(report: dict, result: dict) -> str:
         cells += [_num(peak / 2**20 if peak else None, ".0f"),
                   _num(entry["flops"] / 1e9 if entry.get("flops") else None, ".1f"),
                   _num(entry.get("gflops_per_s"), ".0f")]
+        if with_psnr:
+            identical = "psnr_vs_a_db" in entry and entry["psnr_vs_a_db"] is None
+            cells.append("identical" if identical else _num(entry.get("psnr_vs_a_db"), ".1f"))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -595,7 +637,22 @@ def _reference_model_heading(report: dict) -> str:
                f"({report['input_baseline']['description']})." if training.get("command") else
                "No training record (not a trained reference model).")
     return (f"#### Reference model `{model['name']}` ({model['arch']}, {model.get('parameters', '?')} parameters, "
-            f"{report['task']['description']})\n\n{trained}")
+            f"{report['task']['description']})\n\n{trained}{_ablations_sentence(training.get('ablations'))}")
+
+
+def _ablations_sentence(ablations: dict | None) -> str:
+    """Whether the reference model's attention matters (``reference.json``'s ablations), or nothing."""
+    if not ablations:
+        return ""
+    limits = ablations.get("thresholds_db", {})
+    parts = []
+    for key in ("position_bias_dropped", "window_x2"):
+        entry = ablations.get(key)
+        if entry:
+            size = "at least" if entry.get("matters") else "less than"
+            parts.append(f"{entry['what']}: {_signed(entry['change_db'])} dB ({size} the {limits.get(key)} dB "
+                         "a model whose attention matters shows)")
+    return " Does its attention matter? Held-out PSNR change with " + "; ".join(parts) + "." if parts else ""
 
 
 def _fidelity_run(v: Variant, report: dict, suffix: str, shown: set[str], index: ModelIndex) -> str:

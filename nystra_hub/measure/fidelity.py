@@ -10,7 +10,8 @@ arm's implementation (:func:`layer_errors`).
 JSON (``schema: "nystra_hub.fidelity/1"``, one file per model; PSNR in dB, null where infinite)::
 
     {schema, created, command, model: {... as in bench ...},
-     training: {command, steps, train_seconds, heldout_psnr, heldout_input_psnr} | null,
+     training: {command, steps, train_seconds, heldout_psnr, heldout_input_psnr,
+                ablations (reference.json's: position bias dropped, exact at twice the window)} | null,
      task: {name: "sr"|"denoise"|"dehaze", scale, sigma, description},
      protocol: {name, channel, quantisation, border_crop, ssim, source},
      recipe: {window, landmarks, iters, tau, source},
@@ -380,7 +381,8 @@ def _training_summary(source: ModelSource) -> dict | None:
     held = info.get("heldout", {})
     return {"command": info.get("command"), "steps": info.get("training", {}).get("steps"),
             "train_seconds": info.get("training", {}).get("train_seconds"),
-            "heldout_psnr": held.get("psnr"), "heldout_input_psnr": held.get("input_psnr")}
+            "heldout_psnr": held.get("psnr"), "heldout_input_psnr": held.get("input_psnr"),
+            "ablations": info.get("ablations")}
 
 
 def _merge_diagnostics(diags: list[dict]) -> dict:
