@@ -323,7 +323,9 @@ def write_onnx(model: nn.Module, shape: tuple[int, ...], path: Path, opset: int)
     """Trace ``model`` on an input of ``shape`` into the ONNX file ``path``; returns the output shape."""
     graph_model = exportable_copy(model)
     example = example_input(model, shape)
-    with torch.no_grad(), emptied_caches():
+    # float32 graphs only: an export started under a caller's autocast (restore in bfloat16 exporting a new tile
+    # shape on first use) would otherwise trace half-precision casts into the graph
+    with torch.no_grad(), emptied_caches(), torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
         graph_model(example)  # records the position terms, fills the caches: the trace takes them as constants
         program = torch.export.export(graph_model, (example,), strict=False)
         onnx_program = torch.onnx.export(program, (example,), None, dynamo=True, opset_version=opset,

@@ -488,8 +488,9 @@ def _setup(args, procs: Processes) -> tuple[list[Item], object, str | None]:
             args.backend = auto_backend(next(model.parameters()).device)
         if args.backend in ("onnxruntime", "openvino") and next(model.parameters()).device.type != "cpu":
             raise ValueError(f"--backend {args.backend} runs on the CPU; add --device cpu")
-        args.runner = "torch" if args.backend == "torch" else make_runner(model, args.backend,
-                                                                          threads=args.threads)
+        precision = "bfloat16" if args.backend == "openvino" and args.dtype == "bfloat16" else "float32"
+        args.runner = "torch" if args.backend == "torch" else make_runner(model, args.backend, threads=args.threads,
+                                                                          precision=precision)
         return items, model, None if items else "no input images found"
     except Exception as err:  # bad model/arguments/output folder: nothing can start
         return [], None, f"{type(err).__name__}: {err}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from nystra_hub.backends import make_runner
 from nystra_hub.cli import main
 from nystra_hub.imageio import read_image, write_image
 from nystra_hub.loading import load
+from nystra_hub.restore import restore
 
 
 def test_export_command_writes_a_folder_the_runner_loads(tmp_path, capsys):
@@ -71,3 +73,17 @@ def test_auto_backend_prefers_the_installed_runtimes(monkeypatch):
     installed.clear()
     assert backends.auto_backend("cpu") == "torch"
     assert isinstance(make_runner(load(X2).eval(), "auto"), backends.Runner)
+
+
+def test_restore_openvino_bfloat16_runs_its_own_kernels_without_the_cpu_warning(tmp_path, monkeypatch):
+    skip_without("openvino")
+    monkeypatch.setenv("NYSTRA_HUB_CACHE", str(tmp_path / "cache"))
+    model = load(X2).eval()
+    image = _image((16, 16, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "bfloat16 on a CPU is slower" warning: OpenVINO's kernels run it
+        fast = restore(model, image, backend="openvino", dtype="bfloat16")
+    exact = restore(model, image)
+    assert fast.shape == exact.shape and np.abs(fast.astype(int) - exact.astype(int)).max() <= 8
+    with pytest.raises(ValueError, match="float32 only"):
+        restore(model, image, backend="compile", dtype="bfloat16")
