@@ -184,3 +184,17 @@ def test_chunked_exact_implementations_are_the_same_function(monkeypatch):
             out = module.attend(q, k, v, mask)
             module.set_attn_impl(plain)
             torch.testing.assert_close(out, module.attend(q, k, v, mask), atol=1e-6, rtol=1e-6)
+
+
+def test_geometry_first_made_in_inference_mode_serves_autograd_later():
+    """The process-wide geometry caches are built outside inference mode: restoring an image (inference mode)
+    and then computing gradients through the same window geometry must both work."""
+    size, shift = (24, 24), (4, 4)  # a geometry no other test uses, so this test makes it first
+    with torch.inference_mode():
+        first = shifted_window_mask(*size, (WINDOW, WINDOW), shift)
+    assert not first.cut.is_inference() and not first.additive.is_inference()
+    module = toy("nystromformer", mask="exact")
+    mask = shifted_window_mask(*size, (WINDOW, WINDOW), shift)
+    q = torch.randn(mask.num_windows, HEADS, N, D, requires_grad=True)
+    module.attend(q, q, q, mask)[mask.cut].sum().backward()
+    assert q.grad is not None and torch.isfinite(q.grad).all()

@@ -37,7 +37,6 @@ count is at least the number of tokens, like PnP-Nystra. Half-precision inputs a
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 
 import torch
 from torch import Tensor, nn
@@ -52,7 +51,7 @@ from .core import (
     sdpa_attention,
 )
 from .nystrom import iterative_pinv, landmark_grid, pool_tokens
-from .windows import WindowMask
+from .windows import WindowMask, geometry_cache
 
 BASELINE_IMPLS = ("exact-paper", "nystromformer", "performer")
 CHUNKED_IMPLS = ("exact-chunked", "exact-paper-chunked")
@@ -136,7 +135,7 @@ def nystromformer_attention(
     return out
 
 
-@lru_cache(maxsize=32)
+@geometry_cache(maxsize=32)
 def _orthogonal_features(d: int, r: int, seed: int) -> Tensor:
     """(r, d) float64 FAVOR+ projection: stacked blocks of orthogonal rows, each row scaled to the norm of a
     Gaussian vector (chi-distributed lengths), from a fixed seed."""

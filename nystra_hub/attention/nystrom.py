@@ -18,11 +18,11 @@ Differences from the reference code, on purpose (see ../shared/reference/pnp-nys
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .windows import geometry_cache
 
 # A row's approximate denominator must be at least this fraction of the crude landmark estimate of the true one
 # ((N/m)·Σ_l G_L[i, l]); below it the Nyström estimate has lost its meaning and the window is recomputed exactly.
@@ -56,7 +56,7 @@ def _block_bounds(size: int, blocks: int) -> list[tuple[int, int]]:
     return list(zip(edges[:-1], edges[1:]))
 
 
-@lru_cache(maxsize=64)
+@geometry_cache(maxsize=64)
 def pooling_matrix(
     window: tuple[int, int], grid: tuple[int, int], device: torch.device, dtype: torch.dtype
 ) -> Tensor:

@@ -7,8 +7,8 @@ every block on every forward).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 from torch import Tensor
@@ -41,6 +41,21 @@ def window_reverse(windows: Tensor, window: tuple[int, int], h: int, w: int) -> 
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)
 
 
+def geometry_cache(maxsize: int):
+    """``functools.lru_cache`` for tensors that depend only on sizes, windows, devices and dtypes, built with
+    inference mode off: a tensor first made inside ``torch.inference_mode`` (``restore``) would otherwise fail any
+    later autograd use of the same geometry in the process (training, fine-tuning, gradients through the model)."""
+    def decorate(build):
+        @functools.wraps(build)
+        def outside_inference_mode(*args):
+            with torch.inference_mode(False):
+                return build(*args)
+
+        return functools.lru_cache(maxsize=maxsize)(outside_inference_mode)
+
+    return decorate
+
+
 def uncached_while_exporting(cached):
     """``cached`` (an lru_cache), or the function it wraps while torch.export traces: a non-strict trace runs this
     Python on fake tensors, and a fake tensor left in a process-wide cache is what every later eager forward of
@@ -48,7 +63,7 @@ def uncached_while_exporting(cached):
     return cached.__wrapped__ if torch.compiler.is_exporting() else cached
 
 
-@lru_cache(maxsize=64)
+@geometry_cache(maxsize=64)
 def _window_token_index(
     h: int, w: int, window: tuple[int, int], shift: tuple[int, int], device: torch.device
 ) -> tuple[Tensor, Tensor]:
@@ -130,7 +145,7 @@ def shift_region_labels(h: int, w: int, window: tuple[int, int], shift: tuple[in
     return labels
 
 
-@lru_cache(maxsize=64)
+@geometry_cache(maxsize=64)
 def _shifted_window_mask(
     h: int, w: int, window: tuple[int, int], shift: tuple[int, int], device: torch.device, dtype: torch.dtype
 ) -> WindowMask:
@@ -187,7 +202,7 @@ def sub_window_index_on(window: tuple[int, int], table_window: tuple[int, int], 
     return uncached_while_exporting(_sub_window_index_on)(tuple(window), tuple(table_window), torch.device(device))
 
 
-@lru_cache(maxsize=32)
+@geometry_cache(maxsize=32)
 def _sub_window_index_on(window: tuple[int, int], table_window: tuple[int, int], device: torch.device) -> Tensor:
     return sub_window_index(window, table_window).to(device)
 
@@ -201,7 +216,7 @@ def log_relative_offset_table(
     return uncached_while_exporting(_log_relative_offset_table)(tuple(window), torch.device(device), dtype)
 
 
-@lru_cache(maxsize=32)
+@geometry_cache(maxsize=32)
 def _log_relative_offset_table(window: tuple[int, int], device: torch.device, dtype: torch.dtype):
     index = relative_position_index(window).view(-1).to(device)
     return log_relative_offsets(window).to(device=device, dtype=dtype), index
