@@ -746,12 +746,15 @@ def _speed_plots(variant: str, reports: list[tuple[str, dict]], out_dir: Path) -
         sizes = sorted({r["size"] for rep in group for r in rep["results"]})
         plots.append({"path": target, "caption": (
             f"Median time and speedups vs input size ({device}; sizes {', '.join(map(str, sizes))} from "
-            f"{len(group)} bench runs; arms missing at a size were not run there)")})
+            f"{len(group)} bench runs, per size the run with the most arms; arms missing at a size were not run "
+            "there)")})
     return plots
 
 
 def merge_bench_reports(reports: list[dict]) -> dict:
-    """One report whose results are all sizes of ``reports`` (same model and device), for a speed-vs-size plot."""
+    """One report whose results are all sizes of ``reports`` (same model and device), for a speed-vs-size plot.
+    A size measured by several runs is taken from the run with the most timed arms there (the newest on a tie):
+    one point per arm and size, never a line joining two runs."""
     merged = dict(reports[0])
     merged["arms"], merged["references"] = {}, {}
     for report in reports:
@@ -759,7 +762,13 @@ def merge_bench_reports(reports: list[dict]) -> dict:
             merged["arms"].setdefault(name, arm)
         for letter, name in report.get("references", {}).items():
             merged["references"].setdefault(letter, name)
-    merged["results"] = sorted((r for report in reports for r in report["results"]), key=lambda r: r["size"])
+    chosen: dict[int, tuple[tuple, dict]] = {}
+    for report in reports:
+        for result in report["results"]:
+            rank = (sum(1 for e in result["arms"].values() if e.get("median_s")), report.get("created", ""))
+            if result["size"] not in chosen or rank > chosen[result["size"]][0]:
+                chosen[result["size"]] = (rank, result)
+    merged["results"] = [result for _, (_, result) in sorted(chosen.items())]
     return merged
 
 

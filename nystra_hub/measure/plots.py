@@ -78,8 +78,11 @@ def _size_axis(ax, sizes: list[int]) -> None:
 def _line_panel(series: list[tuple[str, list]], sizes: list[int], ylabel: str, title: str, unity: bool,
                 legend: bool) -> Callable:
     def draw(ax) -> None:
-        for label, points in series:
-            ax.plot(*zip(*points), marker="o", label=label)
+        import matplotlib  # optional dependency, imported by _grid before any panel is drawn
+
+        colors = matplotlib.colormaps["tab20"].colors  # dark shades first, then light: 20 arms, 20 colours
+        for i, (label, points) in enumerate(series):
+            ax.plot(*zip(*points), marker="o", label=label, color=colors[(2 * i) % 20 + (i // 10) % 2])
         values = [v for _, points in series for _, v in points]
         if not unity and max(values) >= 10 * min(values):  # log only over a decade: else no tick is labelled
             ax.set_yscale("log")
