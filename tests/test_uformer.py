@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import GOLDEN as SHARED_GOLDEN
+from conftest import MANIFESTS, SHARED_MISSING, TESTSETS
 
 import nystra_hub
 from nystra_hub.attention import relative_position_index
@@ -18,9 +20,7 @@ from nystra_hub.measure.metrics import score
 from nystra_hub.models.uformer import LeWinTransformerBlock, Uformer
 from nystra_hub.variants import get_variant
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-GOLDEN = SHARED / "golden" / "uformer_tiny_modulator"
-MANIFESTS = SHARED / "manifests"
+GOLDEN = SHARED_GOLDEN / "uformer_tiny_modulator"
 TOL = 1e-4
 HEADS = [1, 2, 4, 8, 16, 16, 8, 4, 2]
 TINY = dict(img_size=128, embed_dim=8, depths=[2] * 9, num_heads=HEADS, modulator=True, shift_flag=True)
@@ -357,7 +357,7 @@ def test_minimal_pad_refuses_images_below_the_smallest_forward(tiny):
         model.minimal_pad(torch.rand(1, 3, 20, 20), mode="zeros")
 
 
-@pytest.mark.skipif(not (SHARED / "testsets" / "Set5").is_dir(), reason="needs ../shared/testsets")
+@pytest.mark.skipif(not (TESTSETS / "Set5").is_dir(), reason=SHARED_MISSING)
 def test_minimal_padding_restores_small_crops_better_than_the_official_zeros():
     """The reference denoiser on held-out crops whose sizes are not multiples of 128 (σ=25): the official
     protocol surrounds the crop with zeros the model never saw; the minimal one mirrors the crop into a smaller
