@@ -23,13 +23,13 @@ Folders are written atomically: everything goes to a temporary folder next to th
 when complete, so a failed export leaves nothing behind (and an overwritten folder intact).
 
 Why the graph is traced on a copy (:func:`exportable_copy`): ``check_input``'s NaN/Inf test branches on data
-(torch.export refuses it), and ``nystra`` redoes untrustworthy windows only when there are some, another branch
-on data; the copy switches the check off and runs :func:`traceable_nystra_attention`, the same values without
-the branch. ``softmax``'s in-place CPU softmax traces as it is with ``torch.export`` (the TorchScript exporter,
-not used here, has no ONNX symbol for ``aten::_softmax``). The copy runs once eagerly before the trace: its
-position biases (and pooled biases) become constants of the graph (:func:`replay_position_terms`). The package's
-process-wide caches are emptied around the trace, which would otherwise leave fake tensors in them
-(:func:`emptied_caches`).
+(torch.export refuses it), and ``nystra`` redoes untrustworthy windows only when there are some, another branch on
+data; the copy switches the check off, and while exporting the attention core takes its path without that branch
+(``torch.compiler.is_exporting``), the same values. ``softmax``'s in-place CPU softmax traces as it is with
+``torch.export`` (the TorchScript exporter, not used here, has no ONNX symbol for ``aten::_softmax``). The copy runs
+once eagerly before the trace: its position biases (and pooled biases) become constants of the graph
+(:func:`replay_position_terms`). The package's process-wide caches are emptied around the trace, which would
+otherwise leave fake tensors in them (:func:`emptied_caches`).
 """
 
 from __future__ import annotations
@@ -53,15 +53,8 @@ from torch import Tensor, nn
 
 from ._version import __version__
 from .attention import (
-    ATTENTION_REGISTRY,
     attention_modules,
-    cut_window_indices,
-    landmark_grid,
-    nystrom_attention,
-    redo_exact,
-    register_attn_impl,
 )
-from .attention.core import sdpa_attention
 from .hub import attention_state
 from .imageio import PARTIAL_SUFFIX
 from .models import RestorationModel
@@ -186,69 +179,17 @@ def input_shape(model: nn.Module, size: int | tuple[int, int], batch: int = 1,
 
 
 # -- a copy torch.export can trace --------------------------------------------------------------------------------
-TRACEABLE_NYSTRA = "nystra-traceable"
-
-
-def traceable_nystra_attention(module, q: Tensor, k: Tensor, v: Tensor, bias, mask, window) -> Tensor:
-    """``nystra`` with the same values and no branch on data, for exported graphs.
-
-    Eager ``nystra`` redoes the union of the cut windows and the untrustworthy ones, and only if there are any.
-    Here the cut windows (known from the geometry) are redone first, then the untrustworthy ones, always: their
-    count is known only when the graph runs, possibly zero. A window in both gets the same exact values twice.
-    The second redo is plain matmul-softmax: fused SDPA cannot be traced on a batch of unknown size."""
-    params = module.nystra
-    grid = _landmark_grid_or_none(window, params.landmarks, q.shape[-2])
-    if grid is None:
-        return sdpa_attention(module, q, k, v, bias, mask, window)  # where eager nystra runs exact attention
-    pooled = None
-    if params.bias == "pooled" and bias is not None:
-        pooled = module.pooled_position_bias(bias, window, grid)
-    out, trustworthy = nystrom_attention(
-        q, k, v, window=window, landmarks=params.landmarks, iters=params.iters,
-        tau=params.tau, scale=module.scale, pooled_bias=pooled,
-    )
-    if mask is not None and params.mask == "exact" and mask.cut.numel():
-        redo_exact(module, out, q, k, v, bias, mask, cut_window_indices(q.shape[0], mask))
-    untrustworthy = (~trustworthy).flatten(1).any(dim=1).nonzero().flatten()
-    exact = _exact_windows(module.scale, q, k, v, bias, mask, untrustworthy)
-    return out.index_copy(0, untrustworthy, exact.to(out.dtype))
-
-
-def _landmark_grid_or_none(window: tuple[int, int], landmarks: int, tokens: int) -> tuple[int, int] | None:
-    """The landmark grid, or None where eager ``nystra`` computes exactly: as many landmarks as tokens, or no
-    grid that fits (a feature map smaller than the module's window)."""
-    if landmarks >= tokens:
-        return None
-    try:
-        return landmark_grid(window, landmarks)
-    except ValueError:
-        return None
-
-
-def _exact_windows(scale: float, q: Tensor, k: Tensor, v: Tensor, bias, mask, windows: Tensor) -> Tensor:
-    """Exact attention of the flat window indices ``windows``, bias and mask applied (as ``redo_exact``)."""
-    logits = (q.index_select(0, windows) * scale) @ k.index_select(0, windows).transpose(-2, -1)
-    if bias is not None:
-        logits = logits + bias
-    if mask is not None:
-        logits = logits + mask.additive.index_select(0, windows % mask.num_windows).unsqueeze(1)
-    return logits.softmax(dim=-1) @ v.index_select(0, windows)
-
-
 def exportable_copy(model: nn.Module) -> nn.Module:
     """A float32 CPU copy of ``model`` in eval mode that ``torch.export`` traces into the graph of its forward.
 
-    The ``nystra`` attention layers run :func:`traceable_nystra_attention`; on our models the input checks are
-    off (the NaN/Inf test branches on data). The caller's model is left as it is."""
+    The ``nystra`` layers trace the attention core's exporting path (no branch on how many windows are
+    untrustworthy); on our models the input checks are off (the NaN/Inf test branches on data). The caller's
+    model is left as it is."""
     graph_model = copy.deepcopy(model).eval().float().cpu()
     ours = as_restoration_model(graph_model)
     if ours is not None:
         ours.validate_inputs = False
-    if TRACEABLE_NYSTRA not in ATTENTION_REGISTRY:  # registered on first use: `import nystra_hub` lists no extra
-        register_attn_impl(TRACEABLE_NYSTRA, traceable_nystra_attention)
     for _, module in attention_modules(graph_model):
-        if module.attn_impl == "nystra":
-            module.attn_impl = TRACEABLE_NYSTRA
         replay_position_terms(module)
     return graph_model
 

@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 
 from .backends import BACKEND_CHOICES, auto_backend, make_runner
 from .checkpoints import load_original_checkpoint
+from .cli_options import parse_nystra, resolve_device
 from .hub import resolve_nystra
 from .imageio import IMAGE_EXTENSIONS, format_for, read_image_with_meta, write_image
 from .loading import load
@@ -284,25 +285,6 @@ def _alive(pid: int, started: float) -> bool:
 
 
 # -- model ---------------------------------------------------------------------------------------------------------
-def _parse_value(text: str):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
-def parse_nystra(pairs: list[str]) -> dict:
-    params = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--nystra takes KEY=VALUE, got {pair!r}")
-        params[key.strip()] = _parse_value(value.strip())
-    return params
-
-
 def parse_kwargs(text: str | None) -> dict:
     """--kwargs: a JSON object, inline or as @file."""
     text = text or "{}"
@@ -327,15 +309,6 @@ def load_model(args):
         model = load(args.model, weights=args.weights, attn_impl=args.attn, official_kwargs=kwargs, **nystra)
     device = resolve_device(args.device)
     return model.to(device=device).eval()
-
-
-def resolve_device(name: str):
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available")
-    return device
 
 
 # -- processes -----------------------------------------------------------------------------------------------------
