@@ -29,10 +29,12 @@ import torch
 from torch import Tensor, nn
 
 from nystra_hub import ARCHITECTURES, build_model
+from nystra_hub.backends import make_runner
 from nystra_hub.imageio import atomic_write_json
 from nystra_hub.measure import environment as measure_environment
 from nystra_hub.measure.arms import Arm, make_arm_model, paper_recipe
 from nystra_hub.precision import PrecisionFallbackWarning, run_guarded
+from nystra_hub.restore import restore_tensor
 from nystra_hub.variants import build_variant, get_variant
 
 SCHEMA = "nystra_hub.gpu_bench/1"
@@ -50,9 +52,15 @@ class GpuArm:
     window: int | None = None
     nystra: dict | None = None
     drop_modulator: bool = False
+    runner: str = "torch"  # what runs the forward: eager "torch", or "cudagraphs" (nystra_hub.backends)
+    tiled: bool = False  # through restore_tensor in tiles of the case's "tile" side
+    tile_batch: int | None = None  # tiles per forward (None: as many as half the free GPU memory holds)
 
 
-def arms_for(arch: str, recipe: dict) -> list[GpuArm]:
+CUDA_ONLY_RUNNERS = ("cudagraphs",)
+
+
+def arms_for(arch: str, recipe: dict, tile: int | None = None) -> list[GpuArm]:
     w = recipe["window"]
     paper = {k: recipe[k] for k in ("landmarks", "iters", "tau")} | {"bias": "drop", "mask": "drop"}
     uformer = arch == "uformer"
@@ -79,7 +87,22 @@ def arms_for(arch: str, recipe: dict) -> list[GpuArm]:
                dtype="bfloat16", compile=True),
         GpuArm("nystra-bf16", "ours, PnP-Nystra at the trained window (bias pooled, cut windows exact; kernel and "
                "pseudo-inverse fp32), bf16 autocast elsewhere", attn_impl="nystra", dtype="bfloat16"),
+        GpuArm("graph-exact-fp32", "ours, exact softmax, float32, captured once as a CUDA graph and replayed",
+               runner="cudagraphs"),
+        GpuArm("graph-exact-bf16", "ours, exact softmax, bf16 autocast, CUDA graph", dtype="bfloat16",
+               runner="cudagraphs"),
+        GpuArm("graph-sdpa-bf16", "ours, exact fused SDPA, bf16 autocast, CUDA graph", attn_impl="sdpa",
+               dtype="bfloat16", runner="cudagraphs"),
     ]
+    if tile:
+        arms += [
+            GpuArm(f"tiles{tile}-exact-bf16", f"ours, restore in {tile}-px tiles, one tile per forward, exact, bf16",
+                   dtype="bfloat16", tiled=True, tile_batch=1),
+            GpuArm(f"tiles{tile}x-exact-bf16", f"ours, restore in {tile}-px tiles, as many per forward as half the "
+                   "free memory holds, exact, bf16", dtype="bfloat16", tiled=True),
+            GpuArm(f"tiles{tile}x-graph-exact-bf16", f"ours, {tile}-px tiles batched, exact, bf16, CUDA graph of "
+                   "the tile batch", dtype="bfloat16", tiled=True, runner="cudagraphs"),
+        ]
     for dtype, tag in (("float32", "fp32"), ("bfloat16", "bf16")):
         arms += [
             GpuArm(f"exact-w{w}-paper-{tag}", f"exact softmax at window {w}, bias and masks"
@@ -92,7 +115,8 @@ def arms_for(arch: str, recipe: dict) -> list[GpuArm]:
 
 
 # -- building and calling ---------------------------------------------------------------------------------------
-def build_arm(base: nn.Module, arm: GpuArm, device: torch.device) -> Callable[[Tensor], Tensor]:
+def build_arm(base: nn.Module, arm: GpuArm, device: torch.device, tile: int | None = None
+              ) -> Callable[[Tensor], Tensor]:
     """The arm's callable: float32 input in the model's range -> float32 output."""
     spec = Arm(arm.name, "", arm.description, attn_impl=arm.attn_impl, window=arm.window, nystra=arm.nystra,
                drop_modulator=arm.drop_modulator, backend="spandrel" if arm.backend == "spandrel" else "nystra_hub")
@@ -106,7 +130,11 @@ def build_arm(base: nn.Module, arm: GpuArm, device: torch.device) -> Callable[[T
         # dynamic=None: the first shape compiles static, a block of another shape (another stage) triggers one
         # shape-generic compile instead of one compile per stage (Uformer has 9 stages).
         model.compile_blocks(dynamic=None)
-    return lambda x: run_guarded(model, x, dtype, what=arm.name)
+    runner = make_runner(model, arm.runner)
+    if arm.tiled:
+        return lambda x: model.to_model_range(restore_tensor(
+            model, model.from_model_range(x), tile=tile, dtype=dtype, backend=runner, tile_batch=arm.tile_batch))
+    return lambda x: run_guarded(runner, x, dtype, what=arm.name)
 
 
 def make_input(arch: str, kwargs: dict, size: int, device: torch.device, seed: int) -> Tensor:
@@ -214,20 +242,25 @@ def run_case(case: dict, args, device: torch.device, log) -> dict:
     base = build_model(arch, **kwargs) if "variant" not in case else build_variant(case["variant"])
     base = base.eval()
     wanted = args.arms or case.get("arms")
-    arms = [a for a in arms_for(arch, recipe) if not wanted or a.name in wanted]
-    fns, errors = {}, {}
+    arms = [a for a in arms_for(arch, recipe, case.get("tile")) if not wanted or a.name in wanted]
+    fns, errors, skipped = {}, {}, {}
     for arm in arms:
+        if arm.runner in CUDA_ONLY_RUNNERS and device.type != "cuda":
+            skipped[arm.name] = f"the {arm.runner} runner needs CUDA"
+            continue
         try:
-            fns[arm.name] = build_arm(base, arm, device)
+            fns[arm.name] = build_arm(base, arm, device, case.get("tile"))
         except Exception as err:  # noqa: BLE001
             errors[arm.name] = f"{type(err).__name__}: {str(err)[:300]}"
             log(f"    {arm.name}: cannot build ({errors[arm.name]})")
     out = {"model": case["name"], "arch": arch, "variant": case.get("variant"), "recipe": recipe,
-           "parameters": sum(p.numel() for p in base.parameters()), "arms": {a.name: asdict(a) for a in arms},
+           "parameters": sum(p.numel() for p in base.parameters()),
+           "arms": {a.name: asdict(a) for a in arms if a.name not in skipped}, "skipped_arms": skipped,
            "results": []}
     for size in case["sizes"]:
-        sized = {n: f for n, f in fns.items() if size in case.get("compile_sizes", case["sizes"])
-                 or not out["arms"][n]["compile"]}
+        sized = {n: f for n, f in fns.items() if (size in case.get("compile_sizes", case["sizes"])
+                 or not out["arms"][n]["compile"]) and (size in case.get("tile_sizes", []) or not
+                 out["arms"][n]["tiled"])}
         if time.perf_counter() - args.t0 > args.budget_s:
             out["results"].append({"size": size, "skipped": "time budget of the run spent"})
             log(f"  {case['name']} {size}: skipped (time budget)")
@@ -372,15 +405,20 @@ def cases_full() -> list[dict]:
     # The 512 runs (the issue's targets) of all three models first, so a run cut short by its budget has them.
     swinir, uformer, dehaze = (_variant_case(n, [512]) for n in ("swinir-x2", "uformer-b-sidd",
                                                                   "dehazeformer-b-indoor"))
-    return [swinir, uformer, dehaze, {**swinir, "sizes": [256, 1024]}, {**uformer, "sizes": [1024]},
-            {**dehaze, "sizes": [1024]}]
+    # At 1024² the arms that answer "whole image or tiles, eager or graph" (a full arm set there costs minutes).
+    large = ["spandrel-fp32", "exact-fp32", "exact-bf16", "sdpa-bf16", "graph-exact-bf16", "graph-sdpa-bf16",
+             "tiles256-exact-bf16", "tiles256x-exact-bf16", "tiles256x-graph-exact-bf16"]
+    tiles = {"tile": 256, "tile_sizes": [1024], "arms": large}  # DehazeFormer is never tiled (whole-image RLN)
+    return [swinir, uformer, dehaze, {**swinir, "sizes": [1024], **tiles}, {**uformer, "sizes": [1024], **tiles},
+            {**dehaze, "sizes": [1024], "arms": large}, {**swinir, "sizes": [256]}]
 
 
 # The dry run: every arm on a tiny SwinIR, the arms whose code differs per architecture on the other two.
 DRY_SUBSET = ["spandrel-fp32", "exact-fp32", "sdpa-bf16", "nystra-bf16", "exact-w32-paper-fp32",
               "nystra-w32-paper-fp32", "exact-w64-paper-fp32", "nystra-w64-paper-fp32"]
 CASES_DRY = [
-    {"name": "tiny-swinir-x2", "arch": "swinir", "task": "classical-sr", "sizes": [32],
+    {"name": "tiny-swinir-x2", "arch": "swinir", "task": "classical-sr", "sizes": [32], "tile": 16,
+     "tile_sizes": [32],
      "kwargs": dict(upscale=2, in_chans=3, img_size=32, window_size=8, img_range=1.0, depths=[2], embed_dim=12,
                     num_heads=[2], mlp_ratio=2, upsampler="pixelshuffle", resi_connection="1conv")},
     {"name": "tiny-uformer", "arch": "uformer", "task": "denoise-real", "sizes": [128], "arms": DRY_SUBSET,

@@ -8,6 +8,8 @@
 ``torch``        the model itself (eager)
 ``compile``      ``torch.compile`` with inductor freezing (weights folded into the graph) under
                  ``torch.inference_mode``; compiled once per input shape (``dynamic=False``)
+``cudagraphs``   the eager model captured as a CUDA graph once per input shape and precision, then replayed
+                 (CUDA only: one launch per forward instead of thousands; fixed tile shapes make it pay)
 ``onnxruntime``  the ONNX export (:mod:`nystra_hub.export`) in an ONNX Runtime CPU session
 ``openvino``     the OpenVINO IR export compiled for the OpenVINO CPU plugin (float32 inference precision: on CPUs
                  with bfloat16 units the plugin's default would be bfloat16, not the same function;
@@ -29,6 +31,7 @@ itself). A runner describes the model as it is when made: make it after switchin
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import importlib.util
@@ -54,7 +57,7 @@ from .export import (
     require,
 )
 
-BACKENDS = ("torch", "compile", "onnxruntime", "openvino")
+BACKENDS = ("torch", "compile", "cudagraphs", "onnxruntime", "openvino")
 BACKEND_CHOICES = (*BACKENDS, "auto")  # "auto": see auto_backend
 # What "auto" runs on a CPU: the first of these whose runtime is installed, else eager torch. Measured on this
 # project's 2-core CPU machines, float32, arms interleaved (benchmarks/bench-*-routes-cpu.json): OpenVINO running
@@ -140,6 +143,58 @@ class CompiledRunner(Runner):
         self.check(x)
         with torch.inference_mode():  # freezing folds the weights in only where no gradient can be asked for
             return self.compiled(x)
+
+
+class CUDAGraphRunner(Runner):
+    """The eager model captured as one CUDA graph per input shape and precision, then replayed.
+
+    A restoration forward launches thousands of small kernels (Uformer-B: nine stages of windowed attention); a
+    replay launches them all at once, without Python or launch overhead, which is what a fixed tile shape allows.
+    The first call of a shape warms the model up on a side stream (building the window geometry it caches) and
+    captures it into a static input/output pair; later calls copy the input in, replay and return a copy of the
+    output. All graphs share one memory pool. Under ``torch.autocast`` the graph is captured with autocast's
+    weight-cast cache off (a cached cast would be freed when the caller's autocast exits, under the graph)."""
+
+    backend = "cudagraphs"
+
+    def __init__(self, model: nn.Module, warmup: int = 2) -> None:
+        super().__init__(model)
+        device = next(model.parameters()).device
+        if device.type != "cuda" or not torch.cuda.is_available():
+            raise ValueError(f"the cudagraphs backend needs the model on a CUDA device, it is on {device}")
+        self.graph_model = copy.copy(model)  # shares parameters and submodules; only the flag below differs
+        if self.ours is not None:
+            self.graph_model.validate_inputs = False  # a check reads the data back: not allowed while capturing
+        self.warmup = warmup
+        self.pool = torch.cuda.graph_pool_handle()
+        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, Tensor, Tensor]] = {}
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.check(x)
+        autocast = torch.is_autocast_enabled("cuda")
+        key = (tuple(x.shape), x.device, torch.get_autocast_dtype("cuda") if autocast else None)
+        if key not in self.graphs:
+            self.graphs[key] = self.capture(x, key[2])
+        graph, static_in, static_out = self.graphs[key]
+        static_in.copy_(x)
+        graph.replay()
+        return static_out.clone()
+
+    def capture(self, x: Tensor, autocast_dtype: torch.dtype | None):
+        """(graph, static input, static output) of the model on inputs shaped like ``x``."""
+        static_in = x.clone()
+        cast = (torch.autocast("cuda", dtype=autocast_dtype, cache_enabled=False) if autocast_dtype is not None
+                else contextlib.nullcontext())
+        side = torch.cuda.Stream(device=x.device)
+        side.wait_stream(torch.cuda.current_stream(x.device))
+        with torch.cuda.stream(side), cast:
+            for _ in range(self.warmup):
+                self.graph_model(static_in)
+        torch.cuda.current_stream(x.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool), cast:
+            static_out = self.graph_model(static_in)
+        return graph, static_in, static_out
 
 
 def _raise_recompile_limit(limit: int) -> None:
@@ -280,11 +335,13 @@ def make_runner(model: nn.Module, backend: str = "torch", *, cache_dir: str | os
         raise ValueError(f"exported= is a folder for the export backends {tuple(EXPORT_FORMATS)}, not {backend!r}")
     if compile_kwargs and backend != "compile":
         raise TypeError(f"{sorted(compile_kwargs)} are torch.compile arguments; backend {backend!r} takes none")
-    if backend in ("torch", "compile") and precision != "float32":
+    if backend in ("torch", "compile", "cudagraphs") and precision != "float32":
         raise ValueError(f"precision= is for the openvino backend; {backend!r} takes dtype= in restore")
     model = as_restoration_model(model) or model
     if backend == "torch":
         return Runner(model)
     if backend == "compile":
         return CompiledRunner(model, **compile_kwargs)
+    if backend == "cudagraphs":
+        return CUDAGraphRunner(model)
     return ExportedRunner(model, backend, cache_dir, exported, threads, opset, precision)

@@ -87,6 +87,17 @@ def parse_nystra(values: list[str]) -> dict:
     return params
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1, refused with the value otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def resolve_device(name: str) -> torch.device:
     """``--device``: "auto" is CUDA when available, else the CPU; an unavailable CUDA device is an error."""
     if name == "auto":

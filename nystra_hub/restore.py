@@ -204,6 +204,7 @@ class TilePlan:
     budget_mb: float | None
     reason: str
     progress: bool | Callable[[int, int], None] = False  # a bar over the tiles, or progress(done, total)
+    batch: int = 1  # tiles stacked into one forward (all tiles of an image have one shape)
 
 
 def _starts(size: int, tile: int, overlap: int) -> list[int]:
@@ -216,6 +217,7 @@ def _starts(size: int, tile: int, overlap: int) -> list[int]:
 def plan_tiles(
     model, height: int, width: int, *, tile: int | None = None, tile_overlap: int | None = None,
     memory_budget_mb: float | None = None, dtype: torch.dtype | None = None, protocol: str = "minimal",
+    tile_batch: int | None = None,
 ) -> TilePlan:
     """Decide whole-image vs tiled inference for an image of ``height×width`` input pixels.
 
@@ -224,7 +226,11 @@ def plan_tiles(
     up to the architecture's multiple (the window for SwinIR, 128 px for Uformer). ``tile_overlap`` defaults to
     the architecture's ``spec.tile_overlap`` (rounded up to a window multiple when the tiles share the padded
     image's windows, as SwinIR's do), reduced to half the tile for small tiles (:data:`MAX_TILE_REDUNDANCY`).
+    ``tile_batch``: tiles stacked into one forward; None = automatic (:func:`_tile_batch`), N >= 1 = at most N.
     """
+    if tile_batch is not None and (isinstance(tile_batch, bool) or not isinstance(tile_batch, int)
+                                   or tile_batch < 1):
+        raise ValueError(f"tile_batch must be None (automatic) or a positive int, got {tile_batch!r}")
     model = unwrap_model(model)
     device, weights_dtype = _model_device_dtype(model)
     dtype_bytes = torch.empty((), dtype=dtype or weights_dtype).element_size()
@@ -265,7 +271,19 @@ def plan_tiles(
     if count == 1:
         return TilePlan(None, overlap, 1, whole_mb, None, budget, f"whole image: one {chosen}-px tile covers it")
     tile_mb = _tile_mb(model, min(chosen, cover_h), min(chosen, cover_w), dtype_bytes, protocol)
-    return TilePlan(chosen, overlap, count, whole_mb, tile_mb, budget, why + note)
+    batch = _tile_batch(tile_batch, device, budget, tile_mb, count)
+    return TilePlan(chosen, overlap, count, whole_mb, tile_mb, budget, why + note, batch=batch)
+
+
+def _tile_batch(asked: int | None, device: torch.device, budget: float, tile_mb: float, count: int) -> int:
+    """How many tiles one forward stacks: ``asked`` (at most the tile count), or automatically on a GPU as many
+    as the memory budget holds (a small tile leaves most of a GPU idle, and each call costs launch overhead), one
+    on a CPU (its cores are busy with one tile; stacking only adds memory)."""
+    if asked is not None:
+        return min(asked, count)
+    if device.type != "cuda":
+        return 1
+    return max(1, min(count, int(budget // max(tile_mb, 1e-6))))
 
 
 def _budget(memory_budget_mb: float | None, device: torch.device) -> float:
@@ -350,11 +368,11 @@ def _rise(d: Tensor, overlap: int) -> Tensor:
 
 
 def _blend_tiles(fn: Callable[[Tensor], Tensor], x: Tensor, tile: int, overlap: int, scale: int,
-                 progress: bool | Callable[[int, int], None] = False) -> Tensor:
-    """Run ``fn`` (input tile → output tile of ``scale``× the size) over overlapping tiles of the (1, C, H, W)
-    batch ``x`` and blend the results with separable weights (:func:`_axis_weights`), normalised by their sum.
-    ``progress``: True shows a tqdm bar; a callable is called as ``progress(done, total)`` after each tile.
-    Returns float32 (1, C', H·s, W·s)."""
+                 progress: bool | Callable[[int, int], None] = False, batch: int = 1) -> Tensor:
+    """Run ``fn`` (batch of input tiles → batch of output tiles of ``scale``× the size) over overlapping tiles of
+    the (1, C, H, W) batch ``x``, ``batch`` tiles per call (every tile has the same shape), and blend the results
+    with separable weights (:func:`_axis_weights`), normalised by their sum. ``progress``: True shows a tqdm bar;
+    a callable is called as ``progress(done, total)`` after each call. Returns float32 (1, C', H·s, W·s)."""
     _, _, height, width = x.shape
     th, tw = min(tile, height), min(tile, width)
     ys, xs = _starts(height, tile, overlap), _starts(width, tile, overlap)
@@ -370,20 +388,29 @@ def _blend_tiles(fn: Callable[[Tensor], Tensor], x: Tensor, tile: int, overlap: 
         sum_x[x0 * scale:(x0 + tw) * scale] += wgt
     out = None
     jobs = [(i, j) for i in range(len(ys)) for j in range(len(xs))]
+    groups = [jobs[k:k + batch] for k in range(0, len(jobs), batch)]
     report = progress if callable(progress) else None
-    if progress is True:
-        jobs = tqdm(jobs, desc="tiles", leave=False)
-    for done, (i, j) in enumerate(jobs, 1):
-        y, x0 = ys[i], xs[j]
-        result = fn(x[:, :, y:y + th, x0:x0 + tw]).float()
-        if result.shape[-2:] != (th * scale, tw * scale):
-            raise RuntimeError(f"tile output {tuple(result.shape)} is not {scale}x the tile {th}x{tw}")
+    bar = tqdm(total=len(jobs), desc="tiles", leave=False) if progress is True else None
+    done = 0
+    for group in groups:
+        crops = [x[:, :, ys[i]:ys[i] + th, xs[j]:xs[j] + tw] for i, j in group]
+        results = fn(torch.cat(crops) if len(crops) > 1 else crops[0]).float()
+        if results.shape[0] != len(group) or results.shape[-2:] != (th * scale, tw * scale):
+            raise RuntimeError(f"tile output {tuple(results.shape)} is not {len(group)} tile(s) {scale}x the "
+                               f"tile {th}x{tw}")
         if out is None:
-            out = torch.zeros(1, result.shape[1], height * scale, width * scale, device=device)
-        result = result * (row_w[i][:, None] * col_w[j][None, :])
-        out[:, :, y * scale:(y + th) * scale, x0 * scale:(x0 + tw) * scale] += result
+            out = torch.zeros(1, results.shape[1], height * scale, width * scale, device=device)
+        for (i, j), result in zip(group, results):
+            y, x0 = ys[i], xs[j]
+            out[0, :, y * scale:(y + th) * scale, x0 * scale:(x0 + tw) * scale] += (
+                result * (row_w[i][:, None] * col_w[j][None, :]))
+        done += len(group)
+        if bar is not None:
+            bar.update(len(group))
         if report is not None:
             report(done, len(jobs))
+    if bar is not None:
+        bar.close()
     out.div_(sum_y.view(1, 1, -1, 1))
     out.div_(sum_x.view(1, 1, 1, -1))
     return out
@@ -401,10 +428,10 @@ def _run(model: RestorationModel, x: Tensor, plan: TilePlan, compute: Callable, 
     h, w = x.shape[-2:]
     if not model.spec.tiles_share_padding:
         tiles = functools.partial(compute, inference)
-        return _blend_tiles(tiles, x, plan.tile, plan.overlap, scale, plan.progress).clamp_(0, 1)
+        return _blend_tiles(tiles, x, plan.tile, plan.overlap, scale, plan.progress, plan.batch).clamp_(0, 1)
     padded, (top, left) = model.official_pad(x)
     tiles = functools.partial(compute, lambda t: forward(model.to_model_range(t)))
-    out = _blend_tiles(tiles, padded, plan.tile, plan.overlap, scale, plan.progress)
+    out = _blend_tiles(tiles, padded, plan.tile, plan.overlap, scale, plan.progress, plan.batch)
     out = out[:, :, top * scale:(top + h) * scale, left * scale:(left + w) * scale]
     return model.from_model_range(out).clamp_(0, 1)
 
@@ -429,11 +456,11 @@ def restore_tensor(
     model, x: Tensor, *, tile: int | None = None, tile_overlap: int | None = None,
     memory_budget_mb: float | None = None, progress: bool | Callable[[int, int], None] = False,
     dtype: str | torch.dtype | None = "auto", protocol: str = "minimal", backend: str | Runner = "torch",
-    cache_dir: str | None = None,
+    cache_dir: str | None = None, tile_batch: int | None = None,
 ) -> Tensor:
     """Float (B, C, H, W) batch in [0, 1] with the model's input channels → float32 (B, C', H·s, W·s) in [0, 1]
     on the model's device. The image-kind and channel handling of :func:`restore` are skipped; ``progress``,
-    ``dtype``, ``protocol``, ``backend`` and ``cache_dir`` as in :func:`restore`."""
+    ``dtype``, ``protocol``, ``backend``, ``cache_dir`` and ``tile_batch`` as in :func:`restore`."""
     model = unwrap_model(model)
     if not isinstance(x, Tensor) or x.dim() != 4 or not torch.is_floating_point(x):
         raise ValueError("restore_tensor expects a float (B, C, H, W) tensor")
@@ -449,7 +476,8 @@ def restore_tensor(
             for b in range(x.shape[0]):
                 xb = x[b:b + 1].to(device=device, dtype=weights)
                 plan = plan_tiles(model, xb.shape[-2], xb.shape[-1], tile=tile, tile_overlap=tile_overlap,
-                                  memory_budget_mb=memory_budget_mb, dtype=compute_dtype, protocol=protocol)
+                                  memory_budget_mb=memory_budget_mb, dtype=compute_dtype, protocol=protocol,
+                                  tile_batch=tile_batch)
                 plan = dataclasses.replace(plan, progress=progress)
                 outs.append(_run(model, xb, plan, compute, protocol, forward).float())
             return outs[0] if len(outs) == 1 else torch.cat(outs)
@@ -469,9 +497,9 @@ def _runner(model: RestorationModel, backend: str | Runner, cache_dir, compute_d
         backend = auto_backend(next(model.parameters()).device)
     if backend == "openvino" and compute_dtype == torch.bfloat16:  # OpenVINO's own bfloat16 kernels
         return make_runner(model, backend, cache_dir=cache_dir, precision="bfloat16")
-    if backend != "torch" and compute_dtype != torch.float32:
-        raise ValueError(f"backend {backend!r} runs float32 only (openvino: bfloat16 too); pass dtype='float32' "
-                         "(or 'auto' on a CPU)")
+    if backend not in ("torch", "cudagraphs") and compute_dtype != torch.float32:
+        raise ValueError(f"backend {backend!r} runs float32 only (openvino: bfloat16 too; torch and cudagraphs: "
+                         "any dtype); pass dtype='float32' (or 'auto' on a CPU)")
     return make_runner(model, backend, cache_dir=cache_dir)
 
 
@@ -612,6 +640,7 @@ def restore(
     protocol: str = "minimal",
     backend: str | Runner = "torch",
     cache_dir: str | None = None,
+    tile_batch: int | None = None,
 ):
     """Restore ``image`` with ``model`` using the model's pre/post-processing (``protocol``); see the module doc.
 
@@ -642,13 +671,17 @@ def restore(
             "official": each architecture's test-script padding. They differ for Uformer only (its official
             padding is zeros around the image, to a square multiple of 128): see the module doc.
         backend: what runs the raw forward of the padded image or each tile (:mod:`nystra_hub.backends`):
-            "torch" (default, eager), "compile" (torch.compile, compiled per shape), "onnxruntime" or
+            "torch" (default, eager), "compile" (torch.compile, compiled per shape), "cudagraphs" (CUDA only:
+            the eager model captured once per tile shape and precision, then replayed), "onnxruntime" or
             "openvino" (the exported graph, exported on first use of a shape into ``cache_dir``; float32 on the
             CPU, and for openvino ``dtype="bfloat16"`` runs its bfloat16 kernels: 1.9-2.1x its float32 on an
             AVX-512 BF16 CPU, 62.7 dB from the exact output on random Uformer-B weights), "auto" (OpenVINO,
             else ONNX Runtime, on a CPU where installed: the fastest routes measured; eager torch on a GPU), or
             a runner from ``make_runner(model, ...)`` to reuse its compiled graphs and sessions.
         cache_dir: where the export backends keep their graphs (default ``~/.cache/nystra_hub/exports``).
+        tile_batch: tiles stacked into one forward when tiling: None (default) = as many as ``memory_budget_mb``
+            holds on a GPU (fewer, larger calls), one on a CPU; N = at most N. The result does not depend on it
+            beyond float rounding.
 
     Returns:
         The restored image, of the same kind as ``image`` (see the module doc), ``scale`` times larger.
@@ -665,7 +698,8 @@ def restore(
     with torch.inference_mode():
         result, kind = _restore(net, image, dict(tile=tile, tile_overlap=tile_overlap,
                                 memory_budget_mb=memory_budget_mb, progress=progress, dtype=dtype,
-                                protocol=protocol, backend=backend, cache_dir=cache_dir), gray, color, alpha)
+                                protocol=protocol, backend=backend, cache_dir=cache_dir,
+                                tile_batch=tile_batch), gray, color, alpha)
     if isinstance(result, Tensor) and result.is_inference():
         result = result.clone()  # a normal tensor, usable with autograd and in-place ops outside inference mode
     return result

@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from .backends import BACKEND_CHOICES, auto_backend, make_runner
 from .checkpoints import load_original_checkpoint
-from .cli_options import parse_nystra, resolve_device
+from .cli_options import parse_nystra, positive_int, resolve_device
 from .hub import resolve_nystra
 from .imageio import IMAGE_EXTENSIONS, format_for, read_image_with_meta, write_image
 from .loading import load
@@ -92,6 +92,7 @@ def add_arguments(parser) -> None:
                             "tile that gives NaN/Inf in float32 (default: auto)")
     model.add_argument("--backend", choices=BACKEND_CHOICES, default="torch",
                        help="what runs the network: torch (eager), compile (torch.compile, once per tile shape), "
+                            "cudagraphs (CUDA: the eager model captured once per tile shape and replayed), "
                             "onnxruntime or openvino (the model exported once per tile shape into "
                             "$NYSTRA_HUB_CACHE, float32; the extras nystra_hub[onnxruntime] / [openvino]). With "
                             "--tile every tile has one shape, so each graph is made once per run; auto: openvino, else "
@@ -102,6 +103,9 @@ def add_arguments(parser) -> None:
     run.add_argument("--tile-overlap", type=int, default=None,
                      help="tile overlap in input pixels (default: the architecture's, 48 SwinIR, 64 Uformer; "
                           "at most half a small tile)")
+    run.add_argument("--tile-batch", type=positive_int, default=None,
+                     help="tiles stacked into one forward (default: as many as the memory budget holds on a GPU, "
+                          "1 on a CPU)")
     run.add_argument("--memory-budget-mb", type=float, default=None,
                      help="activation-memory budget of one forward in MB "
                           "(default 1024 on CPU, half the free memory on CUDA)")
@@ -415,7 +419,7 @@ def _one(model, item: Item, args, progress=None) -> str:
     result = restore(
         model, array, tile=args.tile, tile_overlap=args.tile_overlap, memory_budget_mb=args.memory_budget_mb,
         gray=args.gray, color=args.color, alpha=args.alpha, dtype=args.dtype, protocol=args.protocol,
-        progress=progress or False, backend=getattr(args, "runner", "torch"),
+        progress=progress or False, backend=getattr(args, "runner", "torch"), tile_batch=args.tile_batch,
     )
     write_image(item.target, result, icc_profile=meta.get("icc_profile"))
     return "restored"

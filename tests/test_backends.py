@@ -14,7 +14,7 @@ from test_bench import parse
 from test_fidelity import make_reference
 
 import nystra_hub
-from nystra_hub.backends import CompiledRunner, ExportedRunner, Runner, make_runner
+from nystra_hub.backends import CompiledRunner, CUDAGraphRunner, ExportedRunner, Runner, make_runner
 from nystra_hub.export import read_export
 from nystra_hub.measure import bench
 from nystra_hub.measure.arms import (
@@ -25,6 +25,7 @@ from nystra_hub.measure.arms import (
     select_arms,
     standard_arms,
 )
+from nystra_hub.restore import plan_tiles
 
 CASE = "swinir_lightsr_x3_direct"  # the smallest golden model: one stage of two blocks, 16x16 input
 TOLERANCE = 1e-4
@@ -110,6 +111,33 @@ def test_compile_runner_matches_the_torch_path():
         assert (model.official_inference(x, forward=runner) - model.official_inference(x)).abs().max() <= TOLERANCE
     with pytest.raises(ValueError, match="NaN or Inf"):
         runner(torch.full((1, 3, 24, 24), float("inf")))
+
+
+def test_cudagraphs_runner_needs_cuda_and_says_so():
+    model, _ = golden_model()
+    with pytest.raises(ValueError, match="cudagraphs backend needs the model on a CUDA device, it is on cpu"):
+        make_runner(model, "cudagraphs")
+    with pytest.raises(ValueError, match="precision= is for the openvino backend"):
+        make_runner(model, "cudagraphs", precision="bfloat16")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_cudagraphs_runner_replays_the_eager_forward(dtype):
+    """Captured once per shape and precision, replayed for new data of that shape; tiles stacked too."""
+    model, _ = golden_model()
+    model = model.cuda()
+    runner = make_runner(model, "cudagraphs")
+    assert isinstance(runner, CUDAGraphRunner) and model.validate_inputs
+    image = torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(0)).cuda()
+    eager = nystra_hub.restore(model, image, tile=16, tile_overlap=8, dtype=dtype, tile_batch=4)
+    for _ in range(2):  # the second run replays the graphs captured by the first
+        graphed = nystra_hub.restore(model, image, tile=16, tile_overlap=8, dtype=dtype, tile_batch=4,
+                                     backend=runner)
+        assert (graphed - eager).abs().max() <= (TOLERANCE if dtype == "float32" else 0.02)
+    plan = plan_tiles(model, 40, 40, tile=16, tile_overlap=8, tile_batch=4)
+    batches = {min(4, plan.tiles - k) for k in range(0, plan.tiles, 4)}
+    assert len(runner.graphs) == len(batches)  # one graph per stacked-tile shape
 
 
 @pytest.mark.skipif("backend" not in inspect.signature(nystra_hub.restore).parameters,

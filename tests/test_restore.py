@@ -311,6 +311,42 @@ def test_uformer_tiles_run_the_official_protocol_per_tile():
     assert diff.max() < 0.05 and diff.mean() < 2e-3
 
 
+def test_tiles_stacked_into_one_forward_give_the_same_image():
+    """tile_batch only groups the same tile crops into fewer, larger forwards; the blend is unchanged."""
+    x = torch.from_numpy(baby(96)).permute(2, 0, 1).float() / 255
+    one = restore(x2(), x, tile=48, tile_overlap=16, tile_batch=1)
+    calls = []
+    model = copy.deepcopy(x2())
+    model.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
+    plan = plan_tiles(model, 96, 96, tile=48, tile_overlap=16, tile_batch=4)
+    assert (plan.tiles, plan.batch) == (9, 4)
+    done = []
+    stacked = restore(model, x, tile=48, tile_overlap=16, tile_batch=4, progress=lambda d, t: done.append((d, t)))
+    assert calls == [4, 4, 1] and done == [(4, 9), (8, 9), (9, 9)]
+    torch.testing.assert_close(stacked, one, atol=1e-5, rtol=0)  # batched matrix products round differently
+
+
+@needs_uformer
+def test_uformer_tiles_stacked_run_the_protocol_per_tile():
+    info = json.loads((GOLDEN / "uformer_tiny_modulator" / "case.json").read_text())
+    torch.manual_seed(0)
+    model = nystra_hub.build_model("uformer", **info["official_constructor_kwargs"])
+    x = torch.rand(3, 100, 256)
+    one = restore(model, x, tile=128, tile_overlap=64, tile_batch=1)
+    torch.testing.assert_close(restore(model, x, tile=128, tile_overlap=64, tile_batch=3), one, atol=1e-5, rtol=0)
+
+
+def test_tile_batch_is_one_on_a_cpu_and_fills_the_budget_on_a_gpu():
+    assert plan_tiles(x2(), 300, 300, tile=64).batch == 1  # a CPU's cores are busy with one tile
+    assert plan_tiles(x2(), 300, 300, tile=64, tile_batch=100).batch == plan_tiles(x2(), 300, 300, tile=64).tiles
+    assert restore_module._tile_batch(None, torch.device("cuda"), budget=100.0, tile_mb=30.0, count=9) == 3
+    assert restore_module._tile_batch(None, torch.device("cuda"), budget=1000.0, tile_mb=30.0, count=9) == 9
+    assert restore_module._tile_batch(None, torch.device("cuda"), budget=10.0, tile_mb=30.0, count=9) == 1
+    for bad in (0, -2, 1.5, True, "4"):
+        with pytest.raises(ValueError, match="tile_batch must be None"):
+            plan_tiles(x2(), 300, 300, tile=64, tile_batch=bad)
+
+
 @needs_dehaze
 def test_dehazeformer_refuses_tiles_clearly():
     model = golden("dehazeformer_tiny_conv")

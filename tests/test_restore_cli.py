@@ -286,3 +286,17 @@ def test_protocol_option_reaches_restore(folder, tmp_path, monkeypatch):
     assert run_cli("--model", X2, folder / "a.png", "--out", tmp_path / "o1") == 0
     assert run_cli("--model", X2, folder / "a.png", "--out", tmp_path / "o2", "--protocol", "official") == 0
     assert seen == ["minimal", "official"]
+
+
+def test_tile_batch_option_stacks_tiles_and_refuses_non_positive(tmp_path, capsys):
+    src = tmp_path / "in"
+    write_image(src / "a.png", _image((40, 40, 3)))
+    out_one, out_stacked = tmp_path / "one", tmp_path / "stacked"
+    assert run_cli("--model", X2, src, "--out", out_one, "--tile", "16", "--tile-overlap", "8") == 0
+    assert run_cli("--model", X2, src, "--out", out_stacked, "--tile", "16", "--tile-overlap", "8",
+                   "--tile-batch", "6") == 0
+    one, stacked = read_image(out_one / "a.png").astype(int), read_image(out_stacked / "a.png").astype(int)
+    assert np.abs(one - stacked).max() <= 1  # 8-bit rounding of float sums that differ by ~1e-6
+    with pytest.raises(SystemExit):
+        run_cli("--model", X2, src, "--out", tmp_path / "o", "--tile-batch", "0")
+    assert "expected a positive integer, got 0" in capsys.readouterr().err
