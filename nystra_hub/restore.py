@@ -278,7 +278,8 @@ def plan_tiles(
 def _tile_batch(asked: int | None, device: torch.device, budget: float, tile_mb: float, count: int) -> int:
     """How many tiles one forward stacks: ``asked`` (at most the tile count), or automatically on a GPU as many
     as the memory budget holds (a small tile leaves most of a GPU idle, and each call costs launch overhead), one
-    on a CPU (its cores are busy with one tile; stacking only adds memory)."""
+    on a CPU (a tile already fills its cores with large matrix products; stacking would add memory for no
+    measured gain)."""
     if asked is not None:
         return min(asked, count)
     if device.type != "cuda":

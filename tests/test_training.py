@@ -4,6 +4,7 @@ reference models."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -171,3 +172,28 @@ def test_max_minutes_limits_the_piece_not_the_whole_run(tmp_path):
     _, record = train(TINY_SR, steps=6, seed=0, threads=1, state_path=state, resume=True, max_minutes=1.0,
                       log=lambda m: None)
     assert record["steps"] == 6 and record["stopped_early"] is None
+
+
+def test_fine_tuning_starts_from_a_reference_folder_and_scales_the_bias_learning_rate(tmp_path):
+    base, record = train(TINY_SR, steps=2, seed=0, threads=1, log=lambda m: None)
+    folder = save_reference(base, tmp_path / "base", {"name": "tiny-sr", "arch": "swinir", "command": "cmd",
+                                                      "training": record})
+    tables = lambda m: [p.detach().clone() for n, p in m.named_parameters() if "bias_table" in n]  # noqa: E731
+    rest = lambda m: [p.detach().clone() for n, p in m.named_parameters() if "bias_table" not in n]  # noqa: E731
+    moved = {}
+    for scale in (1.0, 100.0):
+        tuned, rec = train(TINY_SR, steps=3, lr=1e-4, seed=0, threads=1, init_from=folder, bias_lr_scale=scale,
+                           log=lambda m: None)
+        moved[scale] = (max((a - b).abs().max().item() for a, b in zip(tables(tuned), tables(base))),
+                        max((a - b).abs().max().item() for a, b in zip(rest(tuned), rest(base))))
+        assert rec["init_from"]["command"] == "cmd" and rec["position_bias_lr_scale"] == scale
+        assert rec["init_from"]["weights_sha256"] == hashlib.sha256(
+            (folder / "model.safetensors").read_bytes()).hexdigest()
+    # Adam moves each parameter by about lr per step: 3e-4 at scale 1, 3e-2 at scale 100; the rest as before
+    assert moved[1.0][0] < 1e-3 < 1e-2 < moved[100.0][0]
+    assert moved[1.0][1] == pytest.approx(moved[100.0][1], rel=0.5)
+    other = dataclasses.replace(TINY_SR, name="other")
+    with pytest.raises(ValueError, match="holds 'tiny-sr', not the recipe 'other'"):
+        train(other, steps=1, seed=0, threads=1, init_from=folder, log=lambda m: None)
+    with pytest.raises(ValueError, match="learning-rate scale must be positive"):
+        train(TINY_SR, steps=1, seed=0, threads=1, bias_lr_scale=0.0, log=lambda m: None)

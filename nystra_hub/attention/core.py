@@ -477,6 +477,17 @@ def set_position_bias(model: nn.Module, enabled: bool) -> nn.Module:
     return model
 
 
+def position_bias_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The learned parameters the position bias of ``model``'s attention modules is computed from (Swin bias
+    tables, DehazeFormer's ``meta`` MLPs), each once: what training can give its own learning rate."""
+    found: dict[int, nn.Parameter] = {}
+    for _, module in attention_modules(model):
+        for source in module.position_bias_sources():
+            if isinstance(source, nn.Parameter):
+                found.setdefault(id(source), source)
+    return list(found.values())
+
+
 WINDOW_RESIZE_METHODS = ("bicubic", "geometric", "centre")
 
 
