@@ -197,3 +197,25 @@ def test_fine_tuning_starts_from_a_reference_folder_and_scales_the_bias_learning
         train(other, steps=1, seed=0, threads=1, init_from=folder, log=lambda m: None)
     with pytest.raises(ValueError, match="learning-rate scale must be positive"):
         train(TINY_SR, steps=1, seed=0, threads=1, bias_lr_scale=0.0, log=lambda m: None)
+
+
+def test_locality_prior_and_attention_learning_rate():
+    model = nystra_hub.build_model("swinir", **TINY_SR.kwargs)
+    assert training.apply_locality_prior(model) == 2  # one table per block
+    table = model.layers[0].residual_group.blocks[0].attn.relative_position_bias_table.detach()
+    centre = (2 * 8 - 1) * 7 + 7  # offset (0, 0)
+    assert table[centre].abs().max() == 0 and float(table[centre + 1, 0]) == pytest.approx(-1.0)  # (0, 1), head 0
+    assert float(table[centre + 1, 1]) == pytest.approx(-0.5)
+    assert float(table[0, 0]) == pytest.approx(-(2 * 7**2) ** 0.5)  # offset (-7, -7)
+    groups = training._param_groups(model, bias_lr_scale=3.0, attention_lr_scale=5.0)
+    assert [g["lr_scale"] for g in groups] == [1.0, 3.0, 5.0]
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all("bias_table" in names[id(p)] for p in groups[1]["params"])
+    assert {names[id(p)].split(".attn.")[1] for p in groups[2]["params"]} == {
+        "qkv.weight", "qkv.bias", "proj.weight", "proj.bias"}
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    dehaze = nystra_hub.build_model("dehazeformer", **RECIPES["dehazeformer-ref-t"].kwargs)
+    assert training.apply_locality_prior(dehaze) == 0  # its bias is an MLP
+    with pytest.raises(ValueError, match="no bias tables for the locality prior"):
+        train(dataclasses.replace(RECIPES["dehazeformer-ref-t"], train_sets=("Kodak24",), patch=32), steps=1,
+              batch=1, seed=0, threads=1, bias_init="locality", log=lambda m: None)

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from ..attention import position_bias_parameters, set_position_bias
+from ..attention import attention_modules, position_bias_parameters, set_position_bias
 from ..hub import CONFIG_NAME, model_hub_config
 from ..imageio import atomic_write_json
 from ..models import build_model
@@ -301,7 +301,8 @@ def train(
     threads: int | None = None, stop_at: int | None = None, max_minutes: float | None = None,
     root=None, log_every: int = 25, log=print, device: str = "cpu", amp: str | None = None,
     state_path: str | os.PathLike | None = None, save_every: int | None = None, resume: bool = False,
-    init_from: str | os.PathLike | None = None, bias_lr_scale: float = 1.0,
+    init_from: str | os.PathLike | None = None, bias_lr_scale: float = 1.0, bias_init: str = "trained",
+    attention_lr_scale: float = 1.0,
 ) -> tuple[torch.nn.Module, dict]:
     """Train ``recipe``; returns (model in eval mode on the CPU, training record).
 
@@ -311,7 +312,9 @@ def train(
     saved every ``save_every`` steps and at the end, and ``resume`` continues a saved run exactly where it
     stopped, so it can be trained in pieces. ``init_from`` (a reference folder of the recipe) fine-tunes its
     weights instead of a fresh initialisation; ``bias_lr_scale`` multiplies the learning rate of the position-bias
-    parameters (:func:`nystra_hub.attention.position_bias_parameters`)."""
+    parameters (:func:`nystra_hub.attention.position_bias_parameters`), ``attention_lr_scale`` that of the
+    attention modules' other parameters (q/k/v and output projections); ``bias_init="locality"`` starts the bias
+    tables from :func:`apply_locality_prior` instead of their initialisation (or ``init_from``'s tables)."""
     steps = recipe.steps if steps is None else steps
     batch = recipe.batch if batch is None else batch
     lr = recipe.lr if lr is None else lr
@@ -327,14 +330,22 @@ def train(
     sampler = PairSampler(recipe, names, seed, root)
     model = build_model(recipe.arch, **recipe.kwargs)
     start = _initial_weights(model, recipe, init_from) if init_from is not None else None
+    if bias_init not in BIAS_INITS:
+        raise ValueError(f"bias_init must be one of {BIAS_INITS}, got {bias_init!r}")
+    if bias_init == "locality" and not apply_locality_prior(model):
+        raise ValueError(f"{recipe.arch} has no bias tables for the locality prior (its bias is computed by an MLP)")
     model = model.to(device).train()
-    optimizer = torch.optim.Adam(_param_groups(model, bias_lr_scale), lr=lr, betas=(0.9, 0.99))
+    optimizer = torch.optim.Adam(_param_groups(model, bias_lr_scale, attention_lr_scale), lr=lr, betas=(0.9, 0.99))
     settings = {"recipe": recipe.name, "kwargs": recipe.kwargs, "patch": recipe.patch, "steps": steps,
                 "batch": batch, "lr": lr, "seed": seed}
     if start is not None:  # absent when unused, so states saved before these options still resume
         settings["init_from_sha256"] = start["weights_sha256"]
     if bias_lr_scale != 1.0:
         settings["bias_lr_scale"] = bias_lr_scale
+    if bias_init != "trained":
+        settings["bias_init"] = bias_init
+    if attention_lr_scale != 1.0:
+        settings["attention_lr_scale"] = attention_lr_scale
     run = TrainRun(settings)
     if resume and state_path and Path(state_path).is_file():
         run = load_train_state(state_path, settings, model, optimizer, sampler)
@@ -356,6 +367,8 @@ def train(
         "augmentation": "random crops, 8 flips/rotations",
         "init_from": start,
         "position_bias_lr_scale": bias_lr_scale,
+        "position_bias_init": bias_init,
+        "attention_lr_scale": attention_lr_scale,
         "device": pieces[0]["device"] if pieces else device.type,
         "amp": pieces[0]["amp"] if pieces else amp,
         "pieces": pieces,
@@ -381,14 +394,43 @@ def _initial_weights(model, recipe: Recipe, folder: str | os.PathLike) -> dict:
             "command": info.get("command"), "steps": info.get("training", {}).get("steps")}
 
 
-def _param_groups(model, bias_lr_scale: float) -> list[dict]:
-    """Adam parameter groups: the position-bias parameters with ``lr_scale`` = ``bias_lr_scale``, the rest 1."""
-    if not bias_lr_scale > 0:
-        raise ValueError(f"the position-bias learning-rate scale must be positive, got {bias_lr_scale!r}")
+BIAS_INITS = ("trained", "locality")
+
+
+def apply_locality_prior(model, strongest: float = 1.0) -> int:
+    """Set every learned bias table to a distance penalty, ``bias_h(dy, dx) = −strongest · 2^−h · √(dy² + dx²)``
+    for head ``h`` (ALiBi-like slopes: head 0 attends to its neighbours, the last almost uniformly). Returns the
+    number of tables set. Architectures whose bias is computed by an MLP (DehazeFormer's ``meta``) have none."""
+    count = 0
+    for _, module in attention_modules(model):
+        table = getattr(module, "relative_position_bias_table", None)
+        if table is None:
+            continue
+        wh, ww = module.window_size
+        dy = torch.arange(-(wh - 1), wh, dtype=torch.float32)[:, None].expand(2 * wh - 1, 2 * ww - 1)
+        dx = torch.arange(-(ww - 1), ww, dtype=torch.float32)[None, :].expand(2 * wh - 1, 2 * ww - 1)
+        distance = torch.sqrt(dy**2 + dx**2).reshape(-1, 1)  # rows in relative_position_index order
+        slopes = strongest * 2.0 ** -torch.arange(table.shape[1], dtype=torch.float32)
+        with torch.no_grad():
+            table.copy_(-distance * slopes)
+        count += 1
+    return count
+
+
+def _param_groups(model, bias_lr_scale: float, attention_lr_scale: float = 1.0) -> list[dict]:
+    """Adam parameter groups with their ``lr_scale``: the position-bias parameters ``bias_lr_scale``, the attention
+    modules' other parameters ``attention_lr_scale``, the rest 1."""
+    for what, scale in (("position-bias", bias_lr_scale), ("attention", attention_lr_scale)):
+        if not scale > 0:
+            raise ValueError(f"the {what} learning-rate scale must be positive, got {scale!r}")
     bias = position_bias_parameters(model)
-    ids = {id(p) for p in bias}
-    rest = [p for p in model.parameters() if id(p) not in ids]
-    return [{"params": rest, "lr_scale": 1.0}, {"params": bias, "lr_scale": bias_lr_scale}]
+    taken = {id(p) for p in bias}
+    attention = [p for _, m in attention_modules(model) for p in m.parameters() if id(p) not in taken]
+    attention = list({id(p): p for p in attention}.values())
+    taken |= {id(p) for p in attention}
+    rest = [p for p in model.parameters() if id(p) not in taken]
+    return [{"params": rest, "lr_scale": 1.0}, {"params": bias, "lr_scale": bias_lr_scale},
+            {"params": attention, "lr_scale": attention_lr_scale}]
 
 
 def _device_name(device: torch.device) -> str:
@@ -515,6 +557,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bias-lr-scale", type=float, default=1.0,
                         help="learning-rate multiplier of the position-bias parameters (bias tables, DehazeFormer's "
                              "meta MLPs); default 1")
+    parser.add_argument("--attention-lr-scale", type=float, default=1.0,
+                        help="learning-rate multiplier of the attention modules' other parameters (q/k/v and "
+                             "output projections); default 1")
+    parser.add_argument("--bias-init", choices=BIAS_INITS, default="trained",
+                        help="trained (default: the initialisation, or --init-from's tables) or locality: bias "
+                             "tables set to a per-head distance penalty before training (apply_locality_prior)")
     parser.add_argument("--heldout-limit", type=int, default=None,
                         help="evaluate on only the first N held-out images (quick checks)")
     parser.add_argument("--testsets", default=None, help="test image root (default ../shared/testsets)")
@@ -543,6 +591,10 @@ def _command(args: argparse.Namespace, record: dict) -> str:
         parts += ["--init-from", record["init_from"]["folder"]]
     if record.get("position_bias_lr_scale", 1.0) != 1.0:
         parts += ["--bias-lr-scale", repr(record["position_bias_lr_scale"])]
+    if record.get("attention_lr_scale", 1.0) != 1.0:
+        parts += ["--attention-lr-scale", repr(record["attention_lr_scale"])]
+    if record.get("position_bias_init", "trained") != "trained":
+        parts += ["--bias-init", record["position_bias_init"]]
     if args.heldout_limit is not None:
         parts += ["--heldout-limit", str(args.heldout_limit)]
     return shlex.join(parts)
@@ -576,7 +628,8 @@ def run(args: argparse.Namespace) -> int:
         recipe, steps=steps, batch=batch, lr=args.lr, seed=args.seed, threads=args.threads, stop_at=args.stop_at,
         max_minutes=args.max_minutes, root=args.testsets, log_every=args.log_every, log=log, device=args.device,
         amp=args.amp, state_path=args.state, save_every=args.save_every, resume=args.resume,
-        init_from=args.init_from, bias_lr_scale=args.bias_lr_scale,
+        init_from=args.init_from, bias_lr_scale=args.bias_lr_scale, bias_init=args.bias_init,
+        attention_lr_scale=args.attention_lr_scale,
     )
     log(f"trained {record['steps']} steps in {record['train_seconds']:.0f}s")
     if args.no_eval:
