@@ -12,7 +12,7 @@ cards swinir-x2 --bench $(existing $B/timing-swinir-x2-128-cpu.json $B/bench-swi
 cards swinir-x4 --bench $B/bench-swinir-x4-cpu.json --fidelity $(existing $B/fidelity-swinir-ref-x2.json)
 cards uformer-b-sidd --bench $(existing $B/bench-uformer-b-sidd-cpu.json $B/bench-uformer-b-sidd-512-cpu.json \
         $B/bench-uformer-b-sidd-routes-cpu.json) \
-    --fidelity $(existing $B/fidelity-uformer-ref-denoise25.json) --gpu $GPU
+    --fidelity $(existing $B/fidelity-uformer-ref-denoise25.json $B/fidelity-uformer-ref-denoise25-calibrated.json) --gpu $GPU
 cards dehazeformer-b-indoor --bench $(existing $B/bench-dehazeformer-b-indoor-cpu.json $B/bench-dehazeformer-b-indoor-512-cpu.json \
         $B/bench-dehazeformer-b-indoor-routes-cpu.json) \
     --fidelity $(existing $B/fidelity-dehazeformer-ref-t.json) --gpu $GPU

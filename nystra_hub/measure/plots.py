@@ -10,6 +10,7 @@ matplotlib is an optional dependency (``nystra_hub[bench]``): it is imported whe
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -186,6 +187,8 @@ def _per_arm_deltas(report: dict) -> list[tuple[str, float]]:
 def _bar_panel(rows: list[tuple[str, float]], title: str) -> Callable:
     def draw(ax) -> None:
         labels, values = zip(*rows)
+        # long arm names (a calibrated plan is named after its file) wrap instead of squeezing the panel
+        labels = ["\n".join(textwrap.wrap(label, 28, break_on_hyphens=True)) for label in labels]
         positions = range(len(rows))
         ax.barh(positions, values, color=["C3" if v < 0 else "C2" for v in values])
         ax.set_yticks(list(positions), labels, fontsize=7)
