@@ -328,24 +328,15 @@ def train(
     torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
     names = [n for s in recipe.train_sets for n in list_images(s, root)]
     sampler = PairSampler(recipe, names, seed, root)
-    model = build_model(recipe.arch, **recipe.kwargs)
-    start = _initial_weights(model, recipe, init_from) if init_from is not None else None
-    if bias_init not in BIAS_INITS:
-        raise ValueError(f"bias_init must be one of {BIAS_INITS}, got {bias_init!r}")
-    if bias_init == "locality" and not apply_locality_prior(model):
-        raise ValueError(f"{recipe.arch} has no bias tables for the locality prior (its bias is computed by an MLP)")
+    model, start = _starting_model(recipe, init_from, bias_init)
     model = model.to(device).train()
     optimizer = torch.optim.Adam(_param_groups(model, bias_lr_scale, attention_lr_scale), lr=lr, betas=(0.9, 0.99))
+    options = {"init_from_sha256": start["weights_sha256"] if start else None, "bias_lr_scale": bias_lr_scale,
+               "bias_init": bias_init, "attention_lr_scale": attention_lr_scale}
+    defaults = {"init_from_sha256": None, "bias_lr_scale": 1.0, "bias_init": "trained", "attention_lr_scale": 1.0}
+    # options left at their defaults are absent, so states saved before these options existed still resume
     settings = {"recipe": recipe.name, "kwargs": recipe.kwargs, "patch": recipe.patch, "steps": steps,
-                "batch": batch, "lr": lr, "seed": seed}
-    if start is not None:  # absent when unused, so states saved before these options still resume
-        settings["init_from_sha256"] = start["weights_sha256"]
-    if bias_lr_scale != 1.0:
-        settings["bias_lr_scale"] = bias_lr_scale
-    if bias_init != "trained":
-        settings["bias_init"] = bias_init
-    if attention_lr_scale != 1.0:
-        settings["attention_lr_scale"] = attention_lr_scale
+                "batch": batch, "lr": lr, "seed": seed, **{k: v for k, v in options.items() if v != defaults[k]}}
     run = TrainRun(settings)
     if resume and state_path and Path(state_path).is_file():
         run = load_train_state(state_path, settings, model, optimizer, sampler)
@@ -357,18 +348,21 @@ def train(
     stopped = _train_steps(model, optimizer, sampler, run, last, device, amp, max_minutes, log_every, log,
                            save=(lambda: save_train_state(state_path, run, model, optimizer, sampler))
                            if state_path else None, save_every=save_every)
-    model = model.cpu().eval()
-    losses = run.losses
-    pieces = run.pieces
-    record = {
-        "steps": run.step, "planned_steps": steps, "batch": batch, "lr": lr, "patch": recipe.patch, "seed": seed,
-        "optimizer": OPTIMIZER_NOTE,
+    record = _training_record(run, recipe, device, amp, log_every, stopped)
+    record.update(init_from=start, position_bias_lr_scale=bias_lr_scale, position_bias_init=bias_init,
+                  attention_lr_scale=attention_lr_scale)
+    return model.cpu().eval(), record
+
+
+def _training_record(run: TrainRun, recipe: Recipe, device: torch.device, amp: str, log_every: int,
+                     stopped: str | None) -> dict:
+    """What reference.json records of the training: settings, pieces, time and the loss curve."""
+    settings, losses, pieces = run.settings, run.losses, run.pieces
+    return {
+        "steps": run.step, "planned_steps": settings["steps"], "batch": settings["batch"], "lr": settings["lr"],
+        "patch": recipe.patch, "seed": settings["seed"], "optimizer": OPTIMIZER_NOTE,
         "loss": "L1 on [0, 1] images (outputs mapped from the model's value range)",
         "augmentation": "random crops, 8 flips/rotations",
-        "init_from": start,
-        "position_bias_lr_scale": bias_lr_scale,
-        "position_bias_init": bias_init,
-        "attention_lr_scale": attention_lr_scale,
         "device": pieces[0]["device"] if pieces else device.type,
         "amp": pieces[0]["amp"] if pieces else amp,
         "pieces": pieces,
@@ -378,7 +372,18 @@ def train(
         "loss_curve": [round(v, 6) for v in losses],
         "stopped_early": stopped,
     }
-    return model, record
+
+
+def _starting_model(recipe: Recipe, init_from, bias_init: str) -> tuple[torch.nn.Module, dict | None]:
+    """(the model training starts from, the description of ``init_from``'s weights or None): a fresh
+    initialisation or a reference folder's weights, with the bias tables set to the locality prior if asked."""
+    if bias_init not in BIAS_INITS:
+        raise ValueError(f"bias_init must be one of {BIAS_INITS}, got {bias_init!r}")
+    model = build_model(recipe.arch, **recipe.kwargs)
+    start = _initial_weights(model, recipe, init_from) if init_from is not None else None
+    if bias_init == "locality" and not apply_locality_prior(model):
+        raise ValueError(f"{recipe.arch} has no bias tables for the locality prior (its bias is computed by an MLP)")
+    return model, start
 
 
 def _initial_weights(model, recipe: Recipe, folder: str | os.PathLike) -> dict:
