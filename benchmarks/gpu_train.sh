@@ -11,6 +11,9 @@
 # which evaluates on Set5 + Set14 and writes reference_models/<recipe>/ (add --steps N to train further first).
 # TESTSETS_DIR needs only the training sets (CBSD68, Kodak24); the GPU machine has no ../shared, so copy them
 # into an ignored folder of the checkout (default .gpu_data/testsets) and carry it. DEVICE=cpu tries it here.
+# RECIPES="swinir-ref-x2" trains only those; TRAIN_ARGS are added to each command, e.g. the SwinIR model whose bias
+# should matter, from scratch with the locality prior (benchmarks/reference-finetune-cpu/README.md):
+#     RECIPES=swinir-ref-x2 TRAIN_ARGS="--bias-init locality" benchmarks/gpu_train.sh OUT 9
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: benchmarks/gpu_train.sh OUT_DIR MINUTES [TESTSETS_DIR]}
@@ -18,7 +21,8 @@ minutes=${2:?usage: benchmarks/gpu_train.sh OUT_DIR MINUTES [TESTSETS_DIR]}
 testsets=${3:-.gpu_data/testsets}
 python=${PYTHON:-python3}
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
-recipes=(swinir-ref-x2 uformer-ref-denoise25 dehazeformer-ref-t)
+read -r -a recipes <<<"${RECIPES:-swinir-ref-x2 uformer-ref-denoise25 dehazeformer-ref-t}"
+read -r -a extra <<<"${TRAIN_ARGS:-}"
 declare -A seconds_per_step=([swinir-ref-x2]=0.173 [uformer-ref-denoise25]=0.101 [dehazeformer-ref-t]=0.111)
 mkdir -p "$out"
 pids=()
@@ -26,7 +30,7 @@ for recipe in "${recipes[@]}"; do
     steps=$("$python" -c "print(max(1, int($minutes * 60 * 0.9 / ${seconds_per_step[$recipe]})))")
     "$python" -m nystra_hub.cli train-reference --recipe "$recipe" --device "${DEVICE:-cuda}" --steps "$steps" \
         --max-minutes "$minutes" --state "$out/$recipe.pt" --resume --save-every 200 --no-eval \
-        --testsets "$testsets" --threads 4 --log-every 250 >"$out/$recipe.log" 2>&1 &
+        --testsets "$testsets" --threads 4 --log-every 250 ${extra[@]+"${extra[@]}"} >"$out/$recipe.log" 2>&1 &
     pids+=($!)
 done
 status=0
