@@ -54,6 +54,18 @@ def add_attention_arguments(parser, attn_default: str | None = None, attn_help: 
     parser.add_argument("--nystra", action="append", default=[], metavar="KEY=VALUE", help=NYSTRA_HELP)
 
 
+LOADABLE_MODEL_HELP = ("anything nystra_hub.load takes: a released checkpoint file, a hub folder (e.g. "
+                       "reference_models/swinir-ref-x2), a catalogue variant with --weights, a repo id")
+
+
+def add_loadable_model_arguments(parser, attn_help: str) -> None:
+    """``--model`` (required, anything :func:`nystra_hub.load` takes), ``--weights`` and the attention options:
+    the model of a command that loads one and may switch its attention (export, eval)."""
+    parser.add_argument("--model", required=True, metavar="NAME_OR_PATH", help=LOADABLE_MODEL_HELP)
+    parser.add_argument("--weights", metavar="FILE", help="the released checkpoint of a catalogue variant --model")
+    add_attention_arguments(parser, attn_help=attn_help)
+
+
 def _parse_value(text: str):
     for cast in (int, float):
         try:

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .cli_options import DEVICE_HELP, add_attention_arguments, parse_nystra, resolve_device
+from .cli_options import DEVICE_HELP, add_loadable_model_arguments, parse_nystra, resolve_device
 from .imageio import IMAGE_EXTENSIONS, atomic_write_json, read_image, write_image
 from .loading import load
 from .measure.metrics import PROTOCOLS, Protocol, score
@@ -248,12 +248,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--gt", required=True, metavar="DIR",
                       help="folder of ground-truth images, named like the degraded ones (babyx2.png ↔ baby.png)")
     model = parser.add_argument_group("model")
-    model.add_argument("--model", required=True, metavar="NAME_OR_PATH",
-                       help="anything nystra_hub.load takes: a released checkpoint file, a hub folder (e.g. "
-                            "reference_models/swinir-ref-x2), a catalogue variant with --weights, a repo id")
-    model.add_argument("--weights", metavar="FILE", help="the released checkpoint of a catalogue variant --model")
-    add_attention_arguments(model, attn_help="attention implementation: softmax, sdpa or nystra (default: the "
-                                             "model folder's, else softmax)")
+    add_loadable_model_arguments(model, attn_help="attention implementation: softmax, sdpa or nystra (default: "
+                                                  "the model folder's, else softmax)")
     model.add_argument("--device", default="auto", help=DEVICE_HELP)
     model.add_argument("--dtype", choices=DTYPE_NAMES, default="float32",
                        help="compute precision (default float32, as the official test scripts)")

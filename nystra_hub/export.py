@@ -268,6 +268,8 @@ def write_onnx(model: nn.Module, shape: tuple[int, ...], path: Path, opset: int)
     # shape on first use) would otherwise trace half-precision casts into the graph
     with torch.no_grad(), emptied_caches(), torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
         graph_model(example)  # records the position terms, fills the caches: the trace takes them as constants
+        # strict=False is torch.export's tracing mode (Python-level tracing instead of TorchDynamo's), nothing to do
+        # with loading weights: the model was loaded strictly before it reached here
         program = torch.export.export(graph_model, (example,), strict=False)
         onnx_program = torch.onnx.export(program, (example,), None, dynamo=True, opset_version=opset,
                                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False)

@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from .cli_options import add_attention_arguments, parse_nystra
+from .cli_options import add_loadable_model_arguments, parse_nystra
 from .export import DEFAULT_OPSET, FORMATS, ExportError, export
 from .loading import load
 from .plan import apply_plan, check_plan
@@ -37,12 +37,8 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, metavar="NAME_OR_PATH",
-                        help="anything nystra_hub.load takes: a released checkpoint file, a hub folder, a catalogue "
-                             "variant with --weights, a repo id")
-    parser.add_argument("--weights", metavar="FILE", help="the released checkpoint of a catalogue variant --model")
-    add_attention_arguments(parser, attn_help="attention implementation of the graph: softmax, sdpa or nystra "
-                                              "(default: the model folder's, else softmax)")
+    add_loadable_model_arguments(parser, attn_help="attention implementation of the graph: softmax, sdpa or "
+                                                   "nystra (default: the model folder's, else softmax)")
     parser.add_argument("--plan", metavar="JSON", help="a per-layer plan (nystra-hub calibrate --out) to apply")
     parser.add_argument("--format", choices=FORMATS, default="onnx",
                         help="onnx (model.onnx, for ONNX Runtime) or openvino (IR model.xml/.bin) (default onnx)")
