@@ -9,7 +9,7 @@
 ``compile``      ``torch.compile`` with inductor freezing (weights folded into the graph) under
                  ``torch.inference_mode``; compiled once per input shape (``dynamic=False``)
 ``cudagraphs``   the eager model captured as a CUDA graph once per input shape and precision, then replayed
-                 (CUDA only: one launch per forward instead of thousands; fixed tile shapes make it pay)
+                 (CUDA only: no per-kernel launch overhead; what that gains is not measured yet)
 ``onnxruntime``  the ONNX export (:mod:`nystra_hub.export`) in an ONNX Runtime CPU session
 ``openvino``     the OpenVINO IR export compiled for the OpenVINO CPU plugin (float32 inference precision: on CPUs
                  with bfloat16 units the plugin's default would be bfloat16, not the same function;

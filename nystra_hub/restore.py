@@ -279,8 +279,7 @@ def _tile_batch(asked: int | None, device: torch.device, budget: float, tile_mb:
     """How many tiles one forward stacks: ``asked`` (at most the tile count), or automatically on a GPU as many
     as the memory budget holds (a small tile leaves most of a GPU idle, and each call costs launch overhead), one
     on a CPU, where stacking was measured slower: SwinIR-S x2 on a 384² image in 128-px tiles, 2 threads, took
-    11.2 s with one tile per forward, 19.0 s with four and 25.4 s with sixteen (the batched matrix products and
-    copies cost more per tile once the batch outgrows the caches)."""
+    11.2 s with one tile per forward, 19.0 s with four and 25.4 s with sixteen (``benchmarks/tile_batch_cpu.py``)."""
     if asked is not None:
         return min(asked, count)
     if device.type != "cuda":

@@ -177,7 +177,7 @@ def test_max_minutes_limits_the_piece_not_the_whole_run(tmp_path):
 def test_fine_tuning_starts_from_a_reference_folder_and_scales_the_bias_learning_rate(tmp_path):
     base, record = train(TINY_SR, steps=2, seed=0, threads=1, log=lambda m: None)
     folder = save_reference(base, tmp_path / "base", {"name": "tiny-sr", "arch": "swinir", "command": "cmd",
-                                                      "training": record})
+                                                      "kwargs": base.official_kwargs, "training": record})
     tables = lambda m: [p.detach().clone() for n, p in m.named_parameters() if "bias_table" in n]  # noqa: E731
     rest = lambda m: [p.detach().clone() for n, p in m.named_parameters() if "bias_table" not in n]  # noqa: E731
     moved = {}
@@ -195,6 +195,9 @@ def test_fine_tuning_starts_from_a_reference_folder_and_scales_the_bias_learning
     other = dataclasses.replace(TINY_SR, name="other")
     with pytest.raises(ValueError, match="holds 'tiny-sr', not the recipe 'other'"):
         train(other, steps=1, seed=0, threads=1, init_from=folder, log=lambda m: None)
+    wider = dataclasses.replace(TINY_SR, kwargs=dict(TINY_SR.kwargs, embed_dim=24))
+    with pytest.raises(ValueError, match="constructor arguments differ: embed_dim"):
+        train(wider, steps=1, seed=0, threads=1, init_from=folder, log=lambda m: None)
     with pytest.raises(ValueError, match="learning-rate scale must be positive"):
         train(TINY_SR, steps=1, seed=0, threads=1, bias_lr_scale=0.0, log=lambda m: None)
 

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
 from ..attention import attention_modules, position_bias_parameters, set_position_bias
@@ -53,7 +53,7 @@ from ..models import build_model
 from .data import Task, bicubic_downscale, list_images, load_rgb, modcrop, synthetic_haze, to_tensor
 from .environment import REPO_ROOT
 from .metrics import PROTOCOLS, score
-from .references import REFERENCE_INFO, REFERENCE_WEIGHTS
+from .references import REFERENCE_INFO, REFERENCE_WEIGHTS, load_reference
 
 DEFAULT_REFERENCE_DIR = REPO_ROOT / "reference_models"
 TRAIN_SETS = ("CBSD68", "Kodak24")
@@ -379,24 +379,28 @@ def _starting_model(recipe: Recipe, init_from, bias_init: str) -> tuple[torch.nn
     initialisation or a reference folder's weights, with the bias tables set to the locality prior if asked."""
     if bias_init not in BIAS_INITS:
         raise ValueError(f"bias_init must be one of {BIAS_INITS}, got {bias_init!r}")
-    model = build_model(recipe.arch, **recipe.kwargs)
-    start = _initial_weights(model, recipe, init_from) if init_from is not None else None
+    if init_from is None:
+        model, start = build_model(recipe.arch, **recipe.kwargs), None
+    else:
+        model, start = _reference_start(recipe, init_from)
     if bias_init == "locality" and not apply_locality_prior(model):
         raise ValueError(f"{recipe.arch} has no bias tables for the locality prior (its bias is computed by an MLP)")
     return model, start
 
 
-def _initial_weights(model, recipe: Recipe, folder: str | os.PathLike) -> dict:
-    """Load a reference folder's weights into ``model`` (strictly; the folder must be this recipe's) and describe
-    them for the training record: the folder, its weights' sha256 and the command that trained them."""
+def _reference_start(recipe: Recipe, folder: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
+    """(the reference folder's model, loaded strictly by :func:`load_reference`; its description for the training
+    record: folder, weights' sha256, the command that trained them). The folder must hold this recipe's model."""
     folder = Path(folder)
-    info = json.loads((folder / REFERENCE_INFO).read_text())
-    if info.get("name") != recipe.name or info.get("arch") != recipe.arch:
-        raise ValueError(f"--init-from {folder} holds {info.get('name')!r}, not the recipe {recipe.name!r}")
+    model, info = load_reference(folder)
+    as_json = lambda value: json.dumps(value, sort_keys=True, default=str)  # noqa: E731 - tuples and lists alike
+    differ = sorted(k for k, v in recipe.kwargs.items() if as_json(model.official_kwargs.get(k)) != as_json(v))
+    if info.get("name") != recipe.name or info.get("arch") != recipe.arch or differ:
+        raise ValueError(f"--init-from {folder} holds {info.get('name')!r}, not the recipe {recipe.name!r}"
+                         + (f" (constructor arguments differ: {', '.join(differ)})" if differ else ""))
     weights = folder / REFERENCE_WEIGHTS
-    model.load_state_dict(load_file(str(weights)), strict=True)
-    return {"folder": _display_path(folder), "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
-            "command": info.get("command"), "steps": info.get("training", {}).get("steps")}
+    return model, {"folder": _display_path(folder), "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+                   "command": info.get("command"), "steps": info.get("training", {}).get("steps")}
 
 
 BIAS_INITS = ("trained", "locality")
