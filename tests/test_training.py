@@ -222,3 +222,21 @@ def test_locality_prior_and_attention_learning_rate():
     with pytest.raises(ValueError, match="no bias tables for the locality prior"):
         train(dataclasses.replace(RECIPES["dehazeformer-ref-t"], train_sets=("Kodak24",), patch=32), steps=1,
               batch=1, seed=0, threads=1, bias_init="locality", log=lambda m: None)
+
+
+def test_locality_strength_scales_the_prior_and_is_recorded(tmp_path, monkeypatch):
+    from nystra_hub.cli import main
+
+    model = nystra_hub.build_model("swinir", **TINY_SR.kwargs)
+    training.apply_locality_prior(model, strongest=4.0)
+    table = model.layers[0].residual_group.blocks[0].attn.relative_position_bias_table.detach()
+    centre = (2 * 8 - 1) * 7 + 7
+    assert [float(v) for v in table[centre + 1]] == pytest.approx([-4.0, -2.0])  # offset (0, 1), heads 0 and 1
+    monkeypatch.setitem(training.RECIPES, "tiny-sr", TINY_SR)
+    out = tmp_path / "ref"
+    assert main(["train-reference", "--recipe", "tiny-sr", "--steps", "1", "--batch", "1", "--threads", "1",
+                 "--heldout-limit", "1", "--out", str(out), "--bias-init", "locality",
+                 "--locality-strength", "4"]) == 0
+    info = json.loads((out / "reference.json").read_text())
+    assert info["training"]["locality_strength"] == 4.0
+    assert "--bias-init locality --locality-strength 4.0" in info["command"]

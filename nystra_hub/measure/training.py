@@ -302,7 +302,7 @@ def train(
     root=None, log_every: int = 25, log=print, device: str = "cpu", amp: str | None = None,
     state_path: str | os.PathLike | None = None, save_every: int | None = None, resume: bool = False,
     init_from: str | os.PathLike | None = None, bias_lr_scale: float = 1.0, bias_init: str = "trained",
-    attention_lr_scale: float = 1.0,
+    attention_lr_scale: float = 1.0, locality_strength: float = 1.0,
 ) -> tuple[torch.nn.Module, dict]:
     """Train ``recipe``; returns (model in eval mode on the CPU, training record).
 
@@ -314,7 +314,8 @@ def train(
     weights instead of a fresh initialisation; ``bias_lr_scale`` multiplies the learning rate of the position-bias
     parameters (:func:`nystra_hub.attention.position_bias_parameters`), ``attention_lr_scale`` that of the
     attention modules' other parameters (q/k/v and output projections); ``bias_init="locality"`` starts the bias
-    tables from :func:`apply_locality_prior` instead of their initialisation (or ``init_from``'s tables)."""
+    tables from :func:`apply_locality_prior` (slope of head 0: ``locality_strength``) instead of their
+    initialisation (or ``init_from``'s tables)."""
     steps = recipe.steps if steps is None else steps
     batch = recipe.batch if batch is None else batch
     lr = recipe.lr if lr is None else lr
@@ -328,12 +329,14 @@ def train(
     torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
     names = [n for s in recipe.train_sets for n in list_images(s, root)]
     sampler = PairSampler(recipe, names, seed, root)
-    model, start = _starting_model(recipe, init_from, bias_init)
+    model, start = _starting_model(recipe, init_from, bias_init, locality_strength)
     model = model.to(device).train()
     optimizer = torch.optim.Adam(_param_groups(model, bias_lr_scale, attention_lr_scale), lr=lr, betas=(0.9, 0.99))
     options = {"init_from_sha256": start["weights_sha256"] if start else None, "bias_lr_scale": bias_lr_scale,
-               "bias_init": bias_init, "attention_lr_scale": attention_lr_scale}
-    defaults = {"init_from_sha256": None, "bias_lr_scale": 1.0, "bias_init": "trained", "attention_lr_scale": 1.0}
+               "bias_init": bias_init, "attention_lr_scale": attention_lr_scale,
+               "locality_strength": locality_strength if bias_init == "locality" else 1.0}
+    defaults = {"init_from_sha256": None, "bias_lr_scale": 1.0, "bias_init": "trained", "attention_lr_scale": 1.0,
+                "locality_strength": 1.0}
     # options left at their defaults are absent, so states saved before these options existed still resume
     settings = {"recipe": recipe.name, "kwargs": recipe.kwargs, "patch": recipe.patch, "steps": steps,
                 "batch": batch, "lr": lr, "seed": seed, **{k: v for k, v in options.items() if v != defaults[k]}}
@@ -351,6 +354,8 @@ def train(
     record = _training_record(run, recipe, device, amp, log_every, stopped)
     record.update(init_from=start, position_bias_lr_scale=bias_lr_scale, position_bias_init=bias_init,
                   attention_lr_scale=attention_lr_scale)
+    if bias_init == "locality":
+        record["locality_strength"] = locality_strength
     return model.cpu().eval(), record
 
 
@@ -374,7 +379,8 @@ def _training_record(run: TrainRun, recipe: Recipe, device: torch.device, amp: s
     }
 
 
-def _starting_model(recipe: Recipe, init_from, bias_init: str) -> tuple[torch.nn.Module, dict | None]:
+def _starting_model(recipe: Recipe, init_from, bias_init: str,
+                    locality_strength: float = 1.0) -> tuple[torch.nn.Module, dict | None]:
     """(the model training starts from, the description of ``init_from``'s weights or None): a fresh
     initialisation or a reference folder's weights, with the bias tables set to the locality prior if asked."""
     if bias_init not in BIAS_INITS:
@@ -383,7 +389,7 @@ def _starting_model(recipe: Recipe, init_from, bias_init: str) -> tuple[torch.nn
         model, start = build_model(recipe.arch, **recipe.kwargs), None
     else:
         model, start = _reference_start(recipe, init_from)
-    if bias_init == "locality" and not apply_locality_prior(model):
+    if bias_init == "locality" and not apply_locality_prior(model, locality_strength):
         raise ValueError(f"{recipe.arch} has no bias tables for the locality prior (its bias is computed by an MLP)")
     return model, start
 
@@ -572,6 +578,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bias-init", choices=BIAS_INITS, default="trained",
                         help="trained (default: the initialisation, or --init-from's tables) or locality: bias "
                              "tables set to a per-head distance penalty before training (apply_locality_prior)")
+    parser.add_argument("--locality-strength", type=float, default=1.0,
+                        help="with --bias-init locality: the slope of head 0's distance penalty (head h gets "
+                             "strength·2^−h; default 1)")
     parser.add_argument("--heldout-limit", type=int, default=None,
                         help="evaluate on only the first N held-out images (quick checks)")
     parser.add_argument("--testsets", default=None, help="test image root (default ../shared/testsets)")
@@ -604,6 +613,8 @@ def _command(args: argparse.Namespace, record: dict) -> str:
         parts += ["--attention-lr-scale", repr(record["attention_lr_scale"])]
     if record.get("position_bias_init", "trained") != "trained":
         parts += ["--bias-init", record["position_bias_init"]]
+    if record.get("locality_strength", 1.0) != 1.0:
+        parts += ["--locality-strength", repr(record["locality_strength"])]
     if args.heldout_limit is not None:
         parts += ["--heldout-limit", str(args.heldout_limit)]
     return shlex.join(parts)
@@ -638,6 +649,7 @@ def run(args: argparse.Namespace) -> int:
         max_minutes=args.max_minutes, root=args.testsets, log_every=args.log_every, log=log, device=args.device,
         amp=args.amp, state_path=args.state, save_every=args.save_every, resume=args.resume,
         init_from=args.init_from, bias_lr_scale=args.bias_lr_scale, bias_init=args.bias_init,
+        locality_strength=args.locality_strength,
         attention_lr_scale=args.attention_lr_scale,
     )
     log(f"trained {record['steps']} steps in {record['train_seconds']:.0f}s")
