@@ -11,6 +11,7 @@
 # which evaluates on Set5 + Set14 and writes reference_models/<recipe>/ (add --steps N to train further first).
 # TESTSETS_DIR needs only the training sets (CBSD68, Kodak24); the GPU machine has no ../shared, so copy them
 # into an ignored folder of the checkout (default .gpu_data/testsets) and carry it. DEVICE=cpu tries it here.
+# STEPS=N fixes the schedule (a run to be continued in later pieces: --resume needs the same steps);
 # RECIPES="swinir-ref-x2" trains only those; TRAIN_ARGS are added to each command, e.g. the SwinIR model whose bias
 # should matter, from scratch with the locality prior (benchmarks/reference-finetune-cpu/README.md):
 #     RECIPES=swinir-ref-x2 TRAIN_ARGS="--bias-init locality" benchmarks/gpu_train.sh OUT 9
@@ -27,7 +28,7 @@ declare -A seconds_per_step=([swinir-ref-x2]=0.173 [uformer-ref-denoise25]=0.101
 mkdir -p "$out"
 pids=()
 for recipe in "${recipes[@]}"; do
-    steps=$("$python" -c "print(max(1, int($minutes * 60 * 0.9 / ${seconds_per_step[$recipe]})))")
+    steps=${STEPS:-$("$python" -c "print(max(1, int($minutes * 60 * 0.9 / ${seconds_per_step[$recipe]})))")}
     "$python" -m nystra_hub.cli train-reference --recipe "$recipe" --device "${DEVICE:-cuda}" --steps "$steps" \
         --max-minutes "$minutes" --state "$out/$recipe.pt" --resume --save-every 200 --no-eval \
         --testsets "$testsets" --threads 4 --log-every 250 ${extra[@]+"${extra[@]}"} >"$out/$recipe.log" 2>&1 &

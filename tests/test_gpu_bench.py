@@ -8,7 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+import torch
+from conftest import REPO, TESTSETS
 
 
 @pytest.mark.slow
@@ -37,3 +38,21 @@ def test_gpu_sh_dry_run(tmp_path):
     assert "compile-bf16" in report["cases"][0]["results"][0]["arms"]
     profiled = report["profile"]
     assert profiled["exact-bf16"]["top"] and profiled["sdpa-bf16"]["wall_s"] > 0
+
+
+@pytest.mark.skipif(not (TESTSETS / "Kodak24").is_dir(), reason="needs ../shared/testsets")
+def test_gpu_session_trains_the_swinir_reference_in_pieces(tmp_path):
+    """benchmarks/gpu_session.sh's training half on the CPU: a piece stops early, the next resumes from its state."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    env = {**os.environ, "PYTHON": sys.executable, "SKIP_BENCH": "1", "DEVICE": "cpu", "STEPS": "3",
+           "TESTSETS": str(TESTSETS), "STATES": str(tmp_path / "none")}
+    script = str(REPO / "benchmarks" / "gpu_session.sh")
+    for out, extra in ((first, {"TRAIN_ARGS": "--batch 2 --stop-at 1"}),
+                       (second, {"TRAIN_ARGS": "--batch 2", "STATES": str(first / "train")})):
+        proc = subprocess.run(["bash", script, str(out)], env={**env, **extra}, capture_output=True, text=True,
+                              timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    saved = torch.load(second / "train" / "swinir-ref-x2.pt", map_location="cpu", weights_only=False)["run"]
+    assert saved["step"] == 3 and saved["settings"]["bias_init"] == "locality" and saved["settings"]["batch"] == 2
+    assert "resumed swinir-ref-x2 at step 1/3" in (second / "train" / "train.log").read_text()
+    assert not (first / "bench").exists()
