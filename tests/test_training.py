@@ -239,4 +239,8 @@ def test_locality_strength_scales_the_prior_and_is_recorded(tmp_path, monkeypatc
                  "--locality-strength", "4"]) == 0
     info = json.loads((out / "reference.json").read_text())
     assert info["training"]["locality_strength"] == 4.0
+    with pytest.raises(ValueError, match="only applies with bias_init='locality'"):
+        train(TINY_SR, steps=1, seed=0, threads=1, locality_strength=4.0, log=lambda m: None)
+    with pytest.raises(ValueError, match="locality strength must be positive"):
+        train(TINY_SR, steps=1, seed=0, threads=1, bias_init="locality", locality_strength=-1.0, log=lambda m: None)
     assert "--bias-init locality --locality-strength 4.0" in info["command"]

@@ -334,7 +334,7 @@ def train(
     optimizer = torch.optim.Adam(_param_groups(model, bias_lr_scale, attention_lr_scale), lr=lr, betas=(0.9, 0.99))
     options = {"init_from_sha256": start["weights_sha256"] if start else None, "bias_lr_scale": bias_lr_scale,
                "bias_init": bias_init, "attention_lr_scale": attention_lr_scale,
-               "locality_strength": locality_strength if bias_init == "locality" else 1.0}
+               "locality_strength": locality_strength}
     defaults = {"init_from_sha256": None, "bias_lr_scale": 1.0, "bias_init": "trained", "attention_lr_scale": 1.0,
                 "locality_strength": 1.0}
     # options left at their defaults are absent, so states saved before these options existed still resume
@@ -385,6 +385,10 @@ def _starting_model(recipe: Recipe, init_from, bias_init: str,
     initialisation or a reference folder's weights, with the bias tables set to the locality prior if asked."""
     if bias_init not in BIAS_INITS:
         raise ValueError(f"bias_init must be one of {BIAS_INITS}, got {bias_init!r}")
+    if not locality_strength > 0:
+        raise ValueError(f"the locality strength must be positive, got {locality_strength!r}")
+    if locality_strength != 1.0 and bias_init != "locality":
+        raise ValueError("a locality strength only applies with bias_init='locality' (--bias-init locality)")
     if init_from is None:
         model, start = build_model(recipe.arch, **recipe.kwargs), None
     else:
