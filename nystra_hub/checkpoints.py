@@ -8,6 +8,7 @@ filtered by shape: any missing, unexpected or mis-shaped key raises :class:`Chec
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import zipfile
@@ -101,17 +102,47 @@ def check_state_dict(model: nn.Module, state: Mapping[str, Tensor], source: str 
         raise CheckpointError(f"{source}: non-finite values (NaN/Inf) in {non_finite[:8]}")
 
 
-def check_dtypes(own: Mapping[str, Tensor], state: Mapping[str, Tensor], source: str = "checkpoint") -> None:
+def check_dtypes(own: Mapping[str, Tensor], state: Mapping[str, Tensor | torch.dtype],
+                 source: str = "checkpoint") -> None:
     """Raise when the checkpoint stores integer or bool tensors where the model has floating-point ones (copying
     would silently turn weights into whole numbers, or load a file that is not these weights at all). Another
-    floating-point dtype (float16, bfloat16, float64) is fine: loading casts it."""
+    floating-point dtype (float16, bfloat16, float64) is fine: loading casts it. ``state`` maps keys to tensors or
+    to their dtypes (:func:`read_safetensors_dtypes`)."""
+    dtypes = {key: value if isinstance(value, torch.dtype) else value.dtype for key, value in state.items()}
     wrong = sorted(
-        f"{key} ({state[key].dtype} where the model has {own[key].dtype})" for key in own
-        if own[key].is_floating_point() and not (state[key].is_floating_point() or state[key].is_complex())
+        f"{key} ({dtypes[key]} where the model has {own[key].dtype})" for key in own
+        if key in dtypes and own[key].is_floating_point()
+        and not (dtypes[key].is_floating_point or dtypes[key].is_complex)
     )
     if wrong:
         shown = ", ".join(wrong[:8]) + (f", ... ({len(wrong) - 8} more)" if len(wrong) > 8 else "")
         raise CheckpointError(f"{source}: integer or bool tensors for floating-point weights: {shown}")
+
+
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "C64": torch.complex64,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def read_safetensors_dtypes(path: str | os.PathLike) -> dict[str, torch.dtype]:
+    """Each tensor's dtype as stored in a ``.safetensors`` file, read from its header alone (8-byte length, then
+    JSON), for loaders that cast while loading (transformers' ``from_pretrained``)."""
+    with open(path, "rb") as f:
+        length = int.from_bytes(f.read(8), "little")
+        if not 2 <= length <= 100 * 2**20:
+            raise CheckpointError(f"{path}: not a safetensors file (header length {length})")
+        header = json.loads(f.read(length))
+    dtypes = {}
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        if entry.get("dtype") not in SAFETENSORS_DTYPES:
+            raise CheckpointError(f"{path}: tensor {key} has dtype {entry.get('dtype')!r}, not one torch loads")
+        dtypes[key] = SAFETENSORS_DTYPES[entry["dtype"]]
+    return dtypes
 
 
 def load_state_dict_strict(model: nn.Module, state: Mapping[str, Tensor], source: str = "checkpoint") -> nn.Module:

@@ -18,7 +18,7 @@ Classes, for every ``arch`` of :data:`nystra_hub.models.ARCHITECTURES`: ``Nystra
   :class:`~nystra_hub.checkpoints.CheckpointMismatchError` naming them. transformers 5 builds the model on the
   meta device and leaves non-persistent buffers uninitialised; ``initialize_weights`` (run by transformers
   after loading) therefore always calls the model's ``reset_constants()``, which recomputes every derived
-  buffer (relative-position indices, shift masks, SwinIR's ``mean``).
+  buffer (relative-position indices, shift masks, SwinIR's ``mean``), then puts back the buffers it loaded.
 - Extra ``from_pretrained`` keyword arguments ``landmarks``, ``iters``, ``tau``, ``bias``, ``mask`` update the
   Nyström parameters. Explicit ``attn_impl``/``nystra``/Nyström arguments replace a stored ``nystra_plan``.
 - transformers' own ``attn_implementation`` (``from_pretrained``, ``from_config``, ``set_attn_implementation``) is
@@ -32,6 +32,7 @@ Classes, for every ``arch`` of :data:`nystra_hub.models.ARCHITECTURES`: ``Nystra
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -52,11 +53,12 @@ from transformers import (
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 from transformers.modeling_outputs import ImageSuperResolutionOutput
 from transformers.processing_utils import ImagesKwargs
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cached_file
 
 from . import hub
 from ._version import __version__
 from .attention import NystraParams, attention_modules, check_attn_impl
-from .checkpoints import CheckpointMismatchError
+from .checkpoints import CheckpointError, CheckpointMismatchError, check_dtypes, read_safetensors_dtypes
 from .measure.cards import build_custom_card, build_model_card
 from .models import ARCHITECTURES, RestorationModel, build_model
 from .models.common import unwrap_model
@@ -296,10 +298,16 @@ class NystraRestorationModel(PreTrainedModel):
 
     def initialize_weights(self) -> None:
         # transformers runs this after loading (and in post_init off the meta device). It may skip modules it
-        # believes initialised, so the derived buffers are rebuilt here unconditionally.
+        # believes initialised, so the derived buffers are rebuilt here unconditionally, except those it loaded
+        # (flagged _is_hf_initialized): a checkpoint's buffers stay as stored (DehazeFormer's relative_positions
+        # recomputed on another CPU can differ from the file's in the last bit).
         super().initialize_weights()
+        loaded = {name: buffer.clone() for name, buffer in self.named_buffers()
+                  if getattr(buffer, "_is_hf_initialized", False) and not buffer.is_meta}
         with torch.no_grad():
             self._restoration.reset_constants()
+            for name, value in loaded.items():
+                self.get_buffer(name).copy_(value)
 
     @classmethod
     def _from_config(cls, config, **kwargs):
@@ -329,6 +337,7 @@ class NystraRestorationModel(PreTrainedModel):
         on_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
         if on_meta:
             raise RuntimeError(f"{pretrained_model_name_or_path}: tensors left on the meta device: {on_meta[:8]}")
+        _check_stored_values(model, pretrained_model_name_or_path, kwargs)
         finish_loaded(model._restoration, plan=model.config.nystra_plan, variant=model.config.variant,
                       source=str(pretrained_model_name_or_path))
         model.eval()
@@ -348,6 +357,32 @@ class NystraRestorationModel(PreTrainedModel):
         if not os.path.isfile(save_directory):  # transformers logs and returns when given a file
             model_card(self.config).save(str(Path(save_directory) / hub.CARD_NAME))
         return result
+
+
+def _weight_files(name_or_path, kwargs: dict) -> list[str]:
+    """The safetensors file(s) ``from_pretrained`` read: a folder's, or the Hub cache's for a repo id."""
+    hub_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only", "subfolder")
+                  if k in kwargs}
+    single = cached_file(name_or_path, SAFE_WEIGHTS_NAME, _raise_exceptions_for_missing_entries=False, **hub_kwargs)
+    if single:
+        return [single]
+    index = cached_file(name_or_path, SAFE_WEIGHTS_INDEX_NAME, _raise_exceptions_for_missing_entries=False,
+                        **hub_kwargs)
+    if not index:
+        return []
+    shards = sorted(set(json.loads(Path(index).read_text())["weight_map"].values()))
+    return [cached_file(name_or_path, shard, **hub_kwargs) for shard in shards]
+
+
+def _check_stored_values(model: NystraRestorationModel, name_or_path, kwargs: dict) -> None:
+    """The checks ``nystra_hub.load`` makes on every checkpoint, for transformers' loader (which casts while
+    loading): no integer or bool tensors stored for floating-point weights, no NaN/Inf."""
+    own = model._restoration.state_dict()
+    for path in _weight_files(name_or_path, kwargs):
+        check_dtypes(own, read_safetensors_dtypes(path), source=str(name_or_path))
+    non_finite = [k for k, v in own.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if non_finite:
+        raise CheckpointError(f"{name_or_path}: non-finite values (NaN/Inf) in {non_finite[:8]}")
 
 
 def model_card(config: NystraRestorationConfig):
@@ -424,6 +459,18 @@ class NystraImageProcessor(BaseImageProcessor):
         except OSError:
             hub_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only") if k in kwargs}
             return cls.from_config(AutoConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs))
+
+    @classmethod
+    def from_dict(cls, image_processor_dict: dict[str, Any], **kwargs):
+        """A processor's saved settings, or a model's ``config.json``: transformers 5.2x's
+        ``AutoImageProcessor.from_pretrained`` hands over a folder's ``config.json`` when the folder has no
+        ``preprocessor_config.json`` (its timm ``pretrained_cfg`` reads as a timm checkpoint's processing
+        settings), and building from it with defaults would silently use scale 1 and no padding."""
+        if "official_kwargs" in image_processor_dict:
+            config = hub.validate_hub_config(image_processor_dict)
+            processor = cls.from_model(hub.build_from_config(config))
+            return (processor, {}) if kwargs.get("return_unused_kwargs") else processor
+        return super().from_dict(image_processor_dict, **kwargs)
 
     # -- pre-processing -------------------------------------------------------------------------------------------
     def preprocess(self, images, return_tensors="pt", **kwargs) -> BatchFeature:

@@ -31,7 +31,7 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelFor
 import nystra_hub
 from nystra_hub import hf
 from nystra_hub.attention import attention_modules
-from nystra_hub.checkpoints import CheckpointMismatchError
+from nystra_hub.checkpoints import CheckpointError, CheckpointMismatchError
 from nystra_hub.variants import VARIANTS
 
 # huggingface_hub's strict dataclasses report a bad field value with their own error types
@@ -246,6 +246,21 @@ def test_from_pretrained_is_strict(edit, tmp_path):
     named = {"missing": "layers.0.residual_group.blocks.1.attn_mask", "unexpected": "module.extra",
              "mismatched": "conv_first.weight"}[edit]
     assert named in str(err.value)
+
+
+@pytest.mark.parametrize("edit", ["integer", "bool", "nan"])
+def test_from_pretrained_checks_stored_dtypes_and_values(edit, tmp_path):
+    """transformers casts while loading, so an int32 or bool tensor stored for a float weight would load as whole
+    numbers without a word: the same refusal as nystra_hub.load, naming the key."""
+    folder = _copy_folder(converted("swinir_sr_x2_pixelshuffle"), tmp_path / edit)
+    state = load_file(str(folder / "model.safetensors"))
+    weight = state["conv_first.weight"]
+    state["conv_first.weight"] = {"integer": (weight * 1000).to(torch.int32), "bool": weight > 0,
+                                  "nan": weight.clone().fill_(float("nan"))}[edit]
+    save_file(state, str(folder / "model.safetensors"))
+    message = r"non-finite values .*conv_first\.weight" if edit == "nan" else r"conv_first\.weight \(torch\.(int32|bool)"
+    with pytest.raises(CheckpointError, match=message):
+        AutoModel.from_pretrained(folder)
 
 
 def test_forward_outputs():
