@@ -202,6 +202,10 @@ def test_bench_runs_the_runtime_arms(tmp_path, monkeypatch):
     folder = make_reference(tmp_path / "tiny")
     out = tmp_path / "bench.json"
     arms = ["exact", "nystra", "onnxruntime", "onnxruntime-nystra", "openvino-official"]  # ours, nystra, theirs
+    if tuple(int(p) for p in torch.__version__.split(".")[:2]) < (2, 14):
+        # torch 2.11's exporter fails on the official SwinIR graph (a no-op type_as on a buffer gets a wrong
+        # initializer name: measured); our graph avoids that cast. Verified to export on torch 2.14.1.
+        arms.remove("openvino-official")
     args = parse("--model", str(folder), "--sizes", "24", "--runs", "1", "--warmup", "0", "--threads", "1",
                  "--memory", "off", "--arms", *arms, "--out", str(out))
     assert bench.run(args) == 0
@@ -210,7 +214,7 @@ def test_bench_runs_the_runtime_arms(tmp_path, monkeypatch):
     entries = report["results"][0]["arms"]
     for name in arms:
         assert entries[name]["error"] is None and entries[name]["times_s"], (name, entries[name]["error"])
-    for name in ("onnxruntime", "openvino-official"):
+    for name in [a for a in ("onnxruntime", "openvino-official") if a in arms]:
         assert entries[name]["max_abs_diff_vs_a"] <= TOLERANCE and entries[name]["prepare_s"] > 0, name
         # torch's counter cannot see inside the graph: the FLOPs are those of the eager arm of the same function
         assert entries[name]["flops_from"] == "exact" and entries[name]["flops"] == entries["exact"]["flops"]

@@ -80,9 +80,11 @@ def test_restore_openvino_bfloat16_runs_its_own_kernels_without_the_cpu_warning(
     monkeypatch.setenv("NYSTRA_HUB_CACHE", str(tmp_path / "cache"))
     model = load(X2).eval()
     image = _image((16, 16, 3))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no "bfloat16 on a CPU is slower" warning: OpenVINO's kernels run it
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # the exporter's own deprecation notices vary with the torch version
         fast = restore(model, image, backend="openvino", dtype="bfloat16")
+    # no "bfloat16 on a CPU is slower" warning: OpenVINO's kernels run it
+    assert not [w for w in caught if "on a CPU is usually" in str(w.message)], [str(w.message) for w in caught]
     exact = restore(model, image)
     assert fast.shape == exact.shape and np.abs(fast.astype(int) - exact.astype(int)).max() <= 8
     with pytest.raises(ValueError, match="float32 only"):

@@ -549,7 +549,10 @@ class TableBiasWindowAttention(WindowAttentionBase):
         elif method == "geometric":
             from timm.layers import resize_rel_pos_bias_table
 
-            resized = resize_rel_pos_bias_table(table, new, new_shape, old_window_size=old)
+            # timm infers a square trained window from the table; old_window_size (timm >= 1.0.31) is only
+            # needed, and only passed, for a rectangular one
+            rectangular = {} if old[0] == old[1] else {"old_window_size": old}
+            resized = resize_rel_pos_bias_table(table, new, new_shape, **rectangular)
         else:
             dy = torch.arange(-(new[0] - 1), new[0]).clamp(-(old[0] - 1), old[0] - 1) + old[0] - 1
             dx = torch.arange(-(new[1] - 1), new[1]).clamp(-(old[1] - 1), old[1] - 1) + old[1] - 1

@@ -439,7 +439,8 @@ class SwinIR(RestorationModel):
         self.check_input(x, self.in_chans, self.pad_multiple)
         h, w = x.shape[2:]
         x = self.check_image_size(x)
-        mean = self.mean.type_as(x)
+        # no cast when the dtypes agree: torch 2.11's ONNX exporter names a no-op cast of a buffer wrongly
+        mean = self.mean if self.mean.dtype == x.dtype else self.mean.to(x.dtype)
         x = (x - mean) * self.img_range
         # conv_first starts the residual stream: float32 under float16 autocast (see stream_op).
         first = stream_op(self.conv_first, x)
