@@ -247,13 +247,18 @@ def plan_tiles(
         return TilePlan(None, _overlap(model, tile_overlap), 1, whole_mb, None, budget,
                         f"whole image: estimate {whole_mb:.0f} MB <= budget {budget:.0f} MB")
     multiple = model.official_multiple
+    smallest = _smallest_tile(model)
     if tile is None:
         side = math.isqrt(int(budget * 2**20 / _bytes_per_pixel(model, dtype_bytes)))
-        smallest = 2 * multiple if spec.tiles_share_padding else multiple  # room for a window of overlap
-        chosen = max(side // multiple * multiple, smallest)
+        room = 2 * multiple if spec.tiles_share_padding else multiple  # for a window of overlap
+        chosen = max(side // multiple * multiple, smallest, room)
         why = f"tiled: whole-image estimate {whole_mb:.0f} MB > budget {budget:.0f} MB"
     else:
         chosen = max(math.ceil(tile / multiple) * multiple, multiple)
+        if chosen < smallest:
+            raise ValueError(f"tile={tile} ({chosen} px after rounding to a multiple of {multiple}) is below this "
+                             f"model's smallest tile, {smallest} px: smaller tiles change the output (measured "
+                             f"by benchmarks/tile_minimum.py); use tile >= {smallest}, or tile=0 for the whole image")
         why = f"tiled: tile={tile} requested"
     overlap, note = _tile_overlap(model, chosen, tile_overlap)
     if tile is None and tile_overlap is not None:
@@ -263,8 +268,9 @@ def plan_tiles(
                          f"tile_overlap ({overlap})")
     tile_mb = _tile_mb(model, chosen, chosen, dtype_bytes, protocol)
     if tile is None and tile_mb > budget:
-        warnings.warn(f"memory_budget_mb={budget:.0f} is below the smallest usable tile ({chosen} px, estimated "
-                      f"{tile_mb:.0f} MB with overlap {overlap}); using it anyway", stacklevel=3)
+        raise ValueError(f"memory_budget_mb={budget:g} cannot hold this model's smallest tile ({chosen} px with "
+                         f"overlap {overlap}, estimated {tile_mb:.0f} MB; smaller tiles change the output): "
+                         f"use memory_budget_mb >= {math.ceil(tile_mb)}, or tile=0 for the whole image")
     # the image the tiles cover: the once-padded image when the tiles share its padding, else the image itself
     cover_h, cover_w = model.official_size(height, width) if spec.tiles_share_padding else (height, width)
     count = len(_starts(cover_h, chosen, overlap)) * len(_starts(cover_w, chosen, overlap))
@@ -273,6 +279,11 @@ def plan_tiles(
     tile_mb = _tile_mb(model, min(chosen, cover_h), min(chosen, cover_w), dtype_bytes, protocol)
     batch = _tile_batch(tile_batch, device, budget, tile_mb, count)
     return TilePlan(chosen, overlap, count, whole_mb, tile_mb, budget, why + note, batch=batch)
+
+
+def _smallest_tile(model) -> int:
+    """The smallest tile side, in input pixels, that the architecture declares trustworthy."""
+    return (model.spec.min_tile_multiples or 1) * model.official_multiple
 
 
 def _tile_batch(asked: int | None, device: torch.device, budget: float, tile_mb: float, count: int) -> int:

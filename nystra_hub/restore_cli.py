@@ -99,7 +99,9 @@ def add_arguments(parser) -> None:
                             "onnxruntime, on a CPU where installed, torch on a GPU (default: torch)")
     run = parser.add_argument_group("processing")
     run.add_argument("--tile", type=int, default=None,
-                     help="tile side in input pixels (0: never tile; default: automatic under --memory-budget-mb)")
+                     help="tile side in input pixels, at least the architecture's smallest (12 windows for SwinIR, "
+                          "256 for Uformer; smaller tiles change the output) (0: never tile; default: automatic "
+                          "under --memory-budget-mb)")
     run.add_argument("--tile-overlap", type=int, default=None,
                      help="tile overlap in input pixels (default: the architecture's, 48 SwinIR, 64 Uformer; "
                           "at most half a small tile)")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib
 import json
 import math
+import re
 import warnings
 from functools import cache
 
@@ -47,6 +49,18 @@ def x2():
 
 def gray_model():
     return golden("swinir_denoise_gray_3conv")
+
+
+def without_tile_minimum(model):
+    """The same model (shared weights) without its architecture's smallest tile: the tests of the tiling
+    mechanics (cover, blend, stacking) use tiles far smaller than the quality minimum to stay fast."""
+    model = copy.copy(model)
+    model.spec = dataclasses.replace(model.spec, min_tile_multiples=None)
+    return model
+
+
+def small_tiles_x2():
+    return without_tile_minimum(x2())
 
 
 @cache
@@ -237,7 +251,7 @@ def test_plan_chooses_tiles_from_the_memory_budget():
     forced = plan_tiles(model, 300, 300, tile=100, tile_overlap=20)
     assert (forced.tile, forced.overlap) == (104, 24)  # rounded up to window multiples
     with pytest.raises(ValueError, match="larger than tile_overlap"):
-        plan_tiles(model, 300, 300, tile=16, tile_overlap=16)
+        plan_tiles(model, 300, 300, tile=96, tile_overlap=96)
     # the estimate follows the documented formula: linear in padded pixels
     a, b = estimate_activation_mb(model, 255, 255), estimate_activation_mb(model, 511, 511)  # padded: 256, 512
     assert math.isclose(b / a, (512 * 512) / (256 * 256), rel_tol=1e-9)
@@ -270,29 +284,29 @@ def test_blending_reproduces_a_local_operator_exactly():
 
 def test_one_tile_covering_the_image_is_exactly_official():
     x = torch.rand(3, 30, 26)
-    torch.testing.assert_close(restore(x2(), x, tile=64), official(x2(), x[None])[0], atol=0, rtol=0)
+    torch.testing.assert_close(restore(small_tiles_x2(), x, tile=64), official(small_tiles_x2(), x[None])[0], atol=0, rtol=0)
 
 
 def test_tiled_swinir_matches_whole_image_closely():
     """Windows of aligned tiles coincide with the whole image's; only context near tile borders differs, and the
     blend gives those pixels little weight. Measured on this golden model: max 0.007 at overlap 32, 0.06 at 16."""
     x = torch.from_numpy(baby(96)).permute(2, 0, 1).float() / 255
-    whole = restore(x2(), x, tile=0)
-    plan = plan_tiles(x2(), 96, 96, tile=64, tile_overlap=32)
+    whole = restore(small_tiles_x2(), x, tile=0)
+    plan = plan_tiles(small_tiles_x2(), 96, 96, tile=64, tile_overlap=32)
     assert plan.tiles == 9
-    tiled = restore(x2(), x, tile=64, tile_overlap=32)
+    tiled = restore(small_tiles_x2(), x, tile=64, tile_overlap=32)
     diff = (tiled - whole).abs()
     assert diff.max() < 0.02 and diff.mean() < 5e-4
-    less_overlap = (restore(x2(), x, tile=64, tile_overlap=16) - whole).abs()
+    less_overlap = (restore(small_tiles_x2(), x, tile=64, tile_overlap=16) - whole).abs()
     assert less_overlap.mean() > diff.mean()  # more overlap, closer to the whole-image result
 
 
 def test_auto_tiling_kicks_in_under_a_small_budget():
     x = torch.rand(3, 80, 80)
-    plan = plan_tiles(x2(), 80, 80, memory_budget_mb=12, tile_overlap=16)
+    plan = plan_tiles(small_tiles_x2(), 80, 80, memory_budget_mb=12, tile_overlap=16)
     assert plan.tile == 48 and plan.tiles == 9 and plan.tile_estimate_mb <= 12 < plan.estimate_mb
-    auto = restore(x2(), x, memory_budget_mb=12, tile_overlap=16)
-    forced = restore(x2(), x, tile=48, tile_overlap=16)
+    auto = restore(small_tiles_x2(), x, memory_budget_mb=12, tile_overlap=16)
+    forced = restore(small_tiles_x2(), x, tile=48, tile_overlap=16)
     torch.testing.assert_close(auto, forced, atol=0, rtol=0)
 
 
@@ -300,7 +314,7 @@ def test_auto_tiling_kicks_in_under_a_small_budget():
 def test_uformer_tiles_run_the_official_protocol_per_tile():
     info = json.loads((GOLDEN / "uformer_tiny_modulator" / "case.json").read_text())
     torch.manual_seed(0)  # random (smooth) weights: the golden ones saturate, so any context change shows
-    model = nystra_hub.build_model("uformer", **info["official_constructor_kwargs"])
+    model = without_tile_minimum(nystra_hub.build_model("uformer", **info["official_constructor_kwargs"]))
     x = torch.rand(3, 100, 256) * 0.5 + torch.linspace(0, 0.5, 256)
     plan = plan_tiles(model, 100, 256, tile=100, tile_overlap=64)
     assert plan.tile == 128 and plan.tiles == 3  # rounded up to the 128-px padding unit
@@ -314,9 +328,9 @@ def test_uformer_tiles_run_the_official_protocol_per_tile():
 def test_tiles_stacked_into_one_forward_give_the_same_image():
     """tile_batch only groups the same tile crops into fewer, larger forwards; the blend is unchanged."""
     x = torch.from_numpy(baby(96)).permute(2, 0, 1).float() / 255
-    one = restore(x2(), x, tile=48, tile_overlap=16, tile_batch=1)
+    one = restore(small_tiles_x2(), x, tile=48, tile_overlap=16, tile_batch=1)
     calls = []
-    model = copy.deepcopy(x2())
+    model = copy.deepcopy(small_tiles_x2())
     model.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
     plan = plan_tiles(model, 96, 96, tile=48, tile_overlap=16, tile_batch=4)
     assert (plan.tiles, plan.batch) == (9, 4)
@@ -330,21 +344,21 @@ def test_tiles_stacked_into_one_forward_give_the_same_image():
 def test_uformer_tiles_stacked_run_the_protocol_per_tile():
     info = json.loads((GOLDEN / "uformer_tiny_modulator" / "case.json").read_text())
     torch.manual_seed(0)
-    model = nystra_hub.build_model("uformer", **info["official_constructor_kwargs"])
+    model = without_tile_minimum(nystra_hub.build_model("uformer", **info["official_constructor_kwargs"]))
     x = torch.rand(3, 100, 256)
     one = restore(model, x, tile=128, tile_overlap=64, tile_batch=1)
     torch.testing.assert_close(restore(model, x, tile=128, tile_overlap=64, tile_batch=3), one, atol=1e-5, rtol=0)
 
 
 def test_tile_batch_is_one_on_a_cpu_and_fills_the_budget_on_a_gpu():
-    assert plan_tiles(x2(), 300, 300, tile=64).batch == 1  # a CPU's cores are busy with one tile
-    assert plan_tiles(x2(), 300, 300, tile=64, tile_batch=100).batch == plan_tiles(x2(), 300, 300, tile=64).tiles
+    assert plan_tiles(small_tiles_x2(), 300, 300, tile=64).batch == 1  # a CPU's cores are busy with one tile
+    assert plan_tiles(small_tiles_x2(), 300, 300, tile=64, tile_batch=100).batch == plan_tiles(small_tiles_x2(), 300, 300, tile=64).tiles
     assert restore_module._tile_batch(None, torch.device("cuda"), budget=100.0, tile_mb=30.0, count=9) == 3
     assert restore_module._tile_batch(None, torch.device("cuda"), budget=1000.0, tile_mb=30.0, count=9) == 9
     assert restore_module._tile_batch(None, torch.device("cuda"), budget=10.0, tile_mb=30.0, count=9) == 1
     for bad in (0, -2, 1.5, True, "4"):
         with pytest.raises(ValueError, match="tile_batch must be None"):
-            plan_tiles(x2(), 300, 300, tile=64, tile_batch=bad)
+            plan_tiles(small_tiles_x2(), 300, 300, tile=64, tile_batch=bad)
 
 
 @needs_dehaze
@@ -397,10 +411,50 @@ def test_a_tiny_budget_bounds_the_repeated_work():
     (The estimate depends on widths, heads, window and upsampler, not depth: one block per stage is enough.)"""
     kwargs = {**get_variant("swinir-x4").kwargs, "depths": [1] * 6}
     model = nystra_hub.build_model("swinir", **kwargs)
-    plan = plan_tiles(model, 1024, 1024, memory_budget_mb=64)
+    plan = plan_tiles(model, 1024, 1024, memory_budget_mb=202)  # just holds the smallest tile, 12 windows
+    assert (plan.tile, plan.overlap) == (96, 48) and plan.tile_estimate_mb <= 202
     assert (plan.tile / (plan.tile - plan.overlap)) ** 2 <= restore_module.MAX_TILE_REDUNDANCY
-    assert plan.tiles < 2000 and plan.tile_estimate_mb <= 64 and "overlap 48 -> 24" in plan.reason
     assert plan_tiles(model, 1024, 1024, memory_budget_mb=1024).overlap == 48  # large tiles keep the overlap
-    with pytest.warns(UserWarning, match="below the smallest usable tile"):  # an asked overlap is kept
-        asked = plan_tiles(model, 1024, 1024, memory_budget_mb=64, tile_overlap=48)
-    assert asked.overlap == 48 and asked.tile > 48
+    # without the quality minimum, a small tile halves the overlap instead of repeating the work
+    small = plan_tiles(without_tile_minimum(model), 1024, 1024, memory_budget_mb=64)
+    assert (small.tile / (small.tile - small.overlap)) ** 2 <= restore_module.MAX_TILE_REDUNDANCY
+    assert small.tiles < 2000 and small.tile_estimate_mb <= 64 and "overlap 48 -> 24" in small.reason
+    with pytest.raises(ValueError, match="memory_budget_mb >= 202"):  # an asked overlap changes nothing
+        plan_tiles(model, 1024, 1024, memory_budget_mb=64, tile_overlap=48)
+
+
+def test_a_budget_below_the_smallest_tile_is_refused_naming_the_budget_that_works():
+    """restore(model, image, memory_budget_mb=1) once cut a 300x200 image into 925 tiles of 16 px, 200/255 away
+    from the whole-image output on the golden SwinIR; now it is refused, naming the smallest budget that works."""
+    image = torch.rand(3, 200, 300)
+    with pytest.raises(ValueError, match=r"memory_budget_mb=1 cannot hold .* smallest tile \(96 px") as refused:
+        restore(x2(), image, memory_budget_mb=1)
+    workable = int(re.search(r"memory_budget_mb >= (\d+)", str(refused.value)).group(1))
+    plan = plan_tiles(x2(), 200, 300, memory_budget_mb=workable)
+    assert plan.tile == 96 and plan.tile_estimate_mb <= workable
+    with pytest.raises(ValueError, match="memory_budget_mb >= "):
+        plan_tiles(x2(), 200, 300, memory_budget_mb=workable - 1)
+
+
+@pytest.mark.parametrize("case, smallest", [("swinir_sr_x2_pixelshuffle", 96), ("swinir_jpeg_window7", 84),
+                                            pytest.param("uformer_tiny_modulator", 256, marks=needs_uformer)])
+def test_a_tile_below_the_architecture_minimum_is_refused_naming_it(case, smallest):
+    """Measured on the golden models (benchmarks/tile-minimum-golden.json): SwinIR tiles of 12 windows stay within
+    0.30/255 of the whole image, 8 windows up to 6.8/255; Uformer 256-px tiles 0.000/255, 128-px ones 255/255."""
+    model = golden(case)
+    size = smallest + 40
+    with pytest.raises(ValueError, match=rf"below this model's smallest tile, {smallest} px.*tile >= {smallest}"):
+        restore(model, torch.rand(model.in_chans, size, size), tile=smallest - model.official_multiple)
+    plan = plan_tiles(model, size, size, tile=smallest)
+    assert plan.tile == smallest and plan.tiles > 1
+    automatic = plan_tiles(model, 4 * size, 4 * size, memory_budget_mb=plan.tile_estimate_mb + 0.5)
+    assert automatic.tile >= smallest
+
+
+def test_the_golden_swinir_in_its_smallest_tiles_stays_close_to_the_whole_image():
+    """The minimum is about quality: on the golden x2 model (attention and bias perturbed so that they matter) a
+    Set5 crop in 96-px tiles stays within 1/255 of the whole image (0.30/255 measured on a 300x200 Set14 crop)."""
+    x = torch.from_numpy(baby(200)).permute(2, 0, 1).float() / 255
+    whole = restore(x2(), x, tile=0)
+    tiled = restore(x2(), x, tile=96)
+    assert (tiled - whole).abs().max() < 1 / 255

@@ -270,9 +270,9 @@ def test_every_option_has_a_help_text():
 
 
 def test_one_progress_bar_shows_the_tiles_in_its_postfix(folder, tmp_path, capsys):
-    write_image(tmp_path / "big" / "big.png", _image((40, 40, 3)))
-    assert main(["restore", "--model", X2, str(tmp_path / "big"), "--out", str(tmp_path / "out"), "--tile", "16",
-                 "--tile-overlap", "8"]) == 0
+    write_image(tmp_path / "big" / "big.png", _image((150, 150, 3)))
+    assert main(["restore", "--model", X2, str(tmp_path / "big"), "--out", str(tmp_path / "out"), "--tile", "96",
+                 "--tile-overlap", "48"]) == 0
     err = capsys.readouterr().err
     done = re.findall(r"big\.png: tile (\d+)/(\d+)\]", err)
     assert done and done[-1][0] == done[-1][1] and int(done[-1][1]) > 1
@@ -290,10 +290,10 @@ def test_protocol_option_reaches_restore(folder, tmp_path, monkeypatch):
 
 def test_tile_batch_option_stacks_tiles_and_refuses_non_positive(tmp_path, capsys):
     src = tmp_path / "in"
-    write_image(src / "a.png", _image((40, 40, 3)))
+    write_image(src / "a.png", _image((150, 150, 3)))
     out_one, out_stacked = tmp_path / "one", tmp_path / "stacked"
-    assert run_cli("--model", X2, src, "--out", out_one, "--tile", "16", "--tile-overlap", "8") == 0
-    assert run_cli("--model", X2, src, "--out", out_stacked, "--tile", "16", "--tile-overlap", "8",
+    assert run_cli("--model", X2, src, "--out", out_one, "--tile", "96", "--tile-overlap", "48") == 0
+    assert run_cli("--model", X2, src, "--out", out_stacked, "--tile", "96", "--tile-overlap", "48",
                    "--tile-batch", "6") == 0
     one, stacked = read_image(out_one / "a.png").astype(int), read_image(out_stacked / "a.png").astype(int)
     assert np.abs(one - stacked).max() <= 1  # 8-bit rounding of float sums that differ by ~1e-6

@@ -87,6 +87,9 @@ class ArchitectureSpec:
         with ``tiling_refusal`` saying why.
     tiles_share_padding: True when tiles cut the once-padded whole image and run the raw forward (their windows
         then coincide with the whole image's); False when every tile runs ``official_inference`` itself.
+    min_tile_multiples: the smallest tile, in multiples of the model's ``official_multiple``, whose output stays
+        within about 1/255 of the whole image's (measured by ``benchmarks/tile_minimum.py``); smaller tiles are
+        refused. None: no minimum (architectures that are never tiled).
     paper_recipes: the paper's enlarged-window recipe per task name ("default" for the others).
     bias_resize: how ``set_window_size`` carries the position bias to another window, in words.
     modulators: the decoder has learned modulators (dropped by the paper's recipe, like the bias and masks).
@@ -110,6 +113,7 @@ class ArchitectureSpec:
     spandrel: bool = False
     shift_masks: bool = True  # shifted windows masked across the cyclic-shift seam (DehazeFormer reflect-pads)
     metric_protocol: str | None = None
+    min_tile_multiples: int | None = None
 
     def paper_recipe(self, task: str) -> EnlargedWindowRecipe:
         return self.paper_recipes.get(task, self.paper_recipes["default"])

@@ -252,6 +252,10 @@ class SwinIR(RestorationModel):
         # 48 px: on the golden x2 model (256² crop, tile 128) the largest tiled-vs-whole difference is 0.013 at
         # the official script's overlap 32, 0.0011 at 48 and 3e-5 at 64.
         tile_overlap=48, tiling_refusal=None, tiles_share_padding=True,
+        # 12 windows (96 px at window 8): on the five golden SwinIR models (attention and bias perturbed to
+        # matter) a 300x200 image in tiles of 12 windows is at most 0.30/255 from the whole image; 8 windows
+        # (64 px) is up to 6.8/255, 2 windows 255/255 (benchmarks/tile-minimum-golden.json)
+        min_tile_multiples=12,
         paper_recipes={"default": EnlargedWindowRecipe(
             32, 16, 2, 5.0, "pnp-nystra.md: SwinIR classical SR (w32, m16, 2 iterations, tau 5)")},
         bias_resize="bias table resized (bicubic)",

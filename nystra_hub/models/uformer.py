@@ -380,6 +380,9 @@ class Uformer(RestorationModel):
                          "(expand2square(x, factor=128) in the official test scripts)",
         # 64 px keeps tile starts on the level-0..3 window grids.
         tile_overlap=64, tiling_refusal=None, tiles_share_padding=False,
+        # 2 x 128 px: on the golden Uformer a 300x200 image in 256-px tiles equals the whole image (0.000/255);
+        # 128-px tiles are 255/255 off (benchmarks/tile-minimum-golden.json)
+        min_tile_multiples=2,
         paper_recipes={
             "deblur": EnlargedWindowRecipe(32, 16, 3, 0.0, "pnp-nystra.md: Uformer-B deblur (w32, m16, 3 "
                                            "iterations, tau 0)"),
