@@ -258,7 +258,8 @@ def test_from_pretrained_checks_stored_dtypes_and_values(edit, tmp_path):
     state["conv_first.weight"] = {"integer": (weight * 1000).to(torch.int32), "bool": weight > 0,
                                   "nan": weight.clone().fill_(float("nan"))}[edit]
     save_file(state, str(folder / "model.safetensors"))
-    message = r"non-finite values .*conv_first\.weight" if edit == "nan" else r"conv_first\.weight \(torch\.(int32|bool)"
+    message = (r"non-finite values .*conv_first\.weight" if edit == "nan"
+               else r"conv_first\.weight \(torch\.(int32|bool)")
     with pytest.raises(CheckpointError, match=message):
         AutoModel.from_pretrained(folder)
 

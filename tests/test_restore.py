@@ -284,7 +284,8 @@ def test_blending_reproduces_a_local_operator_exactly():
 
 def test_one_tile_covering_the_image_is_exactly_official():
     x = torch.rand(3, 30, 26)
-    torch.testing.assert_close(restore(small_tiles_x2(), x, tile=64), official(small_tiles_x2(), x[None])[0], atol=0, rtol=0)
+    model = small_tiles_x2()
+    torch.testing.assert_close(restore(model, x, tile=64), official(model, x[None])[0], atol=0, rtol=0)
 
 
 def test_tiled_swinir_matches_whole_image_closely():
@@ -352,7 +353,8 @@ def test_uformer_tiles_stacked_run_the_protocol_per_tile():
 
 def test_tile_batch_is_one_on_a_cpu_and_fills_the_budget_on_a_gpu():
     assert plan_tiles(small_tiles_x2(), 300, 300, tile=64).batch == 1  # a CPU's cores are busy with one tile
-    assert plan_tiles(small_tiles_x2(), 300, 300, tile=64, tile_batch=100).batch == plan_tiles(small_tiles_x2(), 300, 300, tile=64).tiles
+    model = small_tiles_x2()
+    assert plan_tiles(model, 300, 300, tile=64, tile_batch=100).batch == plan_tiles(model, 300, 300, tile=64).tiles
     assert restore_module._tile_batch(None, torch.device("cuda"), budget=100.0, tile_mb=30.0, count=9) == 3
     assert restore_module._tile_batch(None, torch.device("cuda"), budget=1000.0, tile_mb=30.0, count=9) == 9
     assert restore_module._tile_batch(None, torch.device("cuda"), budget=10.0, tile_mb=30.0, count=9) == 1
