@@ -29,13 +29,13 @@ import torch
 from torch import Tensor, nn
 
 from nystra_hub import ARCHITECTURES, build_model
-from nystra_hub.backends import make_runner
-from nystra_hub.imageio import atomic_write_json
+from nystra_hub.inference.backends import make_runner
+from nystra_hub.inference.precision import PrecisionFallbackWarning, run_guarded
+from nystra_hub.inference.restore import restore_tensor
+from nystra_hub.io.images import atomic_write_json
+from nystra_hub.io.variants import build_variant, get_variant
 from nystra_hub.measure import environment as measure_environment
 from nystra_hub.measure.arms import Arm, make_arm_model, paper_recipe
-from nystra_hub.precision import PrecisionFallbackWarning, run_guarded
-from nystra_hub.restore import restore_tensor
-from nystra_hub.variants import build_variant, get_variant
 
 SCHEMA = "nystra_hub.gpu_bench/1"
 
@@ -52,7 +52,7 @@ class GpuArm:
     window: int | None = None
     nystra: dict | None = None
     drop_modulator: bool = False
-    runner: str = "torch"  # what runs the forward: eager "torch", or "cudagraphs" (nystra_hub.backends)
+    runner: str = "torch"  # what runs the forward: eager "torch", or "cudagraphs" (nystra_hub.inference.backends)
     tiled: bool = False  # through restore_tensor in tiles of the case's "tile" side
     tile_batch: int | None = None  # tiles per forward (None: as many as half the free GPU memory holds)
 
@@ -417,8 +417,8 @@ def cases_full() -> list[dict]:
 DRY_SUBSET = ["spandrel-fp32", "exact-fp32", "sdpa-bf16", "nystra-bf16", "exact-w32-paper-fp32",
               "nystra-w32-paper-fp32", "exact-w64-paper-fp32", "nystra-w64-paper-fp32"]
 CASES_DRY = [
-    {"name": "tiny-swinir-x2", "arch": "swinir", "task": "classical-sr", "sizes": [32], "tile": 16,
-     "tile_sizes": [32],
+    {"name": "tiny-swinir-x2", "arch": "swinir", "task": "classical-sr", "sizes": [32], "tile": 96,
+     "tile_sizes": [192],  # 96 px = 12 windows, the smallest tile restore accepts for SwinIR
      "kwargs": dict(upscale=2, in_chans=3, img_size=32, window_size=8, img_range=1.0, depths=[2], embed_dim=12,
                     num_heads=[2], mlp_ratio=2, upsampler="pixelshuffle", resi_connection="1conv")},
     {"name": "tiny-uformer", "arch": "uformer", "task": "denoise-real", "sizes": [128], "arms": DRY_SUBSET,

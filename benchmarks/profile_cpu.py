@@ -15,7 +15,7 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from nystra_hub.variants import build_variant
+from nystra_hub.io.variants import build_variant
 
 GROUPS = {"linear (addmm)": ("aten::addmm",), "copies": ("aten::copy_",), "GELU": ("aten::gelu", "aten::gelu_"),
           "convolutions": ("aten::mkldnn_convolution",), "attention (bmm + softmax)": ("aten::bmm", "aten::_softmax")}

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 import nystra_hub
-from nystra_hub.restore import plan_tiles
+from nystra_hub.inference.restore import plan_tiles
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO.parent / "shared" / "golden"

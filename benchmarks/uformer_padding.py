@@ -4,7 +4,7 @@
 
 Arms, each the whole image in one forward (float32): ``official`` (zeros around the image, centred, to a square
 multiple of 128: ``expand2square`` of the official test scripts), ``minimal-reflect`` (the default of
-``nystra_hub.restore``: the smallest square the forward runs, the image's borders mirrored outwards) and
+``nystra_hub.inference.restore``: the smallest square the forward runs, the image's borders mirrored outwards) and
 ``minimal-replicate`` (the same square, border pixels repeated). Per crop: PSNR against the clean image under the
 colour-denoising protocol (8-bit RGB, no border), the noisy input's PSNR (a restoration below it is worse than
 doing nothing), the side of the square the network ran and the forward's wall time. Inputs: centre crops of
@@ -22,11 +22,11 @@ import numpy as np
 import torch
 
 from nystra_hub import load
-from nystra_hub.imageio import atomic_write_json
+from nystra_hub.inference.restore import restore_tensor
+from nystra_hub.io.images import atomic_write_json
 from nystra_hub.measure.data import gaussian_noise_input, list_images, load_rgb, to_tensor
 from nystra_hub.measure.environment import environment
 from nystra_hub.measure.metrics import score
-from nystra_hub.restore import restore_tensor
 
 SIGMA = 25.0
 CROP_SIZES = [(24, 24), (40, 56), (100, 75), (150, 200), (260, 300)]  # (height, width); plus the whole image

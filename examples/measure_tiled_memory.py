@@ -2,10 +2,10 @@
 
     python examples/measure_tiled_memory.py                       # 2048x2048 SwinIR-S x2, default budget (minutes)
     python examples/measure_tiled_memory.py --size 1024 --budget 512 --threads 2
-    python examples/measure_tiled_memory.py --size 96 --budget 8  # seconds: a few tiles
+    python examples/measure_tiled_memory.py --size 256 --budget 128  # seconds: 9 tiles of 120 px
 
 The child process imports nystra_hub, builds the variant with random weights, then runs
-``nystra_hub.restore`` on a random uint8 RGB image; it reports ``ru_maxrss`` (peak RSS, which sees torch's
+``nystra_hub.inference.restore`` on a random uint8 RGB image; it reports ``ru_maxrss`` (peak RSS, which sees torch's
 allocations, unlike tracemalloc) before and after the restore, the tile plan and the time. Prints one JSON line.
 """
 
@@ -24,7 +24,7 @@ def child(args) -> dict:
     import torch
 
     import nystra_hub
-    from nystra_hub.restore import plan_tiles, restore
+    from nystra_hub.inference.restore import plan_tiles, restore
 
     if args.threads:
         torch.set_num_threads(args.threads)

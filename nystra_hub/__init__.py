@@ -9,22 +9,22 @@ from __future__ import annotations
 import importlib
 import warnings
 
-from ._version import __version__ as __version__
-from .attention import ATTN_IMPLS, NystraParams
-from .checkpoints import CheckpointError, CheckpointMismatchError, load_original_checkpoint, read_state_dict
-from .detect import detect_checkpoint, load_checkpoint
-
-# Imported eagerly, like restore below: binds the function, not the module of the same name.
-from .export import export
-from .hub import load_pretrained
-from .loading import load
-from .models import ARCHITECTURES, RestorationModel, build_model
-from .plan import apply_plan, extract_plan
-
-# Imported eagerly on purpose: binding the function here means a later ``import nystra_hub.restore`` (the module
-# of the same name, already loaded) cannot rebind ``nystra_hub.restore`` to the module.
-from .restore import restore
-from .variants import VARIANTS, build_variant, get_variant, load_variant
+from nystra_hub._version import __version__ as __version__
+from nystra_hub.attention import ATTN_IMPLS, NystraParams
+from nystra_hub.inference.export import export
+from nystra_hub.inference.restore import restore
+from nystra_hub.io.checkpoints import (
+    CheckpointError,
+    CheckpointMismatchError,
+    load_original_checkpoint,
+    read_state_dict,
+)
+from nystra_hub.io.detect import detect_checkpoint, load_checkpoint
+from nystra_hub.io.hub import load_pretrained
+from nystra_hub.io.loading import load
+from nystra_hub.io.plan import apply_plan, extract_plan
+from nystra_hub.io.variants import VARIANTS, build_variant, get_variant, load_variant
+from nystra_hub.models import ARCHITECTURES, RestorationModel, build_model
 
 # Public names that live in modules with heavier imports, loaded on first use.
 _LAZY = {
@@ -40,7 +40,7 @@ def __getattr__(name: str):
 
 def _register_plugins() -> None:
     """Register with transformers and timm when they import; the core works without them."""
-    for module_name in ("nystra_hub.hf", "nystra_hub.timm_models"):
+    for module_name in ("nystra_hub.integrations.transformers", "nystra_hub.integrations.timm"):
         try:
             importlib.import_module(module_name)
         except ImportError as err:

@@ -23,16 +23,16 @@ EPILOG = ("Run 'nystra-hub COMMAND --help' for the options of a command (that im
 
 # command -> (module implementing it: add_arguments(parser) and run(args) -> exit code, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "list": ("nystra_hub.cli_list", "list the catalogue of variants"),
-    "restore": ("nystra_hub.restore_cli", "restore images or folders with a variant or hub folder"),
-    "eval": ("nystra_hub.evaluate", "score a model on your own (degraded, ground truth) image folders"),
-    "export": ("nystra_hub.export_cli", "export a model to ONNX or OpenVINO IR for one input size"),
-    "convert": ("nystra_hub.convert", "turn a released checkpoint into a hub folder (config, safetensors, card)"),
+    "list": ("nystra_hub.cli.catalogue", "list the catalogue of variants"),
+    "restore": ("nystra_hub.cli.restore", "restore images or folders with a variant or hub folder"),
+    "eval": ("nystra_hub.cli.evaluate", "score a model on your own (degraded, ground truth) image folders"),
+    "export": ("nystra_hub.cli.export", "export a model to ONNX or OpenVINO IR for one input size"),
+    "convert": ("nystra_hub.cli.convert", "turn a released checkpoint into a hub folder (config, safetensors, card)"),
     "bench": ("nystra_hub.measure.bench", "measure speed of the attention arms (a command, not a test)"),
     "fidelity": ("nystra_hub.measure.fidelity", "measure quality of the attention arms against the exact model"),
-    "train-reference": ("nystra_hub.measure.training", "train the small reference models used for fidelity"),
+    "train-reference": ("nystra_hub.training.reference", "train the small reference models used for fidelity"),
     "calibrate": ("nystra_hub.measure.calibration", "choose per-layer nystra settings under a quality budget"),
-    "cards": ("nystra_hub.measure.cards", "render model cards from measurement JSON"),
+    "cards": ("nystra_hub.io.cards", "render model cards from measurement JSON"),
 }
 
 

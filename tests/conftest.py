@@ -9,6 +9,8 @@ default paths. ``NYSTRA_HUB_SHARED=/nowhere NYSTRA_HUB_TESTSETS=/nowhere/testset
 from __future__ import annotations
 
 import ast
+import copy
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -119,3 +121,11 @@ def pytest_runtest_makereport(item, call):
         report.outcome = "skipped"
         report.longrepr = (str(item.path), item.location[1] or 0, f"Skipped: {SHARED_MISSING}")
     return report
+
+
+def without_tile_minimum(model):
+    """The same model (shared weights) without its architecture's smallest tile: the tests of the tiling
+    mechanics (cover, blend, stacking) use tiles far smaller than the quality minimum to stay fast."""
+    model = copy.copy(model)
+    model.spec = dataclasses.replace(model.spec, min_tile_multiples=None)
+    return model

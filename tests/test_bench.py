@@ -10,6 +10,7 @@ import torch
 from test_fidelity import make_reference
 
 import nystra_hub
+from nystra_hub.io.cards import build_model_card
 from nystra_hub.measure import bench
 from nystra_hub.measure.arms import (
     Arm,
@@ -21,7 +22,6 @@ from nystra_hub.measure.arms import (
     standard_arms,
 )
 from nystra_hub.measure.bench import ratios
-from nystra_hub.measure.cards import build_model_card
 
 DEFAULT_LETTERS = ["a", "b", "c", "c'", "d", "e", "e'", "f"]
 

@@ -141,7 +141,7 @@ def test_real_timing_path_runs(golden_sr):
 
 
 def test_plan_survives_a_hub_round_trip(golden_sr, monkeypatch, tmp_path):
-    from nystra_hub.hub import load_pretrained, save_hub_folder
+    from nystra_hub.io.hub import load_pretrained, save_hub_folder
 
     monkeypatch.setattr(calibration, "_time_layers", _fake_timings)
     model, x, target = golden_sr
@@ -166,7 +166,7 @@ def _golden_with_target(name):
 
 @pytest.mark.parametrize("golden", WINDOW_GOLDENS)
 def test_window_choices_enter_the_plan_and_a_hub_folder_reproduces_them(golden, monkeypatch, tmp_path):
-    from nystra_hub.hub import load_pretrained, save_hub_folder
+    from nystra_hub.io.hub import load_pretrained, save_hub_folder
 
     monkeypatch.setattr(calibration, "_time_layers", _windows_pay)
     model, x, target = _golden_with_target(golden)
@@ -225,9 +225,9 @@ def test_command_with_windows_saves_a_hub_folder_that_reproduces_the_plan(tmp_pa
 
     from test_fidelity import make_reference
 
-    from nystra_hub.hub import load_pretrained
+    from nystra_hub.io.hub import load_pretrained
+    from nystra_hub.io.plan import apply_plan
     from nystra_hub.measure.references import load_reference
-    from nystra_hub.plan import apply_plan
 
     monkeypatch.setattr(calibration, "_time_layers", _windows_pay)
     folder = make_reference(tmp_path / "tiny")

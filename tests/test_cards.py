@@ -11,8 +11,8 @@ from conftest import REPO
 from huggingface_hub import ModelCard
 
 from nystra_hub.cli import main
-from nystra_hub.measure.cards import build_model_card, check_card
-from nystra_hub.measure.plots import draw_bench, draw_fidelity
+from nystra_hub.io.cards import build_model_card, check_card
+from nystra_hub.io.plots import draw_bench, draw_fidelity
 
 BENCH = REPO / "benchmarks"
 # what benchmarks/make_cards.sh renders (the files that exist)

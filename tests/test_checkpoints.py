@@ -10,7 +10,7 @@ from conftest import GOLDEN, load_golden
 from safetensors.torch import save_file
 
 import nystra_hub
-from nystra_hub.checkpoints import CheckpointError, CheckpointMismatchError, read_state_dict
+from nystra_hub.io.checkpoints import CheckpointError, CheckpointMismatchError, read_state_dict
 
 CASE = "swinir_sr_x2_pixelshuffle"
 
@@ -94,7 +94,7 @@ def test_attn_mask_for_another_training_patch_is_accepted_only_if_official():
     tampered = golden_state()
     tampered["layers.0.residual_group.blocks.1.attn_mask"][0, 0, 1] = -100.0
     with pytest.raises(CheckpointMismatchError, match="blocks.1.attn_mask"):
-        nystra_hub.checkpoints.load_state_dict_strict(fresh_model(img_size=24), tampered)
+        nystra_hub.io.checkpoints.load_state_dict_strict(fresh_model(img_size=24), tampered)
 
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04garbage"])
@@ -158,7 +158,7 @@ def test_integer_or_bool_weights_are_refused_naming_the_keys(tmp_path):
         nystra_hub.load_original_checkpoint(model, path)
     assert torch.equal(model.conv_first.weight, before)  # nothing was loaded
     with pytest.raises(CheckpointError, match="conv_first.weight"):  # every loader checks: hub folders too
-        nystra_hub.checkpoints.check_state_dict(model, state)
+        nystra_hub.io.checkpoints.check_state_dict(model, state)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -13,7 +13,7 @@ from conftest import REPO
 
 import nystra_hub
 from nystra_hub.cli import SUBCOMMANDS, build_parser, main
-from nystra_hub.cli_options import parse_nystra
+from nystra_hub.cli.options import parse_nystra
 from nystra_hub.measure import bench, fidelity
 
 HELP_PROBE = """
@@ -64,26 +64,26 @@ def test_shared_options_are_spelled_alike():
                  for name in ("restore", "convert", "eval")}
     for name, options in spellings.items():
         assert {"--attn", "--nystra"} <= options, name
-        assert "--attn-impl" not in options, name  # only as a hidden, deprecated alias
     attn = {name: next(a for a in _subparser(name)._actions if "--attn" in a.option_strings).choices
             for name in spellings}
     assert all(list(choices) == ["softmax", "sdpa", "nystra"] for choices in attn.values()), attn
 
 
-def test_parse_nystra_key_value_and_the_old_json(capsys):
+def test_parse_nystra_key_value_only():
     assert parse_nystra(["landmarks=16", "tau=2.5", "bias=drop"]) == {"landmarks": 16, "tau": 2.5, "bias": "drop"}
-    assert parse_nystra(['{"landmarks": 8}', "iters=3"]) == {"landmarks": 8, "iters": 3}
-    assert "deprecated" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="KEY=VALUE"):  # the pre-release JSON spelling is gone
+        parse_nystra(['{"landmarks": 8}'])
     with pytest.raises(ValueError, match="unknown parameter.*landmark"):
         parse_nystra(["landmark=16"])
     with pytest.raises(ValueError, match="KEY=VALUE"):
         parse_nystra(["16"])
 
 
-def test_deprecated_attn_impl_alias_still_parses(capsys):
+def test_the_pre_release_attn_impl_spelling_is_gone(capsys):
     parser = build_parser("convert")
-    args = parser.parse_args(["convert", "x.pth", "--out", "o", "--attn-impl", "nystra"])
-    assert args.attn == "nystra" and "--attn-impl is deprecated, use --attn" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser.parse_args(["convert", "x.pth", "--out", "o", "--attn-impl", "nystra"])
+    assert "unrecognized arguments: --attn-impl" in capsys.readouterr().err
     assert parser.parse_args(["convert", "x.pth", "--out", "o"]).attn == "softmax"
 
 

@@ -15,9 +15,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 import nystra_hub
-from nystra_hub.checkpoints import read_state_dict
-from nystra_hub.measure.cards import NO_MEASUREMENTS, build_model_card
-from nystra_hub.variants import VARIANTS
+from nystra_hub.io.cards import NO_MEASUREMENTS, build_model_card
+from nystra_hub.io.checkpoints import read_state_dict
+from nystra_hub.io.variants import VARIANTS
 
 
 @pytest.mark.parametrize("case", all_cases_params())
@@ -46,8 +46,8 @@ def test_realsr_container_uses_params_ema():
 
 def test_convert_catalogue_variant(tmp_path):
     path = swinir_s_x2_checkpoint()
-    assert cli("convert", path, "--variant", "swinir-s-x2", "--out", tmp_path / "v", "--attn-impl", "nystra",
-               "--nystra", '{"landmarks": 4}') == 0
+    assert cli("convert", path, "--variant", "swinir-s-x2", "--out", tmp_path / "v", "--attn", "nystra",
+               "--nystra", "landmarks=4") == 0
     cfg = json.loads((tmp_path / "v" / "config.json").read_text())
     assert cfg["variant"] == "swinir-s-x2" and cfg["architecture"] == "swinir_s_x2"
     assert cfg["attn_impl"] == "nystra" and cfg["nystra"]["landmarks"] == 4 and cfg["nystra"]["iters"] == 2
@@ -85,8 +85,6 @@ def test_convert_mismatch_is_a_clean_cli_error(tmp_path, capsys):
     (["--variant", "swinir-x2", "--kwargs", "{}"], "--kwargs goes with --arch"),
     (["--arch", "swinir", "--kwargs", "{not json"], "--kwargs"),
     (["--arch", "swinir", "--kwargs", '{"embed_dims": 3}'], "embed_dims"),
-    (["--arch", "swinir", "--kwargs", str(GOLDEN / "swinir_sr_x2_pixelshuffle" / "case.json"), "--attn-impl", "fast"],
-     "attn_impl"),
 ])
 def test_convert_argument_errors(argv, message, tmp_path, capsys):
     ckpt = GOLDEN / "swinir_sr_x2_pixelshuffle" / "checkpoint.pth"
@@ -146,17 +144,12 @@ def test_cards_subcommand_and_measurements(tmp_path, capsys):
         build_model_card("swinir-x4", {"speed": []})
 
 
-def test_convert_speaks_the_shared_spelling_and_still_the_old_one(tmp_path, capsys):
+def test_convert_speaks_the_shared_spelling(tmp_path, capsys):
     path = swinir_s_x2_checkpoint()
     assert cli("convert", path, "--variant", "swinir-s-x2", "--out", tmp_path / "new", "--attn", "nystra",
                "--nystra", "landmarks=4", "--nystra", "bias=drop") == 0
     cfg = json.loads((tmp_path / "new" / "config.json").read_text())
     assert cfg["attn_impl"] == "nystra" and cfg["nystra"]["landmarks"] == 4 and cfg["nystra"]["bias"] == "drop"
     assert "deprecated" not in capsys.readouterr().err
-    assert cli("convert", path, "--variant", "swinir-s-x2", "--out", tmp_path / "old", "--attn-impl", "nystra",
-               "--nystra", '{"landmarks": 4}') == 0
-    err = capsys.readouterr().err
-    assert "--attn-impl is deprecated, use --attn" in err and "use --nystra KEY=VALUE" in err
-    assert json.loads((tmp_path / "old" / "config.json").read_text())["nystra"] == cfg["nystra"] | {"bias": "pooled"}
     assert cli("convert", path, "--variant", "swinir-s-x2", "--out", tmp_path / "bad", "--nystra", "landmark=4") == 1
     assert "unknown parameter" in capsys.readouterr().err

@@ -11,8 +11,8 @@ from safetensors.torch import load_file
 
 import nystra_hub
 from nystra_hub.attention import log_relative_positions
+from nystra_hub.io.variants import build_variant
 from nystra_hub.models.dehazeformer import DehazeFormer, WindowAttention
-from nystra_hub.variants import build_variant
 
 CASES = ["dehazeformer_tiny_conv", "dehazeformer_tiny_dwconv"]
 

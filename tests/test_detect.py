@@ -15,9 +15,9 @@ from conftest_hub import cli, swinir_s_x2_checkpoint
 from safetensors.torch import load_file
 
 import nystra_hub
-from nystra_hub.detect import UnknownCheckpointError
-from nystra_hub.imageio import read_image, write_image
-from nystra_hub.variants import VARIANTS
+from nystra_hub.io.detect import UnknownCheckpointError
+from nystra_hub.io.images import read_image, write_image
+from nystra_hub.io.variants import VARIANTS
 
 # What the tensors of the golden cases cannot tell (none of them is a catalogue configuration, so nothing is
 # settled by the catalogue): SwinIR never stores img_range, Uformer its training patch unless a stage was clamped.
@@ -52,11 +52,11 @@ def test_load_checkpoint_reproduces_golden_output(case):
 
 def test_open_arguments_are_logged_and_overrides_settle_them(caplog):
     path = GOLDEN / "swinir_jpeg_window7" / "checkpoint.pth"
-    with caplog.at_level(logging.WARNING, logger="nystra_hub.detect"):
+    with caplog.at_level(logging.WARNING, logger="nystra_hub.io.detect"):
         assert nystra_hub.load_checkpoint(path).img_range == 255.0  # window 7, no upscaling: JPEG CAR
     assert "img_range: not stored in the weights" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="nystra_hub.detect"):
+    with caplog.at_level(logging.WARNING, logger="nystra_hub.io.detect"):
         assert nystra_hub.load_checkpoint(path, img_range=1.0).img_range == 1.0
     assert caplog.text == ""
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 import nystra_hub
 from nystra_hub.cli import main
-from nystra_hub.evaluate import Pair, default_scoring, evaluate, pair_images, score_pair
+from nystra_hub.cli.evaluate import Pair, default_scoring, evaluate, pair_images, score_pair
 from nystra_hub.measure.metrics import PROTOCOLS
 
 REFERENCE = REPO / "reference_models" / "swinir-ref-x2"

@@ -56,9 +56,9 @@ def test_restore_examples_default_to_the_shipped_model():
 
 
 def test_measure_tiled_memory_example():
-    proc = run(sys.executable, "examples/measure_tiled_memory.py", "--size", "96", "--budget", "8", "--threads", "1")
+    proc = run(sys.executable, "examples/measure_tiled_memory.py", "--size", "256", "--budget", "128", "--threads", "1")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["output_shape"] == [192, 192, 3] and result["tiles"] > 1
+    assert result["output_shape"] == [512, 512, 3] and result["tiles"] > 1
 
 
 @pytest.mark.parametrize("mode", ["single", "gpus", "cpu2"])

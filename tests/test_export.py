@@ -1,4 +1,4 @@
-"""``nystra_hub.export``: exported graphs of the golden models (ONNX, OpenVINO IR) against the eager forward, their
+"""``inference.export``: exported graphs of the golden models (ONNX, OpenVINO IR) against the eager forward, their
 ``export.json``, and the refusals (sizes, formats, corrupt or foreign folders, half-written output)."""
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from torch import nn
 
 import nystra_hub
 from nystra_hub.attention import NystraParams, TableBiasWindowAttention, shifted_window_mask
-from nystra_hub.backends import make_runner
-from nystra_hub.export import ExportError, export, exportable_copy, read_export, to_openvino
+from nystra_hub.inference.backends import make_runner
+from nystra_hub.inference.export import ExportError, export, exportable_copy, read_export, to_openvino
 
-# The module (``nystra_hub.export`` is also the name of its function once the package exports it).
-export_module = importlib.import_module("nystra_hub.export")
+# The module (``nystra_hub.inference.export`` is also the name of its function once the package exports it).
+export_module = importlib.import_module("nystra_hub.inference.export")
 
 # One golden model per architecture: SwinIR (shifted windows, x2), Uformer (nine stages, modulator),
 # DehazeFormer (reflect-padded shifts, RLN).
@@ -205,7 +205,7 @@ def test_a_missing_dependency_names_the_install_command(monkeypatch, tmp_path, d
 
 def test_import_nystra_hub_needs_no_export_dependency():
     code = ("import sys\nfor name in ('onnx', 'onnxscript', 'onnxruntime', 'openvino'): sys.modules[name] = None\n"
-            "import nystra_hub, nystra_hub.export, nystra_hub.backends, nystra_hub.measure.arms\n"
+            "import nystra_hub, nystra_hub.inference.export, nystra_hub.inference.backends, nystra_hub.measure.arms\n"
             "assert 'nystra-traceable' not in nystra_hub.attention.ATTENTION_REGISTRY")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

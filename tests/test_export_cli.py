@@ -11,12 +11,12 @@ import torch
 from test_backends import skip_without
 from test_restore_cli import X2, _image
 
-from nystra_hub import backends
-from nystra_hub.backends import make_runner
 from nystra_hub.cli import main
-from nystra_hub.imageio import read_image, write_image
-from nystra_hub.loading import load
-from nystra_hub.restore import restore
+from nystra_hub.inference import backends
+from nystra_hub.inference.backends import make_runner
+from nystra_hub.inference.restore import restore
+from nystra_hub.io.images import read_image, write_image
+from nystra_hub.io.loading import load
 
 
 def test_export_command_writes_a_folder_the_runner_loads(tmp_path, capsys):

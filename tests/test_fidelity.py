@@ -11,12 +11,12 @@ import torch
 from conftest import TESTSETS
 
 import nystra_hub
+from nystra_hub.io.cards import build_model_card
 from nystra_hub.measure import fidelity
 from nystra_hub.measure.arms import resolve_model, standard_arms
-from nystra_hub.measure.cards import build_model_card
 from nystra_hub.measure.fidelity import layer_errors
 from nystra_hub.measure.metrics import PROTOCOLS, psnr, rgb_to_y, score, ssim
-from nystra_hub.measure.training import save_reference
+from nystra_hub.training.reference import save_reference
 
 TINY_SWINIR = dict(upscale=2, in_chans=3, img_size=16, window_size=8, img_range=1.0, depths=[2], embed_dim=12,
                    num_heads=[2], mlp_ratio=2, upsampler="pixelshuffledirect", resi_connection="1conv")

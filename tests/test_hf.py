@@ -29,10 +29,10 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageToImage, Swin2SRConfig
 
 import nystra_hub
-from nystra_hub import hf
 from nystra_hub.attention import attention_modules
-from nystra_hub.checkpoints import CheckpointError, CheckpointMismatchError
-from nystra_hub.variants import VARIANTS
+from nystra_hub.integrations import transformers as hf
+from nystra_hub.io.checkpoints import CheckpointError, CheckpointMismatchError
+from nystra_hub.io.variants import VARIANTS
 
 # huggingface_hub's strict dataclasses report a bad field value with their own error types
 BAD_VALUE = (ValueError, StrictDataclassFieldValidationError, StrictDataclassClassValidationError)
@@ -223,7 +223,7 @@ def test_stored_plan_applied_and_replaced_by_explicit_choice(tmp_path):
     model = nystra_hub.load_pretrained(converted(case))
     first = next(n for n, _ in attention_modules(model))
     model.get_submodule(first).set_attn_impl("nystra", nystra_hub.NystraParams(landmarks=4))
-    nystra_hub.hub.save_hub_folder(model, tmp_path, card=False)
+    nystra_hub.io.hub.save_hub_folder(model, tmp_path, card=False)
     planned = AutoModel.from_pretrained(tmp_path)
     assert planned.get_submodule(first).attn_impl == "nystra" and planned.attn_impl == "mixed"
     assert AutoModel.from_pretrained(tmp_path, attn_impl="sdpa").attn_impl == "sdpa"

@@ -1,4 +1,4 @@
-"""nystra_hub.hub: hub folders written by the converter, loaded without transformers, strictly, from a local
+"""nystra_hub.io.hub: hub folders written by the converter, loaded without transformers, strictly, from a local
 folder or by repo id from an offline Hugging Face cache."""
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from safetensors.torch import load_file, save_file
 
 import nystra_hub
 from nystra_hub.attention import attention_modules
-from nystra_hub.checkpoints import CheckpointMismatchError
-from nystra_hub.hub import load_pretrained, read_hub_config, save_hub_folder
+from nystra_hub.io.checkpoints import CheckpointMismatchError
+from nystra_hub.io.hub import load_pretrained, read_hub_config, save_hub_folder
 
 
 def _copy_folder(src, dst):
@@ -158,7 +158,7 @@ def test_hub_loading_works_without_transformers():
         "import sys; sys.modules['transformers'] = None\n"
         "import nystra_hub\n"
         f"m = nystra_hub.load_pretrained({str(converted(case))!r})\n"
-        "assert 'nystra_hub.hf' not in sys.modules and sys.modules['transformers'] is None\n"
+        "assert 'nystra_hub.integrations.transformers' not in sys.modules and sys.modules['transformers'] is None\n"
         "print(type(m).__name__)\n"
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}

@@ -1,4 +1,4 @@
-"""nystra_hub.imageio: 8/16-bit gray/RGB(A) round trips, the 16-bit PNG codec, conversions, atomic writes."""
+"""nystra_hub.io.images: 8/16-bit gray/RGB(A) round trips, the 16-bit PNG codec, conversions, atomic writes."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nystra_hub import imageio
-from nystra_hub.imageio import ImageReadError, read_image, read_image_with_meta, write_image
+from nystra_hub.io import images as imageio
+from nystra_hub.io.images import ImageReadError, read_image, read_image_with_meta, write_image
 
 RNG = np.random.default_rng(0)
 
@@ -212,7 +212,7 @@ def test_imageio_module_imports_standalone():
 
 
 def test_atomic_write_json_keeps_the_old_file_when_serialising_fails(tmp_path):
-    from nystra_hub.imageio import atomic_write_json
+    from nystra_hub.io.images import atomic_write_json
 
     path = tmp_path / "report.json"
     atomic_write_json(path, {"a": 1})

@@ -128,9 +128,9 @@ def find_cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 def test_the_graph_reader_sees_relative_imports_at_any_depth():
     imports = package_imports()
     edges = {(i.importer, i.imported) for i in imports}
-    assert ("nystra_hub.measure.bench", "nystra_hub.measure.arms") in edges  # from .arms import ...
-    assert ("nystra_hub.measure.arms", "nystra_hub.variants") in edges  # from ..variants import ...
-    assert ("nystra_hub.measure.environment", "nystra_hub._version") in edges  # from .._version import ...
+    assert ("nystra_hub.measure.bench", "nystra_hub.measure.arms") in edges  # from nystra_hub.measure.arms import
+    assert ("nystra_hub.io.hub", "nystra_hub.io.cards") in edges
+    assert ("nystra_hub.measure.environment", "nystra_hub._version") in edges
     assert ("nystra_hub", "nystra_hub.models") in edges  # the package's own __init__
     # a cycle through a function-level import is a cycle
     assert find_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
@@ -158,15 +158,32 @@ def test_no_package_imports_inside_functions():
     assert hidden == []
 
 
-# nystra_hub/measure/, top layer first (its __init__ documents the same order): a module imports only from the
-# layers below its own.
+# The package's layers, top first: a module imports from its own layer or those below, never above. The tree
+# shows them (nystra_hub/<layer>/); the top-level __init__ sits above all of them and re-exports the public API.
+PACKAGE_LAYERS = ["cli", "training", "measure", "integrations", "inference", "io", "models", "attention",
+                  "errors", "_version"]
+
+# nystra_hub/measure/, top layer first (its __init__ documents the same order).
 MEASURE_LAYERS = [
-    ("bench", "fidelity", "calibration", "training", "cards"),
+    ("bench", "fidelity", "calibration"),
     ("arms",),
     ("references",),
     ("data",),
-    ("metrics", "plots", "environment"),
+    ("metrics", "environment"),
 ]
+
+
+def _layer(module: str) -> int | None:
+    parts = module.split(".")
+    return PACKAGE_LAYERS.index(parts[1]) if len(parts) > 1 else None
+
+
+def test_every_module_sits_in_a_layer_and_imports_downwards_only():
+    assert {m.split(".")[1] for m in MODULES if "." in m} == set(PACKAGE_LAYERS)  # every module placed
+    upward = [f"{i.importer} imports {i.imported}" for i in package_imports()
+              if _layer(i.importer) is not None and _layer(i.imported) is not None
+              and _layer(i.imported) < _layer(i.importer)]
+    assert upward == []
 
 
 def test_measurement_modules_import_downwards_only():
@@ -177,31 +194,16 @@ def test_measurement_modules_import_downwards_only():
                       if i.importer in layer_of and i.imported in layer_of
                       and layer_of[i.imported] <= layer_of[i.importer]]
     assert sideways_or_up == []
-    # hub imports cards: cards must need neither hub nor anything that does (training, calibration)
-    cards = {i.imported for i in imports if i.importer == f"{PACKAGE}.measure.cards"}
-    assert cards <= {f"{PACKAGE}.measure.plots", f"{PACKAGE}.models", f"{PACKAGE}.variants"}
     init = ast.parse(MODULES[f"{PACKAGE}.measure"].read_text())
     assert not any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in ast.walk(init))  # a docstring only
 
 
-OLD_PATHS = {
-    "nystra_hub.bench": ("nystra_hub.measure.bench", ["run_bench", "Arm", "standard_arms", "environment"]),
-    "nystra_hub.fidelity": ("nystra_hub.measure.fidelity", ["run_fidelity", "layer_errors", "score", "PROTOCOLS"]),
-    "nystra_hub.calibration": ("nystra_hub.measure.calibration", ["calibrate", "Candidate", "LayerReport"]),
-    "nystra_hub.training": ("nystra_hub.measure.training", ["train", "RECIPES", "load_reference", "list_images"]),
-    "nystra_hub.cards": ("nystra_hub.measure.cards", ["build_model_card", "NO_MEASUREMENTS"]),
-}
-
-
-@pytest.mark.parametrize("old", sorted(OLD_PATHS))
-def test_old_module_paths_still_import_and_warn(old):
-    new, names = OLD_PATHS[old]
-    sys.modules.pop(old, None)  # a fresh import: the warning is raised when the module body runs
-    with pytest.warns(DeprecationWarning, match=rf"{old} is deprecated"):
-        shim = importlib.import_module(old)
-    for name in names:
-        assert getattr(shim, name) is not None
-    assert getattr(shim, names[0]) is getattr(importlib.import_module(new), names[0])
+def test_no_deprecation_shims_remain():
+    """Nothing was ever released: the old flat module paths are gone, not forwarded."""
+    for old in ("bench", "fidelity", "calibration", "cards", "restore_cli", "hf", "timm_models", "imageio"):
+        assert f"{PACKAGE}.{old}" not in MODULES
+        with pytest.raises(ModuleNotFoundError):
+            importlib.import_module(f"{PACKAGE}.{old}")
 
 
 CLI_PROBE = """
@@ -215,18 +217,17 @@ for argv in (["--help"], ["bench", "--help"]):
         pass
     loaded.append(set(sys.modules))
 print("MODULES " + json.dumps([sorted(b - a) for a, b in zip(loaded, loaded[1:])]))
-for command in ("calibration", "cards", "fidelity", "training"):
-    __import__(f"nystra_hub.measure.{command}")
+for module in ("measure.calibration", "io.cards", "measure.fidelity", "training.reference"):
+    __import__(f"nystra_hub.{module}")  # every command module imports without a cycle
 """
 
 
-def test_cli_imports_only_the_subcommand_that_runs_and_nothing_deprecated():
+def test_cli_imports_only_the_subcommand_that_runs():
     """``nystra-hub --help`` lists the subcommands without importing them; ``nystra-hub bench`` imports the bench
-    module (and what it needs), no other subcommand's; the new module paths never import the deprecated ones."""
+    module (and what it needs), no other subcommand's."""
     from nystra_hub.cli import SUBCOMMANDS
 
-    # the shims' warnings (and only those: "nystra_hub.<module> is deprecated: ...") become errors
-    proc = subprocess.run([sys.executable, "-W", "error:nystra_hub.:DeprecationWarning", "-c", CLI_PROBE],
+    proc = subprocess.run([sys.executable, "-c", CLI_PROBE],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("MODULES "))
@@ -234,7 +235,6 @@ def test_cli_imports_only_the_subcommand_that_runs_and_nothing_deprecated():
     commands = {module for module, _ in SUBCOMMANDS.values()}
     assert not commands & set(by_help)
     assert commands & set(by_bench) == {"nystra_hub.measure.bench"}
-    assert not set(OLD_PATHS) & set(by_help + by_bench)
     for name in ("list", "bench", "train-reference", "cards"):
         assert name in proc.stdout  # the help lists every subcommand
 

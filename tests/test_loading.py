@@ -11,7 +11,7 @@ from transformers import AutoModel
 
 import nystra_hub
 from nystra_hub.attention import attention_modules
-from nystra_hub.hub import attention_state, save_hub_folder
+from nystra_hub.io.hub import attention_state, save_hub_folder
 
 CASE = "swinir_sr_x2_pixelshuffle"
 

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 from conftest import GOLDEN, REPO
 
-from nystra_hub.imageio import read_image, write_image
+from nystra_hub.io.images import read_image, write_image
 
 
 def test_two_cpu_processes_split_the_inputs_exactly_once(tmp_path):

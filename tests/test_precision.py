@@ -12,8 +12,8 @@ from conftest import load_golden
 
 from nystra_hub.attention import core, shifted_window_mask
 from nystra_hub.attention.windows import WindowMask
+from nystra_hub.inference.precision import PrecisionFallbackWarning, resolve_dtype, run_guarded
 from nystra_hub.models.common import stream_op
-from nystra_hub.precision import PrecisionFallbackWarning, resolve_dtype, run_guarded
 
 
 def psnr(a, b) -> float:

@@ -1,9 +1,8 @@
-"""nystra_hub.restore: official protocol equality, type round trips, channel rules, errors, tiling."""
+"""nystra_hub.inference.restore: official protocol equality, type round trips, channel rules, errors, tiling."""
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import importlib
 import json
 import math
@@ -15,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import GOLDEN, TESTSETS, load_golden
+from conftest import GOLDEN, TESTSETS, load_golden, without_tile_minimum
 from PIL import Image, ImageOps
 
 import nystra_hub
-from nystra_hub.restore import (
+from nystra_hub.inference.restore import (
     BLEND_MARGIN,
     _axis_weights,
     _blend_tiles,
@@ -28,9 +27,9 @@ from nystra_hub.restore import (
     plan_tiles,
     restore,
 )
-from nystra_hub.variants import get_variant
+from nystra_hub.io.variants import get_variant
 
-restore_module = importlib.import_module("nystra_hub.restore")  # the module; nystra_hub.restore is the function
+restore_module = importlib.import_module("nystra_hub.inference.restore")
 
 HAS_UFORMER = "uformer" in nystra_hub.ARCHITECTURES
 HAS_DEHAZE = "dehazeformer" in nystra_hub.ARCHITECTURES
@@ -49,14 +48,6 @@ def x2():
 
 def gray_model():
     return golden("swinir_denoise_gray_3conv")
-
-
-def without_tile_minimum(model):
-    """The same model (shared weights) without its architecture's smallest tile: the tests of the tiling
-    mechanics (cover, blend, stacking) use tiles far smaller than the quality minimum to stay fast."""
-    model = copy.copy(model)
-    model.spec = dataclasses.replace(model.spec, min_tile_multiples=None)
-    return model
 
 
 def small_tiles_x2():
@@ -102,7 +93,7 @@ def test_batch_is_restored_image_by_image():
 
 
 def test_package_attribute_stays_the_function_after_importing_the_module():
-    importlib.import_module("nystra_hub.restore")
+    importlib.import_module("nystra_hub.inference.restore")
     assert nystra_hub.restore is restore and restore_module.plan_tiles is plan_tiles
     x = torch.rand(3, 10, 12)
     torch.testing.assert_close(nystra_hub.restore(x2(), x), restore(x2(), x))

@@ -18,8 +18,8 @@ import pytest
 from conftest import GOLDEN, REPO
 
 from nystra_hub.cli import main
-from nystra_hub.imageio import read_image, write_image
-from nystra_hub.restore_cli import claim, lock_is_stale, lock_path, release
+from nystra_hub.cli.restore import claim, lock_is_stale, lock_path, release
+from nystra_hub.io.images import read_image, write_image
 
 X2 = str(GOLDEN / "swinir_sr_x2_pixelshuffle")
 
@@ -29,7 +29,7 @@ X2 = str(GOLDEN / "swinir_sr_x2_pixelshuffle")
 RUNNER = """
 import sys, time
 from pathlib import Path
-from nystra_hub import restore_cli
+from nystra_hub.cli import restore as restore_cli
 from nystra_hub.cli import main
 
 barrier, me, mode = Path(sys.argv[1]), sys.argv[2], sys.argv[3]

@@ -16,10 +16,11 @@ import pytest
 import torch
 from conftest import GOLDEN
 
-from nystra_hub import imageio, restore_cli
 from nystra_hub.cli import main
-from nystra_hub.imageio import read_image, write_image
-from nystra_hub.restore_cli import _accelerate_cpu_trap, add_arguments, collect_items
+from nystra_hub.cli import restore as restore_cli
+from nystra_hub.cli.restore import _accelerate_cpu_trap, add_arguments, collect_items
+from nystra_hub.io import images as imageio
+from nystra_hub.io.images import read_image, write_image
 
 X2 = str(GOLDEN / "swinir_sr_x2_pixelshuffle")
 GRAY = str(GOLDEN / "swinir_denoise_gray_3conv")
@@ -176,7 +177,7 @@ def test_variant_with_released_weights_and_arch_kwargs(tmp_path, capsys):
 
 
 def test_hub_folder_model(tmp_path):
-    hub = pytest.importorskip("nystra_hub.hub")
+    hub = pytest.importorskip("nystra_hub.io.hub")
     from conftest import load_golden
 
     model = load_golden("swinir_sr_x2_pixelshuffle")[0]

@@ -8,7 +8,7 @@ from conftest import golden_cases, load_golden, read_manifest, state_dict_listin
 
 import nystra_hub
 from nystra_hub.attention import attention_modules
-from nystra_hub.variants import VARIANTS, build_variant
+from nystra_hub.io.variants import VARIANTS, build_variant
 
 SWINIR_CASES = golden_cases("swinir")
 

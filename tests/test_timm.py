@@ -22,8 +22,8 @@ from timm.models import get_pretrained_cfg
 
 import nystra_hub
 from nystra_hub.attention import attention_modules
-from nystra_hub.checkpoints import CheckpointMismatchError
-from nystra_hub.variants import VARIANTS
+from nystra_hub.io.checkpoints import CheckpointMismatchError
+from nystra_hub.io.variants import VARIANTS
 
 
 def test_every_catalogue_variant_is_registered_with_a_restoration_cfg():

@@ -14,11 +14,12 @@ import torch
 from conftest import REPO, TESTSETS
 
 import nystra_hub
-from nystra_hub.measure import data, training
+from nystra_hub.measure import data
 from nystra_hub.measure.data import bicubic_downscale, gaussian_noise_input, synthetic_haze
 from nystra_hub.measure.metrics import score
 from nystra_hub.measure.references import load_reference, recipe_task
-from nystra_hub.measure.training import RECIPES, PairSampler, save_reference, train
+from nystra_hub.training import reference as training
+from nystra_hub.training.reference import RECIPES, PairSampler, save_reference, train
 
 pytestmark = pytest.mark.skipif(not (TESTSETS / "Kodak24").is_dir(), reason="needs ../shared/testsets")
 

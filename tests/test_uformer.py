@@ -15,10 +15,10 @@ from conftest import MANIFESTS, SHARED_MISSING, TESTSETS
 
 import nystra_hub
 from nystra_hub.attention import relative_position_index
+from nystra_hub.io.variants import get_variant
 from nystra_hub.measure.data import gaussian_noise_input, load_rgb, to_tensor
 from nystra_hub.measure.metrics import score
 from nystra_hub.models.uformer import LeWinTransformerBlock, Uformer
-from nystra_hub.variants import get_variant
 
 GOLDEN = SHARED_GOLDEN / "uformer_tiny_modulator"
 TOL = 1e-4

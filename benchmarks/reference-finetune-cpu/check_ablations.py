@@ -15,8 +15,8 @@ import torch
 
 from nystra_hub.attention import set_position_bias
 from nystra_hub.measure.data import list_images
-from nystra_hub.measure.training import RECIPES, evaluate_heldout
 from nystra_hub.models import build_model
+from nystra_hub.training.reference import RECIPES, evaluate_heldout
 
 
 def main(name: str, state_path: str, images: int = 5) -> None:

@@ -18,7 +18,7 @@ from nystra_hub.attention import set_position_bias
 from nystra_hub.measure.arms import _drop_modulators
 from nystra_hub.measure.data import list_images
 from nystra_hub.measure.references import load_reference
-from nystra_hub.measure.training import RECIPES, apply_locality_prior, evaluate_heldout
+from nystra_hub.training.reference import RECIPES, apply_locality_prior, evaluate_heldout
 
 
 def mean_grad(model, word: str) -> float:

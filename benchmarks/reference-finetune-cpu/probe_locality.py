@@ -18,7 +18,7 @@ import torch
 from nystra_hub.attention import attention_modules, set_position_bias
 from nystra_hub.measure.data import list_images
 from nystra_hub.measure.references import load_reference
-from nystra_hub.measure.training import RECIPES, apply_locality_prior, evaluate_heldout
+from nystra_hub.training.reference import RECIPES, apply_locality_prior, evaluate_heldout
 
 
 def window_spread(model) -> list[tuple[str, float, float]]:

@@ -1,6 +1,6 @@
 """The shared windowed-attention core: geometry, exact paths and PnP-Nystra. Imports no model."""
 
-from .core import (
+from nystra_hub.attention.core import (
     ATTENTION_REGISTRY,
     ATTN_IMPLS,
     WINDOW_RESIZE_METHODS,
@@ -18,8 +18,15 @@ from .core import (
     set_attn_impl,
     set_position_bias,
 )
-from .nystrom import iterative_pinv, landmark_grid, nystrom_attention, pool_bias, pool_tokens, thresholded_exp
-from .windows import (
+from nystra_hub.attention.nystrom import (
+    iterative_pinv,
+    landmark_grid,
+    nystrom_attention,
+    pool_bias,
+    pool_tokens,
+    thresholded_exp,
+)
+from nystra_hub.attention.windows import (
     SHIFT_MASK_VALUE,
     WindowMask,
     log_relative_offset_table,

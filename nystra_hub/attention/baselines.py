@@ -41,7 +41,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .core import (
+from nystra_hub.attention.core import (
     ATTENTION_REGISTRY,
     WindowAttentionBase,
     attention_modules,
@@ -50,8 +50,8 @@ from .core import (
     register_attn_impl,
     sdpa_attention,
 )
-from .nystrom import iterative_pinv, landmark_grid, pool_tokens
-from .windows import WindowMask, geometry_cache
+from nystra_hub.attention.nystrom import iterative_pinv, landmark_grid, pool_tokens
+from nystra_hub.attention.windows import WindowMask, geometry_cache
 
 BASELINE_IMPLS = ("exact-paper", "nystromformer", "performer")
 CHUNKED_IMPLS = ("exact-chunked", "exact-paper-chunked")

@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from .nystrom import landmark_grid, nystrom_attention, pool_bias
-from .windows import WindowMask, relative_position_index, sub_window_index_on, to_2tuple
+from nystra_hub.attention.nystrom import landmark_grid, nystrom_attention, pool_bias
+from nystra_hub.attention.windows import WindowMask, relative_position_index, sub_window_index_on, to_2tuple
 
 NYSTRA_BIAS_MODES = ("pooled", "drop")
 NYSTRA_MASK_MODES = ("exact", "drop")

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .windows import geometry_cache
+from nystra_hub.attention.windows import geometry_cache
 
 # A row's approximate denominator must be at least this fraction of the crude landmark estimate of the true one
 # ((N/m)·Σ_l G_L[i, l]); below it the Nyström estimate has lost its meaning and the window is recomputed exactly.

@@ -1,16 +1,15 @@
-"""Measurement tools: speed (``nystra-hub bench``), quality (``fidelity``), per-layer calibration (``calibrate``),
-reference-model training (``train-reference``) and model cards rendered from their JSON (``cards``).
+"""Measurement tools: speed (``nystra-hub bench``), quality (``fidelity``) and per-layer calibration
+(``calibrate``). Reference-model training lives in :mod:`nystra_hub.training`, model cards and their figures in
+:mod:`nystra_hub.io` next to the hub folders they are written into.
 
-Imports run one way, down this list (and into the core package: models, attention, plan, variants, checkpoints,
-imageio; calibration and training also use hub):
+Imports run one way, down this list (and into the layers below: inference, io, models, attention):
 
-- the commands ``bench``, ``fidelity``, ``calibration``, ``training`` (each ``add_arguments``/``run``), and
-  ``cards``, which needs only ``plots`` so that ``hub`` can import it;
+- the commands ``bench``, ``fidelity``, ``calibration`` (each ``add_arguments``/``run``);
 - ``arms``: the model under test and the attention arms it is run with;
 - ``references``: reading reference-model folders;
 - ``data``: test images, degradations, tasks;
-- ``metrics`` (PSNR/SSIM under the official protocols), ``plots``, ``environment`` (machine, git commit,
-  command line): leaves.
+- ``metrics`` (PSNR/SSIM under the official protocols), ``environment`` (machine, git commit, command line):
+  leaves.
 
 This ``__init__`` imports none of them: importing one module costs only what that module needs.
 """

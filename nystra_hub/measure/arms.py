@@ -20,15 +20,15 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..attention.baselines import register_baselines, set_performer_features
-from ..backends import make_runner
-from ..loading import load
-from ..models import ARCHITECTURES, RestorationModel, build_model
-from ..models.common import ArchitectureSpec
-from ..plan import apply_plan
-from ..precision import run_guarded
-from ..variants import build_variant, get_variant
-from .references import is_reference_folder, load_reference, reference_info
+from nystra_hub.attention.baselines import register_baselines, set_performer_features
+from nystra_hub.inference.backends import make_runner
+from nystra_hub.inference.precision import run_guarded
+from nystra_hub.io.loading import load
+from nystra_hub.io.plan import apply_plan
+from nystra_hub.io.variants import build_variant, get_variant
+from nystra_hub.measure.references import is_reference_folder, load_reference, reference_info
+from nystra_hub.models import ARCHITECTURES, RestorationModel, build_model
+from nystra_hub.models.common import ArchitectureSpec
 
 
 @dataclass
@@ -114,7 +114,7 @@ class Arm:
     performer_features: int | None = None
     plan: dict | None = None  # a per-layer plan (nystra_hub.calibrate), applied last
     dtype: str | None = None  # compute precision (see PRECISION_NOTE); None: the run's (bench --dtype, or float32)
-    runtime: str = "torch"  # how the model runs: "torch" (eager) or a nystra_hub.backends runner (runtime_arms)
+    runtime: str = "torch"  # "torch" (eager) or an inference.backends runner (runtime_arms)
     runtime_precision: str = "float32"  # the runner's own precision (openvino: "bfloat16" runs its bf16 kernels)
 
     def config(self) -> dict:
@@ -215,8 +215,8 @@ SPANDREL_ARMS = ("f", "spandrel", "onnxruntime-official", "openvino-official", "
 
 
 def runtime_arms(spandrel: bool, ours: dict) -> list[Arm]:
-    """The faster CPU routes (:mod:`nystra_hub.backends`): torch.compile of our exact model, and ONNX Runtime /
-    OpenVINO running our exported graph (exact, PnP-Nystra) and the official one (spandrel's model exported to
+    """The faster CPU routes (:mod:`~nystra_hub.inference.backends`): torch.compile of our exact model, and ONNX
+    Runtime / OpenVINO running our exported graph (exact, PnP-Nystra) and the official one (spandrel's model exported to
     ONNX at opset 18, how users get CPU speed from these checkpoints today)."""
     arms = [Arm("compile", "", f"the model as trained (exact softmax) through torch.compile with inductor freezing "
                 f"({RUNTIME_NOTE})", runtime="compile", dtype="float32")]
@@ -280,7 +280,8 @@ def _drop_modulators(model: nn.Module) -> None:
 
 def make_arm_model(base: nn.Module, arm: Arm) -> nn.Module:
     """A model running ``arm``: a deep copy of ``base`` switched (window, attention) or a spandrel model; for an
-    arm with a ``runtime``, that model's runner (:func:`nystra_hub.backends.make_runner`, default export cache)."""
+    arm with a ``runtime``, that model's runner (:func:`~nystra_hub.inference.backends.make_runner`, default export
+    cache)."""
     model = spandrel_model(base) if arm.backend == "spandrel" else _switched_copy(base, arm)
     return model if arm.runtime == "torch" else make_runner(model, arm.runtime, precision=arm.runtime_precision)
 

@@ -22,7 +22,8 @@ Extra arms (``--arms``): ``sdpa-wW``, ``nystromformer``, ``performer``, ``nystro
 exact, exported), ``onnxruntime-nystra``, ``openvino-nystra``, ``onnxruntime-official``, ``openvino-official``
 (spandrel's model exported: the official graph). Their export or compilation for a size runs once before the
 timing (``prepare_s``) and before the CPU memory worker's measured forward; exports are cached
-(``$NYSTRA_HUB_CACHE``, see :mod:`nystra_hub.backends`); torch's FLOP counter cannot see inside their graphs (no
+(``$NYSTRA_HUB_CACHE``, see :mod:`~nystra_hub.inference.backends`); torch's FLOP counter cannot see inside their
+graphs (no
 ``flops``).
 
 Method: all arms of a size live in one process and are run interleaved round-robin (``--warmup`` rounds, then
@@ -86,9 +87,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..imageio import atomic_write_json
-from ..precision import DTYPE_NAMES, resolve_dtype
-from .arms import (
+from nystra_hub.inference.precision import DTYPE_NAMES, resolve_dtype
+from nystra_hub.io.images import atomic_write_json
+from nystra_hub.io.plots import plot_bench
+from nystra_hub.measure.arms import (
     BENCH_DEFAULT,
     PRECISION_NOTE,
     Arm,
@@ -102,8 +104,7 @@ from .arms import (
     select_arms,
     standard_arms,
 )
-from .environment import argv_after, environment, load_average
-from .plots import plot_bench
+from nystra_hub.measure.environment import argv_after, environment, load_average
 
 SCHEMA_BENCH = "nystra_hub.bench/1"
 # The command's default is a short run (one small size, a few minutes on a CPU for SwinIR-M); the measurements in

@@ -48,14 +48,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from ..attention import WINDOW_RESIZE_METHODS, NystraParams, WindowAttentionBase, attention_modules
-from ..hub import save_hub_folder
-from ..imageio import atomic_write_json
-from ..loading import load
-from ..plan import apply_plan, extract_plan
-from .data import Task, testsets_root
-from .metrics import psnr
-from .references import is_reference_folder, load_reference, recipe_task
+from nystra_hub.attention import WINDOW_RESIZE_METHODS, NystraParams, WindowAttentionBase, attention_modules
+from nystra_hub.io.hub import save_hub_folder
+from nystra_hub.io.images import atomic_write_json
+from nystra_hub.io.loading import load
+from nystra_hub.io.plan import apply_plan, extract_plan
+from nystra_hub.measure.data import Task, testsets_root
+from nystra_hub.measure.metrics import psnr
+from nystra_hub.measure.references import is_reference_folder, load_reference, recipe_task
 
 EXACT_IMPLS = ("sdpa", "softmax")
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from .environment import REPO_ROOT
+from nystra_hub.measure.environment import REPO_ROOT
 
 DEFAULT_TESTSETS = REPO_ROOT.parent / "shared" / "testsets"
 NOISE_SEED = 0  # the usual test protocol: numpy.random.seed(0) before drawing the noise of each image

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .._version import __version__
+from nystra_hub._version import __version__
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -47,11 +47,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..attention import attention_modules
-from ..attention.baselines import set_performer_features
-from ..imageio import atomic_write_json
-from ..variants import get_variant
-from .arms import (
+from nystra_hub.attention import attention_modules
+from nystra_hub.attention.baselines import set_performer_features
+from nystra_hub.io.images import atomic_write_json
+from nystra_hub.io.plots import plot_fidelity
+from nystra_hub.io.variants import get_variant
+from nystra_hub.measure.arms import (
     FIDELITY_DEFAULT,
     Arm,
     ModelSource,
@@ -64,11 +65,10 @@ from .arms import (
     standard_arms,
     sweep_arm,
 )
-from .data import Task, list_images
-from .environment import argv_after, environment
-from .metrics import PROTOCOLS, Protocol, score
-from .plots import plot_fidelity
-from .references import recipe_task
+from nystra_hub.measure.data import Task, list_images
+from nystra_hub.measure.environment import argv_after, environment
+from nystra_hub.measure.metrics import PROTOCOLS, Protocol, score
+from nystra_hub.measure.references import recipe_task
 
 SCHEMA_FIDELITY = "nystra_hub.fidelity/1"
 

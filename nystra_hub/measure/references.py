@@ -11,9 +11,9 @@ import json
 import os
 from pathlib import Path
 
-from ..loading import load
-from ..models import RestorationModel
-from .data import Task
+from nystra_hub.io.loading import load
+from nystra_hub.measure.data import Task
+from nystra_hub.models import RestorationModel
 
 REFERENCE_INFO = "reference.json"
 REFERENCE_WEIGHTS = "model.safetensors"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from ..attention import NystraParams
-from .common import ArchitectureSpec, RestorationModel, unwrap_model
-from .dehazeformer import DehazeFormer
-from .swinir import SwinIR
-from .uformer import Uformer
+from nystra_hub.attention import NystraParams
+from nystra_hub.models.common import ArchitectureSpec, RestorationModel, unwrap_model
+from nystra_hub.models.dehazeformer import DehazeFormer
+from nystra_hub.models.swinir import SwinIR
+from nystra_hub.models.uformer import Uformer
 
-# A fourth architecture is one file here plus this entry and its catalogue variants (nystra_hub.variants).
+# A fourth architecture is one file here plus this entry and its catalogue variants (nystra_hub.io.variants).
 ARCHITECTURES: dict[str, type[RestorationModel]] = {"swinir": SwinIR, "uformer": Uformer, "dehazeformer": DehazeFormer}
 
 

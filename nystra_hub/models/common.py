@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..attention import NystraParams, attention_modules, check_attn_impl, set_attn_impl
+from nystra_hub.attention import NystraParams, attention_modules, check_attn_impl, set_attn_impl
 
 
 def tokens_to_image(x: Tensor, size: tuple[int, int]) -> Tensor:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.init import _calculate_fan_in_and_fan_out
 
-from ..attention import (
+from nystra_hub.attention import (
     WINDOW_RESIZE_METHODS,
     NystraParams,
     WindowAttentionBase,
@@ -36,7 +36,7 @@ from ..attention import (
     window_partition,
     window_reverse,
 )
-from .common import (
+from nystra_hub.models.common import (
     ArchitectureSpec,
     EnlargedWindowRecipe,
     RestorationModel,
@@ -667,7 +667,7 @@ class DehazeFormer(RestorationModel):
                 for lv, d, h, r in zip([0, 1, 2, 1, 0], k["embed_dims"], k["num_heads"], k["mlp_ratios"])]
 
 
-    # -- checkpoint detection (nystra_hub.detect) ---------------------------------------------------------------
+    # -- checkpoint detection (nystra_hub.io.detect) ---------------------------------------------------------------
     #: keys every DehazeFormer state dict has: how :func:`nystra_hub.detect_checkpoint` recognises one
     detection_keys = ("patch_embed.proj.weight", "layer1.blocks.0.mlp.mlp.0.weight", "fusion1.mlp.0.weight")
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..attention import (
+from nystra_hub.attention import (
     NystraParams,
     TableBiasWindowAttention,
     merge_tokens,
@@ -26,7 +26,7 @@ from ..attention import (
     shifted_window_mask,
     to_2tuple,
 )
-from .common import (
+from nystra_hub.models.common import (
     ArchitectureSpec,
     EnlargedWindowRecipe,
     RestorationModel,
@@ -470,7 +470,7 @@ class SwinIR(RestorationModel):
         x = x / self.img_range + mean
         return x[:, :, : h * self.upscale, : w * self.upscale]
 
-    # -- checkpoint detection (nystra_hub.detect) -----------------------------------------------------------------
+    # -- checkpoint detection (nystra_hub.io.detect) -----------------------------------------------------------------
     #: keys every SwinIR state dict has: how :func:`nystra_hub.detect_checkpoint` recognises one
     detection_keys = ("conv_first.weight", "layers.0.residual_group.blocks.0.attn.relative_position_bias_table")
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..attention import (
+from nystra_hub.attention import (
     SHIFT_MASK_VALUE,
     WINDOW_RESIZE_METHODS,
     NystraParams,
@@ -38,8 +38,8 @@ from ..attention import (
     window_partition,
     window_reverse,
 )
-from ..checkpoints import CheckpointError
-from .common import (
+from nystra_hub.errors import CheckpointError
+from nystra_hub.models.common import (
     ArchitectureSpec,
     EnlargedWindowRecipe,
     RestorationModel,
@@ -660,7 +660,7 @@ class Uformer(RestorationModel):
         return [(lv, w, h, window, float(k.get("mlp_ratio", 4)))
                 for lv, w, h in zip(levels, widths, k["num_heads"])]
 
-    # -- checkpoint detection (nystra_hub.detect) ---------------------------------------------------------------
+    # -- checkpoint detection (nystra_hub.io.detect) ---------------------------------------------------------------
     #: keys every Uformer state dict has: how :func:`nystra_hub.detect_checkpoint` recognises one
     detection_keys = ("input_proj.proj.0.weight", "encoderlayer_0.blocks.0.attn.relative_position_bias_table")
 

@@ -3,20 +3,15 @@
 - ``--attn {softmax,sdpa,nystra}``: the attention implementation (the ``attn_impl`` argument of the Python API);
 - ``--nystra KEY=VALUE`` (repeatable): one Nyström parameter each (landmarks, iters, tau, bias, mask);
 - ``--device``: auto (CUDA when available), cpu, cuda, cuda:N.
-
-Spellings that existed before these were unified (``convert --attn-impl``, ``--nystra '{"landmarks": 16}'``)
-still work as hidden, deprecated aliases that print a warning naming the current spelling.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 
 import torch
 
-from .attention import ATTN_IMPLS, NystraParams
+from nystra_hub.attention import ATTN_IMPLS, NystraParams
 
 NYSTRA_PARAM_NAMES = tuple(NystraParams().as_dict())
 
@@ -31,21 +26,6 @@ COMMON_OPTION_HELP = {
     "threads": "torch CPU threads (default: torch's choice)",
     "batch": "images per forward (default: %(default)s)",
 }
-
-
-class DeprecatedAlias(argparse.Action):
-    """A hidden old spelling of an option: stores into the current option's ``dest`` after a warning."""
-
-    def __init__(self, option_strings, dest, current: str, **kwargs) -> None:
-        self.current = current
-        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        print(f"{parser.prog}: warning: {option_string} is deprecated, use {self.current}", file=sys.stderr)
-        if isinstance(getattr(namespace, self.dest, None), list) and not isinstance(values, list):
-            getattr(namespace, self.dest).append(values)  # an alias of an append option appends too
-        else:
-            setattr(namespace, self.dest, values)
 
 
 def add_attention_arguments(parser, attn_default: str | None = None, attn_help: str = ATTN_HELP) -> None:
@@ -76,19 +56,11 @@ def _parse_value(text: str):
 
 
 def parse_nystra(values: list[str]) -> dict:
-    """``--nystra`` values into a dict of Nyström parameters. Each value is ``KEY=VALUE``; a JSON object (the old
-    spelling of ``convert``) is accepted too. Unknown keys raise ValueError naming the known ones."""
+    """``--nystra`` values into a dict of Nyström parameters. Each value is ``KEY=VALUE``; anything else, and an
+    unknown key, raises ValueError saying what is expected."""
     params: dict = {}
     for value in values:
         text = value.strip()
-        if text.startswith("{"):  # the old spelling of convert
-            try:
-                params.update(json.loads(text))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"--nystra {value!r}: not a JSON object ({err})") from None
-            print(f"warning: --nystra '{text}' (a JSON object) is deprecated, use --nystra KEY=VALUE",
-                  file=sys.stderr)
-            continue
         key, sep, raw = text.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--nystra takes KEY=VALUE (e.g. landmarks=16), got {value!r}")

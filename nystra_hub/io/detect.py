@@ -19,11 +19,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .attention import NystraParams
-from .checkpoints import CheckpointError, load_state_dict_strict, read_state_dict, unwrap_state_dict
-from .models import ARCHITECTURES, RestorationModel, build_model
-from .plan import finish_loaded
-from .variants import VARIANTS_BY_ARCH
+from nystra_hub.attention import NystraParams
+from nystra_hub.io.checkpoints import CheckpointError, load_state_dict_strict, read_state_dict, unwrap_state_dict
+from nystra_hub.io.plan import finish_loaded
+from nystra_hub.io.variants import VARIANTS_BY_ARCH
+from nystra_hub.models import ARCHITECTURES, RestorationModel, build_model
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def load_checkpoint(
 ) -> RestorationModel:
     """Detect what ``path`` is, build it and load it strictly; ``overrides`` are official constructor arguments
     that settle what detection leaves open (e.g. ``img_range=255.0``). Open arguments left unsettled are logged
-    as warnings (logger ``nystra_hub.detect``)."""
+    as warnings (logger ``nystra_hub.io.detect``)."""
     state = read_state_dict(path)
     detection = detect_checkpoint(state).settle(**overrides)
     for text in detection.ambiguities:

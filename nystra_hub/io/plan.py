@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 from torch import nn
 
-from .attention import NystraParams, attention_modules, check_attn_impl
+from nystra_hub.attention import NystraParams, attention_modules, check_attn_impl
 
 PLAN_KEYS = ("windows", "window_resize", "attention")
 logger = logging.getLogger(__name__)

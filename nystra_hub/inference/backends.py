@@ -10,7 +10,7 @@
                  ``torch.inference_mode``; compiled once per input shape (``dynamic=False``)
 ``cudagraphs``   the eager model captured as a CUDA graph once per input shape and precision, then replayed
                  (CUDA only: no per-kernel launch overhead; what that gains is not measured yet)
-``onnxruntime``  the ONNX export (:mod:`nystra_hub.export`) in an ONNX Runtime CPU session
+``onnxruntime``  the ONNX export (:mod:`nystra_hub.inference.export`) in an ONNX Runtime CPU session
 ``openvino``     the OpenVINO IR export compiled for the OpenVINO CPU plugin (float32 inference precision: on CPUs
                  with bfloat16 units the plugin's default would be bfloat16, not the same function;
                  ``precision="bfloat16"`` asks for it explicitly)
@@ -21,7 +21,7 @@ benchmark compares like with like). Graphs have static shapes: a runner keeps on
 finds or writes its export in ``cache_dir`` (default ``$NYSTRA_HUB_CACHE`` or ``~/.cache/nystra_hub``, under
 ``exports/``), one folder per shape, named by what shapes the graph (model configuration and attention,
 weights, shape, opset, versions of torch, nystra_hub and the exporters). Given ``exported=`` (a folder written
-by :func:`nystra_hub.export.export`), a runner loads that folder only, after checking that its ``export.json``
+by :func:`nystra_hub.inference.export.export`), a runner loads that folder only, after checking that its ``export.json``
 matches the model (variant, architecture, attention and Nyström parameters, weights) and the opset asked for.
 
 The compiled and exported graphs have the forward's input checks taken out (a branch on the data), so their
@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .export import (
+from nystra_hub.inference.export import (
     DEFAULT_OPSET,
     GRAPH_FILES,
     INPUT_NAME,

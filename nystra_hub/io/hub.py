@@ -5,7 +5,7 @@ Layout of a hub folder (local, or a Hugging Face repo such as ``nystra/swinir-x4
 
     config.json         # see hub_config(); read by load_pretrained, transformers' AutoConfig and timm's hf-hub loader
     model.safetensors   # the official state-dict keys (no prefix), tensors as released
-    README.md           # model card (nystra_hub.measure.cards)
+    README.md           # model card (nystra_hub.io.cards)
 
 ``config.json`` (example for the catalogue variant ``swinir-x4``)::
 
@@ -17,7 +17,7 @@ Layout of a hub folder (local, or a Hugging Face repo such as ``nystra/swinir-x4
       "official_kwargs": {"upscale": 4, "in_chans": 3, "img_size": 64, "window_size": 8, ...},
       "attn_impl": "softmax",                        # default attention of every attention module
       "nystra": {"landmarks": 16, "iters": 2, "tau": 5.0, "bias": "pooled", "mask": "exact"},
-      "nystra_plan": {...},                          # optional per-layer plan (nystra_hub.plan), applied after loading
+      "nystra_plan": {...},                          # optional per-layer plan (io.plan), applied after loading
       "architecture": "swinir_x4",                   # timm: registered model name (nystra_swinir for custom ones)
       "model_args": {"attn_impl": "softmax", "nystra": {...}},   # timm: kwargs for create_model
       "pretrained_cfg": {"hf_hub_id": "nystra/swinir-x4", "hf_hub_filename": "model.safetensors", ...},  # timm
@@ -41,15 +41,15 @@ from pathlib import Path
 
 import torch
 
-from ._version import __version__
-from .attention import NystraParams, attention_modules, check_attn_impl
-from .checkpoints import check_state_dict, load_state_dict_strict, read_state_dict
-from .imageio import atomic_write_json
-from .measure.cards import build_custom_card, build_model_card
-from .models import ARCHITECTURES, RestorationModel, build_model
-from .models.common import unwrap_model
-from .plan import check_plan, extract_plan, finish_loaded
-from .variants import Variant, get_variant
+from nystra_hub._version import __version__
+from nystra_hub.attention import NystraParams, attention_modules, check_attn_impl
+from nystra_hub.io.cards import build_custom_card, build_model_card
+from nystra_hub.io.checkpoints import check_state_dict, load_state_dict_strict, read_state_dict
+from nystra_hub.io.images import atomic_write_json
+from nystra_hub.io.plan import check_plan, extract_plan, finish_loaded
+from nystra_hub.io.variants import Variant, get_variant
+from nystra_hub.models import ARCHITECTURES, RestorationModel, build_model
+from nystra_hub.models.common import unwrap_model
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +186,8 @@ def attention_state(model: torch.nn.Module) -> tuple[str, NystraParams, dict | N
 
 
 # -- config.json ------------------------------------------------------------------------------------------------
-def _jsonable(value):
+def jsonable(value):
+    """``value`` as JSON reads it back (tuples become lists): what a config or export record compares against."""
     return json.loads(json.dumps(value))
 
 
@@ -208,7 +209,7 @@ def timm_fields(
     in_chans = int(official_kwargs.get("in_chans", 3))
     patch = v.patch if v is not None else _patch_of(official_kwargs)
     cfg = restoration_pretrained_cfg(in_chans, patch, v, repo_id or (default_repo_id(v) if v else None))
-    return _jsonable(dict(
+    return jsonable(dict(
         architecture=v.timm_name if v is not None else timm_generic_name(arch),
         model_args=model_args,
         pretrained_cfg={k: val for k, val in cfg.items() if val is not None or k in ("num_classes", "first_conv")},
@@ -246,12 +247,12 @@ def hub_config(
         architectures=[model_class],
         arch=arch,
         variant=variant,
-        official_kwargs=_jsonable(official_kwargs),
+        official_kwargs=jsonable(official_kwargs),
         attn_impl=attn_impl,
         nystra=params,
     )
     if plan:
-        cfg["nystra_plan"] = _jsonable(plan)
+        cfg["nystra_plan"] = jsonable(plan)
     cfg.update(timm_fields(arch, official_kwargs, variant, attn_impl, params, plan, repo_id))
     cfg["nystra_hub_version"] = __version__
     return cfg
@@ -273,8 +274,8 @@ def model_hub_config(
 def _check_variant_matches(model: RestorationModel, v: Variant) -> None:
     if v.arch != model.arch:
         raise ValueError(f"variant {v.name} is a {v.arch} model but the model is {model.arch}")
-    own = _jsonable(model.official_kwargs)
-    differs = {k: (val, own.get(k)) for k, val in _jsonable(v.kwargs).items() if own.get(k, val) != val}
+    own = jsonable(model.official_kwargs)
+    differs = {k: (val, own.get(k)) for k, val in jsonable(v.kwargs).items() if own.get(k, val) != val}
     if differs:
         raise ValueError(f"model does not have the configuration of variant {v.name}: (variant, model) {differs}")
 

@@ -6,10 +6,9 @@
     nystra-hub convert ... --push-to-hub nystra/swinir-x4                               # then publish the folder
 
 The checkpoint is read in any released container, checked strictly against the named configuration (without
---variant and --arch: the one detected from its keys and shapes, see :mod:`nystra_hub.detect`; a mismatch lists
+--variant and --arch: the one detected from its keys and shapes, see :mod:`nystra_hub.io.detect`; a mismatch lists
 the differing keys and exits with status 1) and written with its official keys and tensors unchanged.
-``--attn``/``--nystra KEY=VALUE``/``--plan`` set the folder's default attention (``--attn-impl`` and a JSON
-``--nystra`` still work, with a deprecation warning).
+``--attn``/``--nystra KEY=VALUE``/``--plan`` set the folder's default attention.
 """
 
 from __future__ import annotations
@@ -18,12 +17,12 @@ import json
 import sys
 from pathlib import Path
 
-from .checkpoints import CheckpointError, CheckpointMismatchError, load_state_dict_strict, read_state_dict
-from .cli_options import DeprecatedAlias, add_attention_arguments, parse_nystra
-from .detect import detect_checkpoint
-from .hub import default_repo_id, no_param_init, save_hub_folder
-from .models import ARCHITECTURES, build_model
-from .variants import get_variant
+from nystra_hub.cli.options import add_attention_arguments, parse_nystra
+from nystra_hub.io.checkpoints import CheckpointError, CheckpointMismatchError, load_state_dict_strict, read_state_dict
+from nystra_hub.io.detect import detect_checkpoint
+from nystra_hub.io.hub import default_repo_id, no_param_init, save_hub_folder
+from nystra_hub.io.variants import get_variant
+from nystra_hub.models import ARCHITECTURES, build_model
 
 
 def add_arguments(parser) -> None:
@@ -43,7 +42,6 @@ def add_arguments(parser) -> None:
     add_attention_arguments(parser, attn_default="softmax",
                             attn_help="the folder's default attention: softmax (exact, as trained), sdpa or nystra "
                                       "(default: softmax)")
-    parser.add_argument("--attn-impl", dest="attn", action=DeprecatedAlias, current="--attn")
     parser.add_argument("--plan", metavar="FILE", help="per-layer attention plan (JSON) to store as nystra_plan")
     parser.add_argument("--no-card", action="store_true", help="do not write README.md")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="publish the folder to this Hugging Face repo")

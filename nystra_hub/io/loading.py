@@ -13,7 +13,7 @@ otherwise a Hugging Face repo id or a catalogue variant's repo (:func:`nystra_hu
 
 Attention: ``attn_impl`` and Nyström parameters (landmarks, iters, tau, bias, mask) switch every attention module.
 Without them, a hub folder's stored attention and per-layer plan apply; the other sources start exact
-(``"softmax"``). Every path ends in :func:`nystra_hub.plan.finish_loaded`, so the transformers and timm loaders,
+(``"softmax"``). Every path ends in :func:`nystra_hub.io.plan.finish_loaded`, so the transformers and timm loaders,
 which call it too, leave a model in the same state.
 """
 
@@ -23,12 +23,12 @@ import json
 import os
 from pathlib import Path
 
-from .checkpoints import load_original_checkpoint
-from .detect import load_checkpoint
-from .hub import CONFIG_NAME, NYSTRA_PARAM_NAMES, load_pretrained, resolve_nystra
-from .models import RestorationModel, build_model
-from .plan import finish_loaded
-from .variants import get_variant, load_variant
+from nystra_hub.io.checkpoints import load_original_checkpoint
+from nystra_hub.io.detect import load_checkpoint
+from nystra_hub.io.hub import CONFIG_NAME, NYSTRA_PARAM_NAMES, load_pretrained, resolve_nystra
+from nystra_hub.io.plan import finish_loaded
+from nystra_hub.io.variants import get_variant, load_variant
+from nystra_hub.models import RestorationModel, build_model
 
 CASE_NAME = "case.json"
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors", ".bin")

@@ -46,14 +46,14 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import Tensor
 
-from ..attention import attention_modules, position_bias_parameters, set_position_bias
-from ..hub import CONFIG_NAME, model_hub_config
-from ..imageio import atomic_write_json
-from ..models import build_model
-from .data import Task, bicubic_downscale, list_images, load_rgb, modcrop, synthetic_haze, to_tensor
-from .environment import REPO_ROOT
-from .metrics import PROTOCOLS, score
-from .references import REFERENCE_INFO, REFERENCE_WEIGHTS, load_reference
+from nystra_hub.attention import attention_modules, position_bias_parameters, set_position_bias
+from nystra_hub.io.hub import CONFIG_NAME, model_hub_config
+from nystra_hub.io.images import atomic_write_json
+from nystra_hub.measure.data import Task, bicubic_downscale, list_images, load_rgb, modcrop, synthetic_haze, to_tensor
+from nystra_hub.measure.environment import REPO_ROOT
+from nystra_hub.measure.metrics import PROTOCOLS, score
+from nystra_hub.measure.references import REFERENCE_INFO, REFERENCE_WEIGHTS, load_reference
+from nystra_hub.models import build_model
 
 DEFAULT_REFERENCE_DIR = REPO_ROOT / "reference_models"
 TRAIN_SETS = ("CBSD68", "Kodak24")

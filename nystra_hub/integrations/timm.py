@@ -10,7 +10,7 @@ Keyword arguments: ``attn_impl``, ``nystra`` (dict), Nyström parameters (``land
 ``bias``, ``mask``), ``nystra_plan`` (applied after the weights are loaded) and official constructor arguments
 (they override the variant's). Pretrained weights load strictly: the filter that unwraps released containers
 (``params_ema``/``params``/``state_dict``, ``module.`` prefixes) also checks keys and shapes and raises
-:class:`~nystra_hub.checkpoints.CheckpointMismatchError` naming every difference, whatever ``pretrained_strict``
+:class:`~nystra_hub.io.checkpoints.CheckpointMismatchError` naming every difference, whatever ``pretrained_strict``
 says, so nothing is ever dropped silently. Pretrained cfgs describe image-to-image models: no classifier, mean 0
 and std 1 (the networks normalise internally), ``crop_pct`` 1, ``first_conv`` None (no input-stem adaptation).
 
@@ -18,19 +18,25 @@ Export: ``timm.models.save_for_hf(model, folder)`` / ``push_to_hf_hub`` work on 
 ``timm.create_model`` (they carry ``num_classes = 0``, timm's "no classifier"); ``timm.create_model("local-dir:" +
 folder, pretrained=True)`` loads the folder back with the attention the model was *created* with (after
 ``set_attn_impl``, pass ``model_args=dict(attn_impl=...)``). Such a folder is timm's only: for one folder that
-nystra_hub, transformers and timm all read, use :func:`nystra_hub.hub.save_hub_folder` (or ``nystra-hub convert``).
+nystra_hub, transformers and timm all read, use :func:`nystra_hub.io.hub.save_hub_folder` (or ``nystra-hub convert``).
 """
 
 from __future__ import annotations
 
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from .attention import NystraParams
-from .checkpoints import CheckpointError, check_state_dict, unwrap_state_dict
-from .hub import default_repo_id, no_param_init, resolve_nystra, restoration_pretrained_cfg, timm_generic_name
-from .models import ARCHITECTURES, RestorationModel, build_model
-from .plan import finish_loaded
-from .variants import VARIANTS, Variant
+from nystra_hub.attention import NystraParams
+from nystra_hub.io.checkpoints import CheckpointError, check_state_dict, unwrap_state_dict
+from nystra_hub.io.hub import (
+    default_repo_id,
+    no_param_init,
+    resolve_nystra,
+    restoration_pretrained_cfg,
+    timm_generic_name,
+)
+from nystra_hub.io.plan import finish_loaded
+from nystra_hub.io.variants import VARIANTS, Variant
+from nystra_hub.models import ARCHITECTURES, RestorationModel, build_model
 
 _NYSTRA_PARAMS = tuple(NystraParams().as_dict())
 # create_model / build_model_with_cfg arguments that are not model arguments

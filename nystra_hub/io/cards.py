@@ -26,9 +26,9 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from ..models import ARCHITECTURES
-from ..variants import VARIANTS, Variant, get_variant
-from .plots import plot_bench, plot_fidelity
+from nystra_hub.io.plots import plot_bench, plot_fidelity
+from nystra_hub.io.variants import VARIANTS, Variant, get_variant
+from nystra_hub.models import ARCHITECTURES
 
 LIBRARY_NAME = "nystra_hub"
 PIPELINE_TAG = "image-to-image"

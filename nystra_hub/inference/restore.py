@@ -90,10 +90,10 @@ from PIL import Image, ImageOps
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .backends import Runner, auto_backend, make_runner
-from .imageio import ORIENTATION_TAG, array_to_pil, pil_to_array
-from .models.common import RestorationModel, unwrap_model
-from .precision import resolve_dtype, run_guarded
+from nystra_hub.inference.backends import Runner, auto_backend, make_runner
+from nystra_hub.inference.precision import resolve_dtype, run_guarded
+from nystra_hub.io.images import ORIENTATION_TAG, array_to_pil, pil_to_array
+from nystra_hub.models.common import RestorationModel, unwrap_model
 
 DEFAULT_MEMORY_BUDGET_MB = 1024
 """Default activation-memory budget (MB) of one forward on CPU; see the module doc."""
@@ -451,8 +451,8 @@ def _run(model: RestorationModel, x: Tensor, plan: TilePlan, compute: Callable, 
 def _precision(model: RestorationModel, dtype, backend: str | Runner = "torch"
                ) -> tuple[torch.dtype, Callable]:
     """(the compute dtype, how one call runs in it). A float32 model runs half precision under autocast with the
-    non-finite check of :func:`nystra_hub.precision.run_guarded` per call (per tile); a model whose weights were
-    cast to half precision runs as it is."""
+    non-finite check of :func:`~nystra_hub.inference.precision.run_guarded` per call (per tile); a model whose
+    weights were cast to half precision runs as it is."""
     device, weights = _model_device_dtype(model)
     if weights != torch.float32:
         return weights, lambda fn, t: fn(t)
@@ -499,8 +499,8 @@ def restore_tensor(
 
 def _runner(model: RestorationModel, backend: str | Runner, cache_dir, compute_dtype: torch.dtype) -> Runner:
     """What runs the raw forward of every call (the image, each tile): ``backend`` by name
-    (:func:`nystra_hub.backends.make_runner`), or a runner made once by the caller and reused across images (its
-    compiled graphs and loaded sessions with it)."""
+    (:func:`~nystra_hub.inference.backends.make_runner`), or a runner made once by the caller and reused across
+    images (its compiled graphs and loaded sessions with it)."""
     if isinstance(backend, Runner):
         if backend.model is not model:
             raise ValueError("the runner passed as backend= runs another model")
@@ -676,13 +676,13 @@ def restore(
             tile (the CLI shows it in its one bar).
         dtype: compute precision of a float32 model: "auto" (default: bfloat16 on a GPU that supports it, float32
             otherwise), "float32", "bfloat16" or "float16". Half precision runs under autocast with the residual
-            stream, norms and softmax in float32 (:mod:`nystra_hub.precision`); a call (the image or one tile)
+            stream, norms and softmax in float32 (:mod:`nystra_hub.inference.precision`); a call (the image or one tile)
             that still gives a NaN or Inf is recomputed in float32 with a warning, so no output is ever black.
             A model whose weights were cast to half precision runs in its own dtype.
         protocol: "minimal" (default): pad to the smallest size the network runs, mirroring the image's borders;
             "official": each architecture's test-script padding. They differ for Uformer only (its official
             padding is zeros around the image, to a square multiple of 128): see the module doc.
-        backend: what runs the raw forward of the padded image or each tile (:mod:`nystra_hub.backends`):
+        backend: what runs the raw forward of the padded image or each tile (:mod:`nystra_hub.inference.backends`):
             "torch" (default, eager), "compile" (torch.compile, compiled per shape), "cudagraphs" (CUDA only:
             the eager model captured once per tile shape and precision, then replayed), "onnxruntime" or
             "openvino" (the exported graph, exported on first use of a shape into ``cache_dir``; float32 on the

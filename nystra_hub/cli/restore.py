@@ -43,15 +43,15 @@ import psutil
 import torch
 from tqdm.auto import tqdm
 
-from .backends import BACKEND_CHOICES, auto_backend, make_runner
-from .checkpoints import load_original_checkpoint
-from .cli_options import parse_nystra, positive_int, resolve_device
-from .hub import resolve_nystra
-from .imageio import IMAGE_EXTENSIONS, format_for, read_image_with_meta, write_image
-from .loading import load
-from .models import ARCHITECTURES, build_model
-from .precision import DTYPE_NAMES
-from .restore import PROTOCOLS, restore
+from nystra_hub.cli.options import parse_nystra, positive_int, resolve_device
+from nystra_hub.inference.backends import BACKEND_CHOICES, auto_backend, make_runner
+from nystra_hub.inference.precision import DTYPE_NAMES
+from nystra_hub.inference.restore import PROTOCOLS, restore
+from nystra_hub.io.checkpoints import load_original_checkpoint
+from nystra_hub.io.hub import resolve_nystra
+from nystra_hub.io.images import IMAGE_EXTENSIONS, format_for, read_image_with_meta, write_image
+from nystra_hub.io.loading import load
+from nystra_hub.models import ARCHITECTURES, build_model
 
 MODEL_HELP = (
     "hub folder (config.json + model.safetensors), Hugging Face repo id (org/name), catalogue variant (with "

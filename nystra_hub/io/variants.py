@@ -10,9 +10,9 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 
-from .attention import NystraParams
-from .checkpoints import load_original_checkpoint
-from .models import RestorationModel, build_model
+from nystra_hub.attention import NystraParams
+from nystra_hub.io.checkpoints import load_original_checkpoint
+from nystra_hub.models import RestorationModel, build_model
 
 SWINIR_URL = "https://github.com/JingyunLiang/SwinIR/releases/tag/v0.0"
 UFORMER_URL = "https://github.com/ZhendongWang6/Uformer"

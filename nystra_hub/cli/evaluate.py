@@ -47,20 +47,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .cli_options import DEVICE_HELP, add_loadable_model_arguments, parse_nystra, resolve_device
-from .imageio import IMAGE_EXTENSIONS, atomic_write_json, read_image, write_image
-from .loading import load
-from .measure.metrics import PROTOCOLS, Protocol, score
-from .measure.references import is_reference_folder, reference_info
-from .models.common import unwrap_model
-from .precision import DTYPE_NAMES
-from .restore import PROTOCOLS as RESTORE_PROTOCOLS
-from .restore import restore
-from .variants import get_variant
+from nystra_hub.cli.options import DEVICE_HELP, add_loadable_model_arguments, parse_nystra, resolve_device
+from nystra_hub.inference.precision import DTYPE_NAMES
+from nystra_hub.inference.restore import PROTOCOLS as RESTORE_PROTOCOLS
+from nystra_hub.inference.restore import restore
+from nystra_hub.io.images import IMAGE_EXTENSIONS, atomic_write_json, read_image, write_image
+from nystra_hub.io.loading import load
+from nystra_hub.io.variants import get_variant
+from nystra_hub.measure.metrics import PROTOCOLS, Protocol, score
+from nystra_hub.measure.references import is_reference_folder, reference_info
+from nystra_hub.models.common import unwrap_model
 
 SCHEMA = "nystra_hub.eval/1"
 
-# The official protocol of each catalogue task (nystra_hub.variants.TASKS), with why.
+# The official protocol of each catalogue task (nystra_hub.io.variants.TASKS), with why.
 TASK_PROTOCOLS: dict[str, tuple[str, str]] = {
     "classical-sr": ("swinir-sr", "SwinIR classical SR: Y channel, border = scale"),
     "lightweight-sr": ("swinir-sr", "SwinIR lightweight SR: Y channel, border = scale"),

@@ -13,11 +13,10 @@ import importlib
 import sys
 from types import ModuleType
 
+from nystra_hub._version import __version__
+from nystra_hub.cli.options import fill_missing_help
 from nystra_hub_cli import SUBCOMMANDS, requested_command
 from nystra_hub_cli import build_parser as build_command_table
-
-from ._version import __version__
-from .cli_options import fill_missing_help
 
 __all__ = ["SUBCOMMANDS", "build_parser", "load_subcommand", "main", "requested_command"]
 

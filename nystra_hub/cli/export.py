@@ -4,10 +4,11 @@
         --format openvino --out swinir-x2-256-ov/
     nystra-hub export --model reference_models/swinir-ref-x2 --attn nystra --plan plan.json --size 128 --out ref/
 
-The graph is the model's raw forward on the padded input (:mod:`nystra_hub.export`): ``--size`` is the padded
+The graph is the model's raw forward on the padded input (:mod:`nystra_hub.inference.export`): ``--size`` is the padded
 input's height and width (one number for a square; SwinIR and Uformer pad an image to their window, so export the
 size ``restore`` pads to, or let ``nystra-hub restore --backend openvino`` export each shape on first use).
-``nystra_hub.backends.make_runner(model, "openvino", exported=DIR)`` runs the folder; it refuses a folder whose
+``nystra_hub.inference.backends.make_runner(model, "openvino", exported=DIR)`` runs the folder; it refuses a
+folder whose
 ``export.json`` does not describe the model it is given.
 """
 
@@ -18,10 +19,10 @@ import json
 import sys
 from pathlib import Path
 
-from .cli_options import add_loadable_model_arguments, parse_nystra
-from .export import DEFAULT_OPSET, FORMATS, ExportError, export
-from .loading import load
-from .plan import apply_plan, check_plan
+from nystra_hub.cli.options import add_loadable_model_arguments, parse_nystra
+from nystra_hub.inference.export import DEFAULT_OPSET, FORMATS, ExportError, export
+from nystra_hub.io.loading import load
+from nystra_hub.io.plan import apply_plan, check_plan
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -7,7 +7,7 @@ Classes, for every ``arch`` of :data:`nystra_hub.models.ARCHITECTURES`: ``Nystra
 - The config carries ``official_kwargs`` (the official constructor arguments), ``attn_impl`` ("softmax", "sdpa",
   "nystra"), ``nystra`` (Nyström parameters) and an optional ``nystra_plan``; every value is validated on
   assignment and again when a model is built. ``attn_impl`` is this package's switch and is unrelated to
-  transformers' ``attn_implementation``. The same ``config.json`` carries timm's fields (see :mod:`nystra_hub.hub`).
+  transformers' ``attn_implementation``. The same ``config.json`` carries timm's fields (see :mod:`nystra_hub.io.hub`).
 - The model *is* the RestorationModel's module tree: the RestorationModel is built inside ``__init__`` and its
   parameter/buffer/submodule registries become the model's own, so state-dict keys are the official ones with no
   prefix (``base_model_prefix = ""``). ``model.restoration_model`` is the RestorationModel, sharing every tensor.
@@ -15,7 +15,7 @@ Classes, for every ``arch`` of :data:`nystra_hub.models.ARCHITECTURES`: ``Nystra
   DehazeFormer) and returns an ``ImageSuperResolutionOutput`` whose ``reconstruction`` is the restored batch
   (a tuple ``(reconstruction,)`` with ``return_dict=False``).
 - ``from_pretrained`` is strict: missing, unexpected or mis-shaped keys raise
-  :class:`~nystra_hub.checkpoints.CheckpointMismatchError` naming them. transformers 5 builds the model on the
+  :class:`~nystra_hub.io.checkpoints.CheckpointMismatchError` naming them. transformers 5 builds the model on the
   meta device and leaves non-persistent buffers uninitialised; ``initialize_weights`` (run by transformers
   after loading) therefore always calls the model's ``reset_constants()``, which recomputes every derived
   buffer (relative-position indices, shift masks, SwinIR's ``mean``), then puts back the buffers it loaded.
@@ -24,7 +24,7 @@ Classes, for every ``arch`` of :data:`nystra_hub.models.ARCHITECTURES`: ``Nystra
 - transformers' own ``attn_implementation`` (``from_pretrained``, ``from_config``, ``set_attn_implementation``) is
   translated: ``"eager"`` is ``attn_impl="softmax"``, ``"sdpa"`` is ``attn_impl="sdpa"``; other values (flash
   attention kernels...) are refused with a message naming ``attn_impl``.
-- ``save_pretrained`` also writes the model card (``README.md``), as :func:`nystra_hub.hub.save_hub_folder` does.
+- ``save_pretrained`` also writes the model card (``README.md``), as :func:`nystra_hub.io.hub.save_hub_folder` does.
 - :class:`NystraImageProcessor` (``AutoImageProcessor``) does the official pre- and post-processing: range
   mapping and the official test script's padding, then crop, clamp and 8-bit rounding. transformers 5 has no
   image-to-image pipeline, so processor + model + ``postprocess`` (or :func:`nystra_hub.restore`) is the route.
@@ -55,15 +55,15 @@ from transformers.modeling_outputs import ImageSuperResolutionOutput
 from transformers.processing_utils import ImagesKwargs
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cached_file
 
-from . import hub
-from ._version import __version__
-from .attention import NystraParams, attention_modules, check_attn_impl
-from .checkpoints import CheckpointError, CheckpointMismatchError, check_dtypes, read_safetensors_dtypes
-from .measure.cards import build_custom_card, build_model_card
-from .models import ARCHITECTURES, RestorationModel, build_model
-from .models.common import unwrap_model
-from .plan import check_plan, finish_loaded
-from .variants import get_variant
+from nystra_hub._version import __version__
+from nystra_hub.attention import NystraParams, attention_modules, check_attn_impl
+from nystra_hub.io import hub
+from nystra_hub.io.cards import build_custom_card, build_model_card
+from nystra_hub.io.checkpoints import CheckpointError, CheckpointMismatchError, check_dtypes, read_safetensors_dtypes
+from nystra_hub.io.plan import check_plan, finish_loaded
+from nystra_hub.io.variants import get_variant
+from nystra_hub.models import ARCHITECTURES, RestorationModel, build_model
+from nystra_hub.models.common import unwrap_model
 
 logger = logging.getLogger(__name__)
 
@@ -386,7 +386,7 @@ def _check_stored_values(model: NystraRestorationModel, name_or_path, kwargs: di
 
 
 def model_card(config: NystraRestorationConfig):
-    """The card :func:`nystra_hub.hub.save_hub_folder` writes: the catalogue variant's, or a custom one."""
+    """The card :func:`nystra_hub.io.hub.save_hub_folder` writes: the catalogue variant's, or a custom one."""
     if config.variant:
         return build_model_card(config.variant)
     return build_custom_card(config.arch, config.official_kwargs or {})

@@ -1,4 +1,5 @@
-"""``nystra_hub.export``: a model's raw forward as an ONNX graph or an OpenVINO IR, in a folder with its description.
+"""``nystra_hub.inference.export``: a model's raw forward as an ONNX graph or an OpenVINO IR, in a folder with its
+description.
 
 The graph is the raw ``forward`` on an input already padded by ``official_pad`` (or a tile of it), in the
 forward's value range: input checks, padding, cropping and clamping stay outside, in ``official_inference`` and
@@ -8,11 +9,11 @@ Shapes are static: one export per input shape. SwinIR and Uformer build their sh
 Python per feature-map size (cached per size), which ``torch.export`` cannot key on a symbolic size; DehazeFormer
 exports with dynamic height and width, correctly, but the symbolic trace took minutes for the tiny golden model
 (160 s ``torch.export`` + 345 s ONNX translation, against about 5 s for a static shape), so it is static too.
-:mod:`nystra_hub.backends` exports each new shape on first use into a cache folder.
+:mod:`nystra_hub.inference.backends` exports each new shape on first use into a cache folder.
 
 A folder holds the graph (``model.onnx``, or ``model.xml`` + ``model.bin``) and ``export.json``::
 
-    {schema: "nystra_hub.export/1", format: "onnx"|"openvino", files: {name: {bytes, sha256}},
+    {schema: "nystra_hub.inference.export/1", format: "onnx"|"openvino", files: {name: {bytes, sha256}},
      model: {source: "nystra_hub"|"module", variant, arch, official_kwargs, attn_impl ("mixed" for a plan),
              nystra (parameters, null when no layer runs an approximation), nystra_plan (per-layer, or null),
              window_sizes, weights_sha256, [module]},
@@ -51,16 +52,16 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ._version import __version__
-from .attention import (
+from nystra_hub._version import __version__
+from nystra_hub.attention import (
     attention_modules,
 )
-from .hub import attention_state
-from .imageio import PARTIAL_SUFFIX
-from .models import RestorationModel
-from .models.common import unwrap_model
+from nystra_hub.io.hub import attention_state, jsonable
+from nystra_hub.io.images import PARTIAL_SUFFIX
+from nystra_hub.models import RestorationModel
+from nystra_hub.models.common import unwrap_model
 
-SCHEMA = "nystra_hub.export/1"
+SCHEMA = "nystra_hub.inference.export/1"
 METADATA_NAME = "export.json"
 FORMATS = ("onnx", "openvino")
 GRAPH_FILES = {"onnx": ("model.onnx",), "openvino": ("model.xml", "model.bin")}
@@ -108,10 +109,6 @@ def weights_digest(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _jsonable(value):
-    return json.loads(json.dumps(value))
-
-
 def describe_model(model: nn.Module) -> dict:
     """What an export of ``model`` is of: the ``model`` entry of ``export.json``, compared when a folder is
     loaded for a model. Any other module (spandrel's) is described by its class and weights."""
@@ -126,11 +123,11 @@ def describe_model(model: nn.Module) -> dict:
         "source": "nystra_hub",
         "variant": getattr(ours, "variant_name", None),
         "arch": ours.arch,
-        "official_kwargs": _jsonable(ours.official_kwargs),
+        "official_kwargs": jsonable(ours.official_kwargs),
         "attn_impl": ours.attn_impl,
         "nystra": params.as_dict() if approximate else None,
-        "nystra_plan": _jsonable(plan) if plan else None,
-        "window_sizes": _jsonable(ours.window_sizes()),
+        "nystra_plan": jsonable(plan) if plan else None,
+        "window_sizes": jsonable(ours.window_sizes()),
         "weights_sha256": weights_digest(ours),
     }
 
@@ -346,7 +343,7 @@ def export(model: nn.Module, path: str | os.PathLike, format: str = "onnx", *, s
     folder ``path``: ``format`` "onnx" (``model.onnx``) or "openvino" (IR ``model.xml``/``model.bin``), with
     ``export.json`` (module doc). The graph takes and returns ``batch`` images in the forward's value range
     (``model.spec.value_range``) of exactly this shape; run it inside ``official_inference(x, forward=...)`` or
-    through :func:`nystra_hub.backends.make_runner`. ``channels`` is needed only for a module that is not a
+    through :func:`nystra_hub.inference.backends.make_runner`. ``channels`` is needed only for a module that is not a
     nystra_hub model (spandrel's). The folder appears complete or not at all."""
     check_format(format)
     shape = input_shape(model, size, batch, channels)

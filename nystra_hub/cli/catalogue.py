@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from .models import ARCHITECTURES
-from .variants import VARIANTS
+from nystra_hub.io.variants import VARIANTS
+from nystra_hub.models import ARCHITECTURES
 
 
 def add_arguments(parser) -> None:
