@@ -14,7 +14,14 @@ from test_bench import parse
 from test_fidelity import make_reference
 
 import nystra_hub
-from nystra_hub.inference.backends import CompiledRunner, CUDAGraphRunner, ExportedRunner, Runner, make_runner
+from nystra_hub.inference.backends import (
+    CompiledRunner,
+    CUDAGraphRunner,
+    ExportedRunner,
+    Runner,
+    make_runner,
+    shared_runner,
+)
 from nystra_hub.inference.export import read_export
 from nystra_hub.inference.restore import plan_tiles
 from nystra_hub.measure import bench
@@ -162,6 +169,25 @@ def test_restore_runs_each_tile_through_the_backend(tmp_path, backend):
     else:  # OpenVINO's own bfloat16 kernels; a shape first exported under bfloat16 still gives a float32 graph
         fast = nystra_hub.restore(model, image, backend=backend, dtype="bfloat16", cache_dir=tmp_path / "bf16")
         assert (fast - whole).abs().max() < 0.05
+
+
+def test_restore_reuses_its_runner_until_the_model_changes(tmp_path):
+    """backend= by name: the runner (weights hashed, graph compiled) is made once per model and reused by later
+    calls; a weight changed in place or another attention setting gets a new one, never a stale graph."""
+    skip_without("onnxruntime")
+    model, _ = golden_model()
+    image = torch.rand(3, 24, 24, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        first = nystra_hub.restore(model, image, backend="onnxruntime", cache_dir=tmp_path)
+        runner = shared_runner(model, "onnxruntime", cache_dir=tmp_path)
+        assert len(runner.sessions) == 1  # the session restore loaded, still compiled
+        again = nystra_hub.restore(model, image, backend="onnxruntime", cache_dir=tmp_path)
+        assert torch.equal(first, again) and shared_runner(model, "onnxruntime", cache_dir=tmp_path) is runner
+        next(model.parameters()).add_(0.05)
+        changed = nystra_hub.restore(model, image, backend="onnxruntime", cache_dir=tmp_path)
+        assert shared_runner(model, "onnxruntime", cache_dir=tmp_path) is not runner
+        assert (changed - nystra_hub.restore(model, image)).abs().max() <= TOLERANCE
+        assert (changed - first).abs().max() > 10 * TOLERANCE
 
 
 # -- bench arms ----------------------------------------------------------------------------------------------------

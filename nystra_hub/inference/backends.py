@@ -33,10 +33,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import hashlib
 import importlib.util
 import json
 import os
+import sys
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +68,7 @@ BACKEND_CHOICES = (*BACKENDS, "auto")  # "auto": see auto_backend
 # torch.compile 10233), ONNX Runtime the second.
 AUTO_CPU_PREFERENCE = ("openvino", "onnxruntime")
 RUNTIME_MODULES = {"onnxruntime": ("onnx", "onnxscript", "onnxruntime"),
-                   "openvino": ("onnx", "onnxscript", "openvino")}
+                   "openvino": ("openvino",)}  # converted from torch.export's program: no ONNX on the way
 EXPORT_FORMATS = {"onnxruntime": "onnx", "openvino": "openvino"}  # the format each export backend writes
 COMPILE_RECOMPILE_LIMIT = 64  # shapes a compiled runner may see (torch's default 8: a few whole images of varied size)
 
@@ -93,6 +96,62 @@ def auto_backend(device: torch.device | str) -> str:
         if all(importlib.util.find_spec(module) is not None for module in RUNTIME_MODULES[backend]):
             return backend
     return "torch"
+
+
+# The budget within which the CLI's automatic route would run OpenVINO in bfloat16 on a CPU with native bfloat16:
+# the worst held-out image of the three reference models at least 50 dB from the same graph in float32, and each
+# model's held-out PSNR moved by at most 0.01 dB. Measured (benchmarks/openvino_bf16_quality.py, 4 held-out images
+# per model): 52.4 dB worst, but -0.012 dB on SwinIR and Uformer (-0.004 on DehazeFormer): outside, so the route
+# stays float32 unless --dtype bfloat16 asks (2.7-3.0x OpenVINO float32 on these CPUs).
+BFLOAT16_BUDGET = {"min_psnr_vs_float32_db": 50.0, "max_heldout_delta_db": 0.01}
+BFLOAT16_MEASUREMENT = "benchmarks/openvino-bf16-quality.json"
+AUTO_BFLOAT16 = False  # whether that measurement is within the budget (tests/test_route.py reads it back)
+NATIVE_BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")  # what OpenVINO's CPU plugin runs bfloat16 on natively
+
+
+def cpu_has_native_bfloat16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (where OpenVINO's own default precision is bfloat16)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:  # not Linux: float32, the safe choice
+        return False
+    return any(flag in flags for flag in NATIVE_BFLOAT16_FLAGS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Route:
+    """What runs a restore and why: ``backend`` (a name of :data:`BACKENDS`), ``precision`` (the runner's:
+    float32, or bfloat16 for openvino's own kernels) and a one-line ``reason`` to show the user."""
+    backend: str
+    precision: str
+    reason: str
+
+
+def choose_route(device: torch.device | str, *, images: int, dtype: str = "auto") -> Route:
+    """The fastest installed route for a run of ``images`` images on ``device``. On a CPU: the exported graph in
+    OpenVINO when the run repays its export (more than one image; each new input shape is exported once, 27 s
+    for SwinIR-M x2 at 128², then cached), in bfloat16 when ``dtype`` asks for it (or is "auto", the CPU has it
+    natively and :data:`AUTO_BFLOAT16` says it was measured within budget), eager torch otherwise."""
+    device = torch.device(device)
+    if device.type != "cpu":
+        return Route("torch", "float32", f"eager torch on {device.type} (the exported graphs run on the CPU)")
+    if auto_backend(device) != "openvino":
+        return Route("torch", "float32", 'eager torch (OpenVINO, the fastest CPU route, is not installed: '
+                                         'pip install "nystra_hub[openvino]")')
+    if images < 2:
+        return Route("torch", "float32", "eager torch: one image does not repay exporting the graph "
+                                         "(--backend openvino to export it anyway)")
+    if dtype == "auto" and AUTO_BFLOAT16 and cpu_has_native_bfloat16():
+        return Route("openvino", "bfloat16", f"OpenVINO bfloat16: {images} images repay one export per input "
+                                             f"shape, and this CPU has native bfloat16 (within "
+                                             f"{BFLOAT16_BUDGET['min_psnr_vs_float32_db']:g} dB of float32 on the "
+                                             f"reference models; --dtype float32 for float32)")
+    if dtype == "bfloat16":
+        return Route("openvino", "bfloat16", f"OpenVINO bfloat16 (asked for): {images} images repay one export per "
+                                             "input shape")
+    hint = (" (--dtype bfloat16: 2.7-3.0x faster on this CPU, held-out PSNR -0.012 dB on the reference models)"
+            if cpu_has_native_bfloat16() else "")
+    return Route("openvino", "float32", f"OpenVINO float32: {images} images repay one export per input shape{hint}")
 
 
 class Runner(nn.Module):
@@ -302,6 +361,8 @@ class ExportedRunner(Runner):
             return folder, read_export(folder)
         except ExportError:
             pass
+        print(f"nystra_hub: exporting the graph for input {shape[-2]}x{shape[-1]} to {format} (first use of this "
+              f"shape; about half a minute for a base model, then cached in {self.cache_dir})", file=sys.stderr)
         try:
             export(self.model, folder, format, size=shape[-2:], batch=shape[0], channels=shape[1],
                    opset=self.opset, overwrite=folder.exists())
@@ -345,3 +406,33 @@ def make_runner(model: nn.Module, backend: str = "torch", *, cache_dir: str | os
     if backend == "cudagraphs":
         return CUDAGraphRunner(model)
     return ExportedRunner(model, backend, cache_dir, exported, threads, opset, precision)
+
+
+# Runners made by name (restore(..., backend="openvino")) kept for the next call on the same model: an export
+# runner hashes the weights and compiles its graph once (0.63-0.67 s per call on the SwinIR reference model at 64²
+# made afresh, 0.11 s reused). Few entries: each holds its model alive.
+SHARED_RUNNERS = 4
+_shared_runners: OrderedDict[tuple, Runner] = OrderedDict()
+
+
+def model_state_key(model: nn.Module) -> tuple:
+    """Changes whenever what a runner captured of ``model`` may have: its attention settings and windows, and
+    any tensor replaced or modified in place (each tensor's storage and version counter; no hashing)."""
+    settings = describe_model(model, with_weights=False)
+    tensors = tuple((name, t.data_ptr(), t._version, t.dtype, t.device) for name, t in model.state_dict().items())
+    return json.dumps(settings, sort_keys=True, default=str), tensors
+
+
+def shared_runner(model: nn.Module, backend: str, *, cache_dir: str | os.PathLike | None = None,
+                  precision: str = "float32") -> Runner:
+    """:func:`make_runner` once per (model, its state, backend, cache folder, precision, threads): later calls
+    get the same runner, its sessions loaded and compiled, as long as the model is unchanged."""
+    key = (id(model), backend, str(cache_dir), precision, torch.get_num_threads(), model_state_key(model))
+    runner = _shared_runners.get(key)
+    if runner is None or runner.model is not (as_restoration_model(model) or model):
+        runner = make_runner(model, backend, cache_dir=cache_dir, precision=precision)
+        _shared_runners[key] = runner
+        while len(_shared_runners) > SHARED_RUNNERS:
+            _shared_runners.popitem(last=False)
+    _shared_runners.move_to_end(key)
+    return runner

@@ -90,7 +90,7 @@ from PIL import Image, ImageOps
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from nystra_hub.inference.backends import Runner, auto_backend, make_runner
+from nystra_hub.inference.backends import Runner, auto_backend, make_runner, shared_runner
 from nystra_hub.inference.precision import resolve_dtype, run_guarded
 from nystra_hub.io.images import ORIENTATION_TAG, array_to_pil, pil_to_array
 from nystra_hub.models.common import RestorationModel, unwrap_model
@@ -507,12 +507,14 @@ def _runner(model: RestorationModel, backend: str | Runner, cache_dir, compute_d
         return backend
     if backend == "auto":
         backend = auto_backend(next(model.parameters()).device)
+    if backend == "torch":
+        return make_runner(model, backend)
     if backend == "openvino" and compute_dtype == torch.bfloat16:  # OpenVINO's own bfloat16 kernels
-        return make_runner(model, backend, cache_dir=cache_dir, precision="bfloat16")
-    if backend not in ("torch", "cudagraphs") and compute_dtype != torch.float32:
+        return shared_runner(model, backend, cache_dir=cache_dir, precision="bfloat16")
+    if backend != "cudagraphs" and compute_dtype != torch.float32:
         raise ValueError(f"backend {backend!r} runs float32 only (openvino: bfloat16 too; torch and cudagraphs: "
                          "any dtype); pass dtype='float32' (or 'auto' on a CPU)")
-    return make_runner(model, backend, cache_dir=cache_dir)
+    return shared_runner(model, backend, cache_dir=cache_dir)
 
 
 # -- image kinds ---------------------------------------------------------------------------------------------------
@@ -689,7 +691,8 @@ def restore(
             CPU, and for openvino ``dtype="bfloat16"`` runs its bfloat16 kernels: 1.9-2.1x its float32 on an
             AVX-512 BF16 CPU, 62.7 dB from the exact output on random Uformer-B weights), "auto" (OpenVINO,
             else ONNX Runtime, on a CPU where installed: the fastest routes measured; eager torch on a GPU), or
-            a runner from ``make_runner(model, ...)`` to reuse its compiled graphs and sessions.
+            a runner from ``make_runner(model, ...)``. A runner made by name is kept for the next calls on the
+            same model while its weights and attention settings are unchanged (its graphs stay compiled).
         cache_dir: where the export backends keep their graphs (default ``~/.cache/nystra_hub/exports``).
         tile_batch: tiles stacked into one forward when tiling: None (default) = as many as ``memory_budget_mb``
             holds on a GPU (fewer, larger calls), one on a CPU; N = at most N. The result does not depend on it
