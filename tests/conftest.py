@@ -23,6 +23,9 @@ import nystra_hub
 
 REPO = Path(__file__).resolve().parents[1]
 # The read-only material next to the repository (NYSTRA_HUB_SHARED points elsewhere, e.g. to test its absence)
+# The CLI's default route exports a graph on first use of a shape (tens of seconds); the tests of the CLI's other
+# behaviour run eager torch, and the route's own tests (test_route.py) clear this.
+os.environ.setdefault("NYSTRA_HUB_BACKEND", "torch")
 SHARED = Path(os.environ.get("NYSTRA_HUB_SHARED") or REPO.parent / "shared")
 GOLDEN = SHARED / "golden"
 MANIFESTS = SHARED / "manifests"

@@ -44,7 +44,7 @@ import torch
 from tqdm.auto import tqdm
 
 from nystra_hub.cli.options import parse_nystra, positive_int, resolve_device
-from nystra_hub.inference.backends import BACKEND_CHOICES, auto_backend, make_runner
+from nystra_hub.inference.backends import BACKEND_CHOICES, check_backend, choose_route, make_runner
 from nystra_hub.inference.precision import DTYPE_NAMES
 from nystra_hub.inference.restore import PROTOCOLS, restore
 from nystra_hub.io.checkpoints import load_original_checkpoint
@@ -90,13 +90,14 @@ def add_arguments(parser) -> None:
                        help="compute precision: auto (bfloat16 on a GPU that supports it, float32 otherwise), "
                             "float32, bfloat16 or float16; half precision keeps the weights float32 and redoes any "
                             "tile that gives NaN/Inf in float32 (default: auto)")
-    model.add_argument("--backend", choices=BACKEND_CHOICES, default="torch",
+    model.add_argument("--backend", choices=BACKEND_CHOICES, default=os.environ.get("NYSTRA_HUB_BACKEND") or "auto",
                        help="what runs the network: torch (eager), compile (torch.compile, once per tile shape), "
                             "cudagraphs (CUDA: the eager model captured once per tile shape and replayed), "
                             "onnxruntime or openvino (the model exported once per tile shape into "
-                            "$NYSTRA_HUB_CACHE, float32; the extras nystra_hub[onnxruntime] / [openvino]). With "
-                            "--tile every tile has one shape, so each graph is made once per run; auto: openvino, else "
-                            "onnxruntime, on a CPU where installed, torch on a GPU (default: torch)")
+                            "$NYSTRA_HUB_CACHE; the extras nystra_hub[onnxruntime] / [openvino]). auto: on a CPU "
+                            "with OpenVINO installed, OpenVINO for more than one image (bfloat16 with --dtype auto "
+                            "where the CPU has it natively), eager torch for one image and on a GPU; the chosen "
+                            "route and why is printed first (default: $NYSTRA_HUB_BACKEND, else auto)")
     run = parser.add_argument_group("processing")
     run.add_argument("--tile", type=int, default=None,
                      help="tile side in input pixels, at least the architecture's smallest (12 windows for SwinIR, "
@@ -463,11 +464,16 @@ def _setup(args, procs: Processes) -> tuple[list[Item], object, str | None]:
             args.device = str(procs.device)  # one GPU per process
         model = load_model(args)
         # one runner for the whole run: its compiled graphs and export sessions are reused across images and tiles
-        if args.backend == "auto":
-            args.backend = auto_backend(next(model.parameters()).device)
-        if args.backend in ("onnxruntime", "openvino") and next(model.parameters()).device.type != "cpu":
+        device = next(model.parameters()).device
+        if check_backend(args.backend) == "auto":
+            route = choose_route(device, images=len(items), dtype=args.dtype)
+            if procs.rank == 0:
+                print(f"route: {route.reason}", file=sys.stderr)
+            args.backend, precision = route.backend, route.precision
+        else:
+            precision = "bfloat16" if args.backend == "openvino" and args.dtype == "bfloat16" else "float32"
+        if args.backend in ("onnxruntime", "openvino") and device.type != "cpu":
             raise ValueError(f"--backend {args.backend} runs on the CPU; add --device cpu")
-        precision = "bfloat16" if args.backend == "openvino" and args.dtype == "bfloat16" else "float32"
         args.runner = "torch" if args.backend == "torch" else make_runner(model, args.backend, threads=args.threads,
                                                                           precision=precision)
         return items, model, None if items else "no input images found"
