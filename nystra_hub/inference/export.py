@@ -35,6 +35,7 @@ otherwise leave fake tensors in them (:func:`emptied_caches`).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import importlib
@@ -269,19 +270,27 @@ def traced_program(model: nn.Module, shape: tuple[int, ...]) -> tuple[torch.expo
     """(``torch.export``'s program of ``model``'s forward on an input of ``shape``, that input)."""
     graph_model = exportable_copy(model)
     example = example_input(model, shape)
-    # float32 graphs only: an export started under a caller's autocast (restore in bfloat16 exporting a new tile
-    # shape on first use) would otherwise trace half-precision casts into the graph
-    with torch.no_grad(), emptied_caches(), torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
+    with float32_tracing(), emptied_caches():
         graph_model(example)  # records the position terms, fills the caches: the trace takes them as constants
         # strict=False is torch.export's tracing mode (Python-level tracing instead of TorchDynamo's), nothing to do
         # with loading weights: the model was loaded strictly before it reached here
         return torch.export.export(graph_model, (example,), strict=False), example
 
 
+def float32_tracing() -> contextlib.AbstractContextManager:
+    """No autograd and no autocast: float32 graphs only. An export started under a caller's autocast (restore in
+    bfloat16 exporting a new tile shape on first use) would otherwise trace half-precision casts into the graph;
+    the converters re-trace the program (OpenVINO 2025.1 does), so they run under it too."""
+    stack = contextlib.ExitStack()
+    for context in (torch.no_grad(), torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False)):
+        stack.enter_context(context)
+    return stack
+
+
 def write_onnx(model: nn.Module, shape: tuple[int, ...], path: Path, opset: int) -> list[int]:
     """Trace ``model`` on an input of ``shape`` into the ONNX file ``path``; returns the output shape."""
     program, example = traced_program(model, shape)
-    with torch.no_grad(), quiet_exporter():
+    with float32_tracing(), quiet_exporter():
         onnx_program = torch.onnx.export(program, (example,), None, dynamo=True, opset_version=opset,
                                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False)
     onnx_program.save(path)
@@ -294,7 +303,7 @@ def write_openvino(model: nn.Module, shape: tuple[int, ...], folder: Path) -> li
     the output shape."""
     ov = require("openvino", "exporting to OpenVINO")
     program, _ = traced_program(model, shape)
-    with quiet_exporter():
+    with float32_tracing(), quiet_exporter():
         ov_model = ov.convert_model(program)
     ov_model.reshape(list(shape))  # the program's shape, static as in the ONNX graphs (converted with some dims open)
     ov_model.inputs[0].get_tensor().set_names({INPUT_NAME})
