@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from nystra_hub.io import images as imageio
-from nystra_hub.io.images import ImageReadError, read_image, read_image_with_meta, write_image
+from nystra_hub.io.images import ImageReadError, read_image, read_image_size, read_image_with_meta, write_image
 
 RNG = np.random.default_rng(0)
 
@@ -122,6 +122,10 @@ def test_exif_orientation_is_applied(tmp_path):
     exif[0x0112] = 6  # rotate 90° clockwise to display
     image.save(tmp_path / "rot.png", exif=exif)
     assert read_image(tmp_path / "rot.png").shape == (6, 4, 3)
+    assert read_image_size(tmp_path / "rot.png") == (6, 4)  # from the header, as the pixels will be read
+    (tmp_path / "garbage.png").write_bytes(b"not an image")
+    with pytest.raises(ImageReadError, match="garbage.png"):
+        read_image_size(tmp_path / "garbage.png")
 
 
 def test_unreadable_and_truncated_files_raise_clear_errors(tmp_path):

@@ -429,6 +429,17 @@ def test_a_budget_below_the_smallest_tile_is_refused_naming_the_budget_that_work
         plan_tiles(x2(), 200, 300, memory_budget_mb=workable - 1)
 
 
+def test_the_default_budget_runs_the_smallest_tile_when_it_cannot_hold_it():
+    """Uformer-B's smallest trustworthy tile (256 px) is estimated at 1094 MB, over the 1024 MB default: a 300x200
+    image with default options once failed; the default budget is a target, an asked one a limit."""
+    model = nystra_hub.build_variant("uformer-b-sidd")
+    plan = plan_tiles(model, 200, 300)
+    assert plan.tile == 256 and plan.tile_estimate_mb > restore_module.DEFAULT_MEMORY_BUDGET_MB
+    assert "over the default budget and runs anyway" in plan.reason
+    with pytest.raises(ValueError, match=r"memory_budget_mb=1024 cannot hold .* smallest tile \(256 px"):
+        plan_tiles(model, 200, 300, memory_budget_mb=1024)
+
+
 @pytest.mark.parametrize("case, smallest", [("swinir_sr_x2_pixelshuffle", 96), ("swinir_jpeg_window7", 84),
                                             pytest.param("uformer_tiny_modulator", 256, marks=needs_uformer)])
 def test_a_tile_below_the_architecture_minimum_is_refused_naming_it(case, smallest):

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 from conftest import REPO
 
+import nystra_hub
 from nystra_hub.cli import main
 from nystra_hub.inference import backends
-from nystra_hub.inference.backends import choose_route
+from nystra_hub.inference.backends import Runner, choose_route, make_runner
+from nystra_hub.inference.restore import forward_shapes, restore_tensor
 from nystra_hub.io.images import read_image, write_image
 
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
@@ -25,26 +29,70 @@ def native_bf16(monkeypatch):
     return set_native
 
 
+ONE_IMAGE = {(1, 3, 208, 304): 1}
+TILED = {(1, 3, 96, 96): 24, (1, 3, 104, 136): 1}  # a tiled image, and one small image whole
+
+
 @pytest.mark.skipif(not HAS_OPENVINO, reason="OpenVINO is not installed")
 def test_route_on_a_cpu(native_bf16, monkeypatch):
+    """OpenVINO for the shapes whose export is cached or repaid by the run's calls; eager torch when none is."""
     native_bf16(True)
-    one = choose_route("cpu", images=1)
-    assert (one.backend, one.precision) == ("torch", "float32") and "one image" in one.reason
-    many = choose_route("cpu", images=6)  # bfloat16 measured outside its budget: float32, and how to ask
-    assert (many.backend, many.precision) == ("openvino", "float32") and "--dtype bfloat16" in many.reason
-    assert choose_route("cpu", images=6, dtype="bfloat16").precision == "bfloat16"
+    one = choose_route("cpu", calls=ONE_IMAGE)
+    assert (one.backend, one.precision) == ("torch", "float32") and "none cached or called 20 times" in one.reason
+    tiled = choose_route("cpu", calls=TILED)  # bfloat16 measured outside its budget: float32, and how to ask
+    assert (tiled.backend, tiled.precision) == ("openvino", "float32") and "--dtype bfloat16" in tiled.reason
+    assert tiled.export_shapes == {(1, 3, 96, 96)} and "OpenVINO float32 for 24 of 25 forward call(s)" in tiled.reason
+    cached = choose_route("cpu", calls=ONE_IMAGE, cached=[(1, 3, 208, 304), (1, 3, 64, 64)])
+    assert cached.backend == "openvino" and cached.export_shapes == {(1, 3, 208, 304)}
+    assert "1 input shape(s) exported before, 0 exported now" in cached.reason
+    asked = choose_route("cpu", calls=ONE_IMAGE, dtype="bfloat16")  # OpenVINO's kernels, the one shape eager
+    assert (asked.backend, asked.precision, asked.export_shapes) == ("openvino", "bfloat16", frozenset())
+    assert choose_route("cpu", calls={(1, 3, 96, 96): 10}, dtype="bfloat16").export_shapes == {(1, 3, 96, 96)}
     monkeypatch.setattr(backends, "AUTO_BFLOAT16", True)  # were it within budget
-    assert choose_route("cpu", images=6).precision == "bfloat16"
-    assert choose_route("cpu", images=6, dtype="float32").precision == "float32"
+    assert choose_route("cpu", calls=TILED).precision == "bfloat16"
+    assert choose_route("cpu", calls=TILED, dtype="float32").precision == "float32"
     native_bf16(False)
-    assert (choose_route("cpu", images=6).backend, choose_route("cpu", images=6).precision) == ("openvino", "float32")
+    assert choose_route("cpu", calls=TILED).precision == "float32"
 
 
 def test_route_without_openvino_or_on_a_gpu(monkeypatch):
-    assert choose_route("cuda", images=6).backend == "torch"
+    assert choose_route("cuda", calls=TILED).backend == "torch"
     monkeypatch.setattr(backends, "auto_backend", lambda device: "torch")
-    route = choose_route("cpu", images=6)
+    route = choose_route("cpu", calls=TILED)
     assert route.backend == "torch" and 'pip install "nystra_hub[openvino]"' in route.reason
+
+
+@pytest.mark.parametrize("options", [{}, {"tile": 256}, {"memory_budget_mb": 450}], ids=["whole", "tile", "budget"])
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "reference_models").iterdir()))
+def test_forward_shapes_are_the_shapes_restore_runs(name, options):
+    """The shapes counted on blank meta images are those the real forward receives, call for call."""
+    model = nystra_hub.load(REPO / "reference_models" / name)
+    if model.spec.tile_overlap is None and options:
+        pytest.skip(f"{model.spec.title} is never tiled")
+    seen = Counter()
+
+    class Recorder(Runner):
+        def forward(self, x):
+            seen[tuple(x.shape)] += 1
+            return self.model(x)
+
+    sizes = [(40, 56), (300, 200)]
+    for height, width in sizes:
+        restore_tensor(model, torch.rand(1, model.in_channels, height, width), backend=Recorder(model), **options)
+    assert forward_shapes(model, sizes, **options) == seen and (not options or max(seen.values()) > 1)
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason="OpenVINO is not installed")
+def test_a_shape_not_worth_exporting_runs_eagerly(tmp_path):
+    """An export runner told to export no new shape runs an uncached one eagerly, in float32 under a bfloat16
+    autocast too, and writes nothing."""
+    model = nystra_hub.load(X2)
+    runner = make_runner(model, "openvino", cache_dir=tmp_path, export_shapes=(), precision="bfloat16")
+    x = torch.rand(1, 3, 24, 32)
+    assert not runner.is_cached(tuple(x.shape))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = runner(x)
+    assert out.dtype == torch.float32 and torch.allclose(out, model(x), atol=1e-6) and not any(tmp_path.iterdir())
 
 
 def test_the_bfloat16_budget_rests_on_a_measurement():
@@ -63,9 +111,10 @@ def test_a_backend_from_the_environment_is_checked(tmp_path, monkeypatch, capsys
 
 
 @pytest.mark.skipif(not HAS_OPENVINO, reason="OpenVINO is not installed")
-def test_a_folder_goes_through_openvino_by_default(tmp_path, monkeypatch, capsys, native_bf16):
-    """Default options on a folder of two images: OpenVINO, said in one line, the exporter's chatter kept off the
-    screen; 8-bit outputs within 2 levels of eager float32 (and so with --dtype bfloat16)."""
+def test_a_folder_takes_openvino_where_it_repays(tmp_path, monkeypatch, capsys, native_bf16):
+    """Default options on a folder of two images of one size: eager torch on a cold cache (two calls do not repay
+    an export), OpenVINO once the shape's export is cached, said in one line each time, the exporter's chatter
+    kept off the screen; 8-bit outputs within 2 levels of eager float32 (and so with --dtype bfloat16)."""
     monkeypatch.delenv("NYSTRA_HUB_BACKEND", raising=False)
     monkeypatch.setenv("NYSTRA_HUB_CACHE", str(tmp_path / "cache"))
     native_bf16(True)
@@ -73,14 +122,19 @@ def test_a_folder_goes_through_openvino_by_default(tmp_path, monkeypatch, capsys
     for name in ("a.png", "b.png"):  # one size: one export
         write_image(tmp_path / "in" / name, rng.integers(0, 256, (40, 48, 3), dtype=np.uint8))
     common = ["restore", "--no-progress", "--model", str(X2), str(tmp_path / "in")]
+    assert main([*common, "--out", str(tmp_path / "eager")]) == 0
+    err = capsys.readouterr().err
+    assert "route: eager torch: 2 forward call(s) over 1 input shape(s)" in err and "exporting" not in err
+    assert main([*common, "--out", str(tmp_path / "forced"), "--backend", "openvino"]) == 0
+    err = capsys.readouterr().err
+    assert "Skipping constant folding" not in err and err.count("exporting the graph") == 1
     assert main([*common, "--out", str(tmp_path / "auto")]) == 0
     err = capsys.readouterr().err
-    assert "route: OpenVINO float32" in err and "exporting the graph" in err
-    assert "Skipping constant folding" not in err and err.count("exporting the graph") == 1
+    assert "route: OpenVINO float32 for 2 of 2 forward call(s): 1 input shape(s) exported before" in err
+    assert "exporting" not in err
     assert main([*common, "--out", str(tmp_path / "bf16"), "--dtype", "bfloat16"]) == 0
-    assert "route: OpenVINO bfloat16 (asked for)" in capsys.readouterr().err
-    assert main([*common, "--out", str(tmp_path / "eager"), "--backend", "torch"]) == 0
+    assert "route: OpenVINO bfloat16 for 2 of 2" in capsys.readouterr().err
     for name in ("a.png", "b.png"):
         eager = read_image(tmp_path / "eager" / name).astype(int)
-        for route in ("auto", "bf16"):
+        for route in ("forced", "auto", "bf16"):
             assert np.abs(read_image(tmp_path / route / name).astype(int) - eager).max() <= 2

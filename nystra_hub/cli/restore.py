@@ -44,12 +44,19 @@ import torch
 from tqdm.auto import tqdm
 
 from nystra_hub.cli.options import parse_nystra, positive_int, resolve_device
-from nystra_hub.inference.backends import BACKEND_CHOICES, check_backend, choose_route, make_runner
+from nystra_hub.inference.backends import (
+    BACKEND_CHOICES,
+    auto_backend,
+    check_backend,
+    choose_route,
+    make_runner,
+    route_precision,
+)
 from nystra_hub.inference.precision import DTYPE_NAMES
-from nystra_hub.inference.restore import PROTOCOLS, restore
+from nystra_hub.inference.restore import PROTOCOLS, forward_shapes, restore
 from nystra_hub.io.checkpoints import load_original_checkpoint
 from nystra_hub.io.hub import resolve_nystra
-from nystra_hub.io.images import IMAGE_EXTENSIONS, format_for, read_image_with_meta, write_image
+from nystra_hub.io.images import IMAGE_EXTENSIONS, format_for, read_image_size, read_image_with_meta, write_image
 from nystra_hub.io.loading import load
 from nystra_hub.models import ARCHITECTURES, build_model
 
@@ -466,19 +473,36 @@ def _setup(args, procs: Processes) -> tuple[list[Item], object, str | None]:
         # one runner for the whole run: its compiled graphs and export sessions are reused across images and tiles
         device = next(model.parameters()).device
         if check_backend(args.backend) == "auto":
-            route = choose_route(device, images=len(items), dtype=args.dtype)
-            if procs.rank == 0:
-                print(f"route: {route.reason}", file=sys.stderr)
-            args.backend, precision = route.backend, route.precision
+            args.runner = _auto_runner(model, items, args, device, procs)
         else:
+            if args.backend in ("onnxruntime", "openvino") and device.type != "cpu":
+                raise ValueError(f"--backend {args.backend} runs on the CPU; add --device cpu")
             precision = "bfloat16" if args.backend == "openvino" and args.dtype == "bfloat16" else "float32"
-        if args.backend in ("onnxruntime", "openvino") and device.type != "cpu":
-            raise ValueError(f"--backend {args.backend} runs on the CPU; add --device cpu")
-        args.runner = "torch" if args.backend == "torch" else make_runner(model, args.backend, threads=args.threads,
-                                                                          precision=precision)
+            args.runner = "torch" if args.backend == "torch" else make_runner(
+                model, args.backend, threads=args.threads, precision=precision)
         return items, model, None if items else "no input images found"
     except Exception as err:  # bad model/arguments/output folder: nothing can start
         return [], None, f"{type(err).__name__}: {err}"
+
+
+def _auto_runner(model, items: list[Item], args, device, procs: Processes):
+    """``--backend auto``: the route :func:`choose_route` picks for the forward calls this run will make (the
+    images' sizes read from their headers, tiled as they will be), said in one line."""
+    if device.type != "cpu" or auto_backend(device) != "openvino":
+        route, runner = choose_route(device, calls={}, dtype=args.dtype), "torch"
+    else:
+        sizes = [read_image_size(item.source) for item in items]
+        calls = forward_shapes(model, sizes, tile=args.tile, tile_overlap=args.tile_overlap,
+                               memory_budget_mb=args.memory_budget_mb, dtype=args.dtype, protocol=args.protocol,
+                               tile_batch=args.tile_batch)
+        runner = make_runner(model, "openvino", threads=args.threads, precision=route_precision(args.dtype),
+                             export_shapes=())
+        route = choose_route(device, calls=calls, cached=[s for s in calls if runner.is_cached(s)], dtype=args.dtype)
+        runner.export_shapes = set(route.export_shapes)
+        runner = runner if route.backend == "openvino" else "torch"
+    if procs.rank == 0:
+        print(f"route: {route.reason}", file=sys.stderr)
+    return runner
 
 
 def _run(args, procs: Processes, started: float) -> int:

@@ -40,6 +40,7 @@ import json
 import os
 import sys
 from collections import OrderedDict
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -118,40 +119,62 @@ def cpu_has_native_bfloat16() -> bool:
     return any(flag in flags for flag in NATIVE_BFLOAT16_FLAGS)
 
 
+# How many forward calls of one input shape repay exporting that shape, by the runner's precision. Measured on this
+# project's 2-core CPU machine (benchmarks/folder-route-cpu.json): the export of SwinIR-M x2 at 128² takes about
+# 28 s and saves 1.6 s per call in float32 against eager torch (17 calls to repay it), 3.0 s in bfloat16 (9 calls);
+# Uformer-B at 256²: 28 s, 0.7 s per call in float32 (38 calls). A run that calls a shape fewer times runs it eagerly.
+EXPORT_REPAID_AFTER = {"float32": 20, "bfloat16": 10}
+
+
 @dataclasses.dataclass(frozen=True)
 class Route:
     """What runs a restore and why: ``backend`` (a name of :data:`BACKENDS`), ``precision`` (the runner's:
-    float32, or bfloat16 for openvino's own kernels) and a one-line ``reason`` to show the user."""
+    float32, or bfloat16 for openvino's own kernels), the input shapes the export backend runs (cached, or exported
+    on first use; the others run eagerly) and a one-line ``reason`` to show the user."""
     backend: str
     precision: str
     reason: str
+    export_shapes: frozenset = frozenset()
 
 
-def choose_route(device: torch.device | str, *, images: int, dtype: str = "auto") -> Route:
-    """The fastest installed route for a run of ``images`` images on ``device``. On a CPU: the exported graph in
-    OpenVINO when the run repays its export (more than one image; each new input shape is exported once, 27 s
-    for SwinIR-M x2 at 128², then cached), in bfloat16 when ``dtype`` asks for it (or is "auto", the CPU has it
-    natively and :data:`AUTO_BFLOAT16` says it was measured within budget), eager torch otherwise."""
+def route_precision(dtype: str = "auto") -> str:
+    """The OpenVINO route's precision for ``dtype``: bfloat16 when asked, or for "auto" where the CPU has it natively
+    and :data:`AUTO_BFLOAT16` says it was measured within budget; float32 otherwise."""
+    if dtype == "bfloat16" or (dtype == "auto" and AUTO_BFLOAT16 and cpu_has_native_bfloat16()):
+        return "bfloat16"
+    return "float32"
+
+
+def choose_route(device: torch.device | str, *, calls: dict[tuple, int], cached: Collection[tuple] = (),
+                 dtype: str = "auto") -> Route:
+    """The fastest installed route for a run whose raw forward sees the input shapes ``calls`` (shape → number of
+    calls: whole images and tiles, :func:`~nystra_hub.inference.restore.forward_shapes`), of which ``cached``
+    have an export on disk. On a CPU with OpenVINO: the exported graph for each shape that is cached or called
+    often enough to repay its export (:data:`EXPORT_REPAID_AFTER`), eager torch for the others; eager torch
+    elsewhere."""
     device = torch.device(device)
     if device.type != "cpu":
         return Route("torch", "float32", f"eager torch on {device.type} (the exported graphs run on the CPU)")
     if auto_backend(device) != "openvino":
         return Route("torch", "float32", 'eager torch (OpenVINO, the fastest CPU route, is not installed: '
                                          'pip install "nystra_hub[openvino]")')
-    if images < 2:
-        return Route("torch", "float32", "eager torch: one image does not repay exporting the graph "
-                                         "(--backend openvino to export it anyway)")
-    if dtype == "auto" and AUTO_BFLOAT16 and cpu_has_native_bfloat16():
-        return Route("openvino", "bfloat16", f"OpenVINO bfloat16: {images} images repay one export per input "
-                                             f"shape, and this CPU has native bfloat16 (within "
-                                             f"{BFLOAT16_BUDGET['min_psnr_vs_float32_db']:g} dB of float32 on the "
-                                             f"reference models; --dtype float32 for float32)")
-    if dtype == "bfloat16":
-        return Route("openvino", "bfloat16", f"OpenVINO bfloat16 (asked for): {images} images repay one export per "
-                                             "input shape")
+    precision = route_precision(dtype)
+    repays = EXPORT_REPAID_AFTER[precision]
+    fresh = {shape for shape, count in calls.items() if count >= repays and shape not in cached}
+    ready = set(cached) & set(calls)
+    total, shapes = sum(calls.values()), len(calls)
+    if not fresh and not ready and precision == "float32":
+        return Route("torch", "float32", f"eager torch: {total} forward call(s) over {shapes} input shape(s), none "
+                                         f"cached or called {repays} times, which repays its export (about half a "
+                                         f"minute each); --backend openvino exports anyway")
+    runs, eager = sum(calls[shape] for shape in fresh | ready), shapes - len(fresh | ready)
     hint = (" (--dtype bfloat16: 2.7-3.0x faster on this CPU, held-out PSNR -0.012 dB on the reference models)"
-            if cpu_has_native_bfloat16() else "")
-    return Route("openvino", "float32", f"OpenVINO float32: {images} images repay one export per input shape{hint}")
+            if precision == "float32" and cpu_has_native_bfloat16() else "")
+    return Route("openvino", precision, f"OpenVINO {precision} for {runs} of {total} forward call(s): "
+                                        f"{len(ready)} input shape(s) exported before, {len(fresh)} exported now "
+                                        f"(called {repays}+ times, which repays an export)"
+                                        + (f"; eager float32 for the other {eager} shape(s)" if eager else "")
+                                        + hint, frozenset(fresh | ready))
 
 
 class Runner(nn.Module):
@@ -311,11 +334,14 @@ OPENVINO_PRECISIONS = {"float32": "f32", "bfloat16": "bf16"}
 
 class ExportedRunner(Runner):
     """The model's export, one session per input shape: from ``exported`` (one folder, one shape) or found or
-    written in ``cache_dir`` on first use of a shape."""
+    written in ``cache_dir`` on first use of a shape. ``export_shapes``: None exports every new shape; otherwise
+    only these are exported, and a shape neither listed nor cached runs the eager model in float32 (its export would
+    not repay itself: :func:`choose_route`)."""
 
     def __init__(self, model: nn.Module, backend: str, cache_dir: str | os.PathLike | None = None,
                  exported: str | os.PathLike | None = None, threads: int | None = None,
-                 opset: int = DEFAULT_OPSET, precision: str = "float32") -> None:
+                 opset: int = DEFAULT_OPSET, precision: str = "float32",
+                 export_shapes: Collection[tuple] | None = None) -> None:
         super().__init__(model)
         if precision != "float32" and (backend != "openvino" or precision not in OPENVINO_PRECISIONS):
             raise ValueError(f"precision {precision!r}: the {backend} backend runs "
@@ -328,7 +354,8 @@ class ExportedRunner(Runner):
         self.threads = threads or torch.get_num_threads()
         self.opset = opset
         self.identity = describe_model(model)  # hashes the weights once
-        self.sessions: dict[tuple[int, ...], OnnxRuntimeSession | OpenVINOSession] = {}
+        self.export_shapes = None if export_shapes is None else {tuple(shape) for shape in export_shapes}
+        self.sessions: dict[tuple[int, ...], OnnxRuntimeSession | OpenVINOSession | None] = {}  # None: eager
         self.exported_metadata = None
         if self.exported is not None:  # refuse a wrong folder now, not at the first image
             self.exported_metadata = read_export(self.exported)
@@ -339,11 +366,18 @@ class ExportedRunner(Runner):
         shape = tuple(x.shape)
         if shape not in self.sessions:
             self.sessions[shape] = self.load(shape)
+        if self.sessions[shape] is None:
+            with torch.autocast(x.device.type, enabled=False):  # a bfloat16 route's eager shapes: float32
+                return self.model(x)
         out = self.sessions[shape](np.ascontiguousarray(x.detach().cpu().numpy()))
         return torch.from_numpy(out).to(x.device)
 
     def load(self, shape: tuple[int, ...]):
-        """The session for input ``shape``: its folder checked against the model, opset and shape."""
+        """The session for input ``shape`` (its folder checked against the model, opset and shape), or None where
+        the shape runs eagerly (not in ``export_shapes`` and not cached)."""
+        if self.exported is None and self.export_shapes is not None and shape not in self.export_shapes \
+                and not self.is_cached(shape):
+            return None
         if self.exported is not None:
             folder, metadata = self.exported, self.exported_metadata
         else:
@@ -353,10 +387,21 @@ class ExportedRunner(Runner):
             return OpenVINOSession(folder, metadata, self.threads, self.precision)
         return SESSIONS[self.backend](folder, metadata, self.threads)
 
+    def cache_folder(self, shape: tuple[int, ...]) -> Path:
+        return self.cache_dir / cache_folder_name(self.identity, EXPORT_FORMATS[self.backend], self.opset, shape)
+
+    def is_cached(self, shape: tuple[int, ...]) -> bool:
+        """Whether the cache holds a readable export of input ``shape`` for this model."""
+        try:
+            read_export(self.cache_folder(tuple(shape)))
+        except ExportError:
+            return False
+        return True
+
     def cached_export(self, shape: tuple[int, ...]) -> tuple[Path, dict]:
         """(the cache folder of ``shape``, its metadata), exported now if missing or unreadable."""
         format = EXPORT_FORMATS[self.backend]
-        folder = self.cache_dir / cache_folder_name(self.identity, format, self.opset, shape)
+        folder = self.cache_folder(shape)
         try:
             return folder, read_export(folder)
         except ExportError:
@@ -385,15 +430,19 @@ def cache_folder_name(identity: dict, format: str, opset: int, shape: tuple[int,
 
 def make_runner(model: nn.Module, backend: str = "torch", *, cache_dir: str | os.PathLike | None = None,
                 exported: str | os.PathLike | None = None, threads: int | None = None,
-                opset: int = DEFAULT_OPSET, precision: str = "float32", **compile_kwargs) -> Runner:
+                opset: int = DEFAULT_OPSET, precision: str = "float32", export_shapes: Collection[tuple] | None = None,
+                **compile_kwargs) -> Runner:
     """A :class:`Runner` of ``model``'s raw forward through ``backend`` (module doc). ``cache_dir`` and
     ``exported``: where the export backends find their graphs (``cache_dir`` is unused by the others);
     ``threads``: their intra-op threads; ``precision``: "float32", or "bfloat16" for openvino
-    (:data:`OPENVINO_PRECISIONS`); ``compile_kwargs``: passed to ``torch.compile`` (backend "compile")."""
+    (:data:`OPENVINO_PRECISIONS`); ``export_shapes``: the only new shapes the export backends export (None: all;
+    :class:`ExportedRunner`); ``compile_kwargs``: passed to ``torch.compile`` (backend "compile")."""
     if check_backend(backend) == "auto":
         backend = auto_backend(next(model.parameters()).device)
     if exported is not None and backend not in EXPORT_FORMATS:
         raise ValueError(f"exported= is a folder for the export backends {tuple(EXPORT_FORMATS)}, not {backend!r}")
+    if export_shapes is not None and backend not in EXPORT_FORMATS:
+        raise ValueError(f"export_shapes= is for the export backends {tuple(EXPORT_FORMATS)}, not {backend!r}")
     if compile_kwargs and backend != "compile":
         raise TypeError(f"{sorted(compile_kwargs)} are torch.compile arguments; backend {backend!r} takes none")
     if backend in ("torch", "compile", "cudagraphs") and precision != "float32":
@@ -405,7 +454,7 @@ def make_runner(model: nn.Module, backend: str = "torch", *, cache_dir: str | os
         return CompiledRunner(model, **compile_kwargs)
     if backend == "cudagraphs":
         return CUDAGraphRunner(model)
-    return ExportedRunner(model, backend, cache_dir, exported, threads, opset, precision)
+    return ExportedRunner(model, backend, cache_dir, exported, threads, opset, precision, export_shapes)
 
 
 # Runners made by name (restore(..., backend="openvino")) kept for the next call on the same model: an export

@@ -76,10 +76,12 @@ averaging gives 0.66.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import math
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -267,7 +269,10 @@ def plan_tiles(
         raise ValueError(f"tile ({chosen} px after rounding to a multiple of {multiple}) must be larger than "
                          f"tile_overlap ({overlap})")
     tile_mb = _tile_mb(model, chosen, chosen, dtype_bytes, protocol)
-    if tile is None and tile_mb > budget:
+    if tile is None and tile_mb > budget and memory_budget_mb is None:  # the default budget is not a promise
+        note += (f"; the smallest trustworthy tile ({chosen} px, estimated {tile_mb:.0f} MB) is over the default "
+                 f"budget and runs anyway (the estimate errs high; memory_budget_mb= makes the budget a limit)")
+    elif tile is None and tile_mb > budget:
         raise ValueError(f"memory_budget_mb={budget:g} cannot hold this model's smallest tile ({chosen} px with "
                          f"overlap {overlap}, estimated {tile_mb:.0f} MB; smaller tiles change the output): "
                          f"use memory_budget_mb >= {math.ceil(tile_mb)}, or tile=0 for the whole image")
@@ -448,15 +453,21 @@ def _run(model: RestorationModel, x: Tensor, plan: TilePlan, compute: Callable, 
     return model.from_model_range(out).clamp_(0, 1)
 
 
+def _compute_dtype(model: RestorationModel, dtype) -> torch.dtype:
+    """The weights' dtype for a model cast to half precision, else ``dtype`` resolved for the model's device."""
+    device, weights = _model_device_dtype(model)
+    return weights if weights != torch.float32 else resolve_dtype(dtype, device)
+
+
 def _precision(model: RestorationModel, dtype, backend: str | Runner = "torch"
                ) -> tuple[torch.dtype, Callable]:
     """(the compute dtype, how one call runs in it). A float32 model runs half precision under autocast with the
     non-finite check of :func:`~nystra_hub.inference.precision.run_guarded` per call (per tile); a model whose
     weights were cast to half precision runs as it is."""
     device, weights = _model_device_dtype(model)
+    compute = _compute_dtype(model, dtype)
     if weights != torch.float32:
-        return weights, lambda fn, t: fn(t)
-    compute = resolve_dtype(dtype, device)
+        return compute, lambda fn, t: fn(t)
     own_kernels = backend == "openvino" or getattr(backend, "precision", "float32") != "float32"
     if compute != torch.float32 and device.type == "cpu" and dtype not in (None, "auto") and not own_kernels:
         warnings.warn(f"{compute} on a CPU is usually several times slower than float32 (7-8x measured on this "
@@ -495,6 +506,39 @@ def restore_tensor(
             return outs[0] if len(outs) == 1 else torch.cat(outs)
     finally:
         model.train(was_training)
+
+
+class _ShapeCounter(Runner):
+    """Counts the input shapes that reach the raw forward and answers with blank outputs of the right shape: the
+    real padding and tiling code run on meta tensors, the network not at all."""
+
+    def __init__(self, model: RestorationModel) -> None:
+        super().__init__(model)
+        self.calls: Counter[tuple[int, ...]] = Counter()
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.calls[tuple(x.shape)] += 1
+        scale = self.model.scale
+        return x.new_zeros(x.shape[0], self.model.out_channels, x.shape[-2] * scale, x.shape[-1] * scale)
+
+
+def forward_shapes(model, sizes, *, tile: int | None = None, tile_overlap: int | None = None,
+                   memory_budget_mb: float | None = None, dtype: str | torch.dtype | None = "auto",
+                   protocol: str = "minimal", tile_batch: int | None = None) -> Counter[tuple[int, ...]]:
+    """How many times each input shape reaches the raw forward when :func:`restore` runs images of ``sizes``
+    ((height, width) pairs) with these options: whole padded images and tiles. What decides whether exporting a
+    shape repays itself (:func:`~nystra_hub.inference.backends.choose_route`)."""
+    model = copy.copy(unwrap_model(model))  # shares the modules; only the flag below differs
+    model.validate_inputs = False  # a blank meta image has no values to check
+    counter = _ShapeCounter(model)
+    compute_dtype = _compute_dtype(model, dtype)
+    for height, width in sizes:
+        plan = plan_tiles(model, height, width, tile=tile, tile_overlap=tile_overlap,
+                          memory_budget_mb=memory_budget_mb, dtype=compute_dtype, protocol=protocol,
+                          tile_batch=tile_batch)
+        blank = torch.empty(1, model.in_channels, height, width, device="meta")
+        _run(model, blank, plan, lambda fn, t: fn(t), protocol, counter)
+    return counter.calls
 
 
 def _runner(model: RestorationModel, backend: str | Runner, cache_dir, compute_dtype: torch.dtype) -> Runner:

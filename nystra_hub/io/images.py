@@ -130,6 +130,19 @@ def read_image_with_meta(
     return array, meta
 
 
+def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) of the image as :func:`read_image` returns it (EXIF orientation applied), from the header
+    alone: no pixel is decoded. Raises :class:`ImageReadError` naming the file."""
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            turned = image.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8)
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
+        raise ImageReadError(f"{path}: not a readable image ({err})") from None
+    return (width, height) if turned else (height, width)
+
+
 def _read_checked(path: Path, head: bytes, max_pixels: int | None) -> tuple[np.ndarray, dict]:
     """Check the declared size (a PNG's IHDR, else the header Pillow reads lazily), then decode: 16-bit colour
     PNGs with OpenCV, the rest with Pillow. EXIF orientation is applied either way."""
