@@ -39,6 +39,7 @@ import importlib.util
 import json
 import os
 import sys
+import time
 from collections import OrderedDict
 from collections.abc import Collection
 from pathlib import Path
@@ -408,11 +409,14 @@ class ExportedRunner(Runner):
             pass
         print(f"nystra_hub: exporting the graph for input {shape[-2]}x{shape[-1]} to {format} (first use of this "
               f"shape; about half a minute for a base model, then cached in {self.cache_dir})", file=sys.stderr)
+        started = time.perf_counter()
         try:
             export(self.model, folder, format, size=shape[-2:], batch=shape[0], channels=shape[1],
                    opset=self.opset, overwrite=folder.exists())
         except FileExistsError:
             pass  # another process exported it meanwhile; read_export checks its folder
+        print(f"nystra_hub: exported {shape[-2]}x{shape[-1]} in {time.perf_counter() - started:.1f} s",
+              file=sys.stderr)
         return folder, read_export(folder)
 
 

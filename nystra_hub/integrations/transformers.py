@@ -63,7 +63,7 @@ from nystra_hub.io.checkpoints import CheckpointError, CheckpointMismatchError, 
 from nystra_hub.io.plan import check_plan, finish_loaded
 from nystra_hub.io.variants import get_variant
 from nystra_hub.models import ARCHITECTURES, RestorationModel, build_model
-from nystra_hub.models.common import unwrap_model
+from nystra_hub.models.common import OFFICIAL_PADDINGS, unwrap_model
 
 logger = logging.getLogger(__name__)
 
@@ -393,11 +393,6 @@ def model_card(config: NystraRestorationConfig):
 
 
 # -- image processor -------------------------------------------------------------------------------------------------
-# The official test scripts' padding per architecture; the code that defines it is each model's ``official_pad``
-# (tests check that processor + forward + postprocess equals ``official_inference``).
-OFFICIAL_PADDING = {"swinir": "flip", "uformer": "centred_zeros", "dehazeformer": "none"}
-
-
 class NystraImageProcessorKwargs(ImagesKwargs, total=False):
     arch: str
     scale: int
@@ -432,8 +427,8 @@ class NystraImageProcessor(BaseImageProcessor):
     def __init__(self, arch: str = "swinir", scale: int = 1, value_range=(0.0, 1.0), padding: str = "none",
                  pad_multiple: int = 1, in_channels: int = 3, **kwargs) -> None:
         super().__init__(**kwargs)
-        if padding not in OFFICIAL_PADDING.values():
-            raise ValueError(f"padding must be one of {sorted(set(OFFICIAL_PADDING.values()))}, got {padding!r}")
+        if padding not in OFFICIAL_PADDINGS:
+            raise ValueError(f"padding must be one of {sorted(OFFICIAL_PADDINGS)}, got {padding!r}")
         self.arch, self.scale, self.padding = arch, int(scale), padding
         self.value_range = [float(v) for v in value_range]
         self.pad_multiple, self.in_channels = int(pad_multiple), int(in_channels)
@@ -443,7 +438,7 @@ class NystraImageProcessor(BaseImageProcessor):
         """The processor of a loaded model (RestorationModel, transformers or timm model)."""
         net = unwrap_model(model)
         return cls(arch=net.arch, scale=net.scale, value_range=list(net.spec.value_range),
-                   padding=OFFICIAL_PADDING[net.arch], pad_multiple=net.official_multiple, in_channels=net.in_channels)
+                   padding=net.spec.padding.kind, pad_multiple=net.official_multiple, in_channels=net.in_channels)
 
     @classmethod
     def from_config(cls, config: NystraRestorationConfig) -> NystraImageProcessor:
@@ -504,30 +499,12 @@ class NystraImageProcessor(BaseImageProcessor):
         return x
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
-        """The official test script's padding of one (C, H, W) image."""
-        h, w = x.shape[-2:]
-        m = self.pad_multiple
-        if self.padding == "flip":  # SwinIR main_test_swinir.py: always at least one pixel
-            height, width = (h // m + 1) * m, (w // m + 1) * m
-            while x.shape[-2] < height:
-                x = torch.cat([x, torch.flip(x, [-2])], -2)
-            while x.shape[-1] < width:
-                x = torch.cat([x, torch.flip(x, [-1])], -1)
-            return x[:, :height, :width]
-        if self.padding == "centred_zeros":  # Uformer expand2square
-            side = -(-max(h, w) // m) * m
-            top, left = self.offset(h, w)
-            square = x.new_zeros(x.shape[0], side, side)
-            square[:, top:top + h, left:left + w] = x
-            return square
-        return x
+        """The official test script's padding of one (C, H, W) image: the models' own (``official_pad``)."""
+        return OFFICIAL_PADDINGS[self.padding].pad(x, self.pad_multiple)[0]
 
     def offset(self, h: int, w: int) -> tuple[int, int]:
         """(top, left) of an ``h×w`` image inside its padded input."""
-        if self.padding != "centred_zeros":
-            return 0, 0
-        side = -(-max(h, w) // self.pad_multiple) * self.pad_multiple
-        return (side - h) // 2, (side - w) // 2
+        return OFFICIAL_PADDINGS[self.padding].offset(h, w, self.pad_multiple)
 
     # -- post-processing ------------------------------------------------------------------------------------------
     def postprocess(self, outputs, original_sizes, output_type: str = "pil") -> list:

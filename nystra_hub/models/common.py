@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -75,6 +76,73 @@ class EnlargedWindowRecipe:
         return dataclasses.asdict(self)
 
 
+class OfficialPadding:
+    """How an official test script pads an image before the forward: none (this class), or a subclass's. The one
+    implementation that :meth:`RestorationModel.official_pad` and the transformers image processor both run, on
+    ``(..., H, W)`` tensors, to a side unit ``multiple`` (the model's ``official_multiple``). ``kind`` names it
+    in a saved image processor's ``padding``."""
+
+    kind = "none"
+
+    def size(self, h: int, w: int, multiple: int) -> tuple[int, int]:
+        """The size an ``h×w`` image is padded to."""
+        return h, w
+
+    def offset(self, h: int, w: int, multiple: int) -> tuple[int, int]:
+        """(top, left) of an ``h×w`` image inside its padded input."""
+        return 0, 0
+
+    def pad(self, x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
+        """(``x`` padded, its :meth:`offset`)."""
+        return x, (0, 0)
+
+
+class FlipPadding(OfficialPadding):
+    """SwinIR's main_test_swinir.py: flipped copies concatenated at the bottom and right up to the next multiple
+    (always 1 to ``multiple`` pixels more)."""
+
+    kind = "flip"
+
+    def size(self, h: int, w: int, multiple: int) -> tuple[int, int]:
+        return (h // multiple + 1) * multiple, (w // multiple + 1) * multiple
+
+    def pad(self, x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
+        height, width = self.size(*x.shape[-2:], multiple)
+        while x.shape[-2] < height:  # one flip suffices unless the image is smaller than the pad
+            x = torch.cat([x, torch.flip(x, [-2])], -2)
+        while x.shape[-1] < width:
+            x = torch.cat([x, torch.flip(x, [-1])], -1)
+        return x[..., :height, :width], (0, 0)
+
+
+class CentredZeroPadding(OfficialPadding):
+    """Uformer's ``expand2square(x, factor=128)``: zeros around the image, centred, to a square whose side is a
+    multiple of ``multiple``."""
+
+    kind = "centred_zeros"
+
+    def size(self, h: int, w: int, multiple: int) -> tuple[int, int]:
+        side = math.ceil(max(h, w) / multiple) * multiple
+        return side, side
+
+    def offset(self, h: int, w: int, multiple: int) -> tuple[int, int]:
+        side, _ = self.size(h, w, multiple)
+        return (side - h) // 2, (side - w) // 2
+
+    def pad(self, x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
+        h, w = x.shape[-2:]
+        top, left = self.offset(h, w, multiple)
+        square = x.new_zeros(*x.shape[:-2], *self.size(h, w, multiple))
+        square[..., top:top + h, left:left + w] = x
+        return square, (top, left)
+
+
+#: every official padding by its ``kind``
+OFFICIAL_PADDINGS: dict[str, OfficialPadding] = {
+    padding.kind: padding for padding in (OfficialPadding(), FlipPadding(), CentredZeroPadding())
+}
+
+
 @dataclass(frozen=True)
 class ArchitectureSpec:
     """What code outside ``models/`` needs to know about an architecture, declared once next to its code.
@@ -82,7 +150,8 @@ class ArchitectureSpec:
     title, paper: display name and citation.
     value_range: the image range of the raw ``forward`` (input and output); ``official_inference`` takes and
         returns [0, 1].
-    official_padding: the official test protocol's padding, in words (the code is ``official_pad``).
+    padding: the official test protocol's padding (:class:`OfficialPadding`), run by ``official_pad`` and by the
+        transformers image processor.
     tile_overlap: default overlap of tiles in input pixels, or None when the architecture must not be tiled,
         with ``tiling_refusal`` saying why.
     tiles_share_padding: True when tiles cut the once-padded whole image and run the raw forward (their windows
@@ -103,7 +172,7 @@ class ArchitectureSpec:
     title: str
     paper: str
     value_range: tuple[float, float]
-    official_padding: str
+    padding: OfficialPadding
     tile_overlap: int | None
     tiling_refusal: str | None
     tiles_share_padding: bool
@@ -163,11 +232,11 @@ class RestorationModel(nn.Module):
 
     def official_size(self, h: int, w: int) -> tuple[int, int]:
         """The size the official protocol runs the network at for an ``h×w`` input."""
-        raise NotImplementedError
+        return self.spec.padding.size(h, w, self.official_multiple)
 
     def official_pad(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """(the input padded as the official test script pads it, (top, left) offset of the image in it)."""
-        raise NotImplementedError
+        return self.spec.padding.pad(x, self.official_multiple)
 
     def activation_stages(self) -> list[tuple[int, int, int, int, float]]:
         """(downsampling level, width, heads, window, mlp_ratio) of the stages the memory estimate counts."""

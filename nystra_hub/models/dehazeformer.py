@@ -39,6 +39,7 @@ from nystra_hub.attention import (
 from nystra_hub.models.common import (
     ArchitectureSpec,
     EnlargedWindowRecipe,
+    OfficialPadding,
     RestorationModel,
     count_children,
     mlp_ratio_of,
@@ -437,7 +438,7 @@ class DehazeFormer(RestorationModel):
         title="DehazeFormer",
         paper="Vision Transformers for Single Image Dehazing (Song et al., IEEE TIP 2023), arXiv 2204.03883",
         value_range=(-1.0, 1.0),
-        official_padding="none outside the network: the forward reflect-pads to a multiple of 4 itself",
+        padding=OfficialPadding(),  # none outside the network: the forward reflect-pads to a multiple of 4 itself
         tile_overlap=None,
         tiling_refusal="DehazeFormer cannot be tiled: its RLN layers normalise each feature map with whole-image "
                        "mean and standard deviation, so tiles would change the output",
@@ -653,12 +654,9 @@ class DehazeFormer(RestorationModel):
         return self.pad_multiple
 
     def official_size(self, h: int, w: int) -> tuple[int, int]:
+        """The size the forward reflect-pads to inside (nothing is padded outside it)."""
         m = self.pad_multiple
         return math.ceil(h / m) * m, math.ceil(w / m) * m
-
-    def official_pad(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
-        """Nothing: the official forward pads (reflect, to a multiple of 4) and crops itself."""
-        return x, (0, 0)
 
     def activation_stages(self) -> list[tuple[int, int, int, int, float]]:
         k = self.official_kwargs

@@ -29,6 +29,7 @@ from nystra_hub.attention import (
 from nystra_hub.models.common import (
     ArchitectureSpec,
     EnlargedWindowRecipe,
+    FlipPadding,
     RestorationModel,
     count_children,
     gelu_on_fresh_output,
@@ -247,8 +248,7 @@ class SwinIR(RestorationModel):
         title="SwinIR",
         paper="SwinIR: Image Restoration Using Swin Transformer (Liang et al., ICCVW 2021), arXiv 2108.10257",
         value_range=(0.0, 1.0),
-        official_padding="flipped copies concatenated at the bottom and right up to the next multiple of the "
-                         "window (always 1 to window pixels more), as main_test_swinir.py",
+        padding=FlipPadding(),  # to the next multiple of the window, as main_test_swinir.py
         # 48 px: on the golden x2 model (256² crop, tile 128) the largest tiled-vs-whole difference is 0.013 at
         # the official script's overlap 32, 0.0011 at 48 and 3e-5 at 64.
         tile_overlap=48, tiling_refusal=None, tiles_share_padding=True,
@@ -398,19 +398,6 @@ class SwinIR(RestorationModel):
     @property
     def official_multiple(self) -> int:
         return self.pad_multiple
-
-    def official_size(self, h: int, w: int) -> tuple[int, int]:
-        m = self.pad_multiple
-        return (h // m + 1) * m, (w // m + 1) * m
-
-    def official_pad(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
-        """main_test_swinir.py: flip-concatenate to the next window multiple (always 1..ws pixels more)."""
-        height, width = self.official_size(*x.shape[-2:])
-        while x.shape[-2] < height:  # one flip suffices unless the image is smaller than the pad
-            x = torch.cat([x, torch.flip(x, [2])], 2)
-        while x.shape[-1] < width:
-            x = torch.cat([x, torch.flip(x, [3])], 3)
-        return x[:, :, :height, :width], (0, 0)
 
     def activation_stages(self) -> list[tuple[int, int, int, int, float]]:
         k = self.official_kwargs

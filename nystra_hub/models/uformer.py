@@ -41,6 +41,7 @@ from nystra_hub.attention import (
 from nystra_hub.errors import CheckpointError
 from nystra_hub.models.common import (
     ArchitectureSpec,
+    CentredZeroPadding,
     EnlargedWindowRecipe,
     RestorationModel,
     count_children,
@@ -376,8 +377,7 @@ class Uformer(RestorationModel):
         paper="Uformer: A General U-Shaped Transformer for Image Restoration (Wang et al., CVPR 2022), "
               "arXiv 2106.03106",
         value_range=(0.0, 1.0),
-        official_padding="zeros around the image, centred, to a square whose side is a multiple of 128 "
-                         "(expand2square(x, factor=128) in the official test scripts)",
+        padding=CentredZeroPadding(),  # to a square multiple of 128: expand2square(x, factor=128) in the test scripts
         # 64 px keeps tile starts on the level-0..3 window grids.
         tile_overlap=64, tiling_refusal=None, tiles_share_padding=False,
         # 2 x 128 px: on the golden Uformer a 300x200 image in 256-px tiles equals the whole image (0.000/255);
@@ -606,19 +606,6 @@ class Uformer(RestorationModel):
     def official_multiple(self) -> int:
         """128 as the official scripts pad (at another window: the least multiple of 128 that fits it)."""
         return math.lcm(OFFICIAL_PAD_FACTOR, self.pad_multiple)
-
-    def official_size(self, h: int, w: int) -> tuple[int, int]:
-        side = math.ceil(max(h, w) / self.official_multiple) * self.official_multiple
-        return side, side
-
-    def official_pad(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
-        """expand2square: zeros around the image, centred, to a square of :meth:`official_size`."""
-        b, c, h, w = x.shape
-        side, _ = self.official_size(h, w)
-        top, left = (side - h) // 2, (side - w) // 2
-        square = x.new_zeros(b, c, side, side)
-        square[:, :, top:top + h, left:left + w] = x
-        return square, (top, left)
 
     @property
     def min_side(self) -> int:
