@@ -61,10 +61,12 @@ from nystra_hub.io.loading import load
 from nystra_hub.models import ARCHITECTURES, build_model
 
 MODEL_HELP = (
-    "hub folder (config.json + model.safetensors), Hugging Face repo id (org/name), catalogue variant (with "
-    "--weights: a released checkpoint file; without: the repo nystra/<variant>), or a folder with case.json + "
-    "checkpoint.pth (official constructor arguments + official checkpoint, as in the golden test cases), or a "
-    "checkpoint file (.pth/.safetensors; architecture and arguments detected from its keys and shapes)"
+    "hub folder (config.json + model.safetensors), e.g. reference_models/swinir-ref-x2 (shipped with the "
+    "repository, weights included; nystra-hub list shows them), Hugging Face repo id (org/name), catalogue variant "
+    "with --weights (its released checkpoint file; without, the repo nystra/<variant>, not on the Hub yet), or a "
+    "folder with case.json + checkpoint.pth (official constructor arguments + official checkpoint, as in the golden "
+    "test cases), or a checkpoint file (.pth/.safetensors; architecture and arguments detected from its keys and "
+    "shapes)"
 )
 EXIT_OK, EXIT_FAILURES, EXIT_SETUP = 0, 1, 2
 DEFAULT_LOCK_TIMEOUT_S = 6 * 3600.0

@@ -40,6 +40,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from huggingface_hub import constants, hf_hub_download
+from huggingface_hub.errors import LocalEntryNotFoundError
 
 from nystra_hub._version import __version__
 from nystra_hub.attention import NystraParams, attention_modules, check_attn_impl
@@ -47,7 +49,7 @@ from nystra_hub.io.cards import build_custom_card, build_model_card
 from nystra_hub.io.checkpoints import check_state_dict, load_state_dict_strict, read_state_dict
 from nystra_hub.io.images import atomic_write_json
 from nystra_hub.io.plan import check_plan, extract_plan, finish_loaded
-from nystra_hub.io.variants import Variant, get_variant
+from nystra_hub.io.variants import VARIANTS, Variant, close_folders, close_models, get_variant, weights_hint
 from nystra_hub.models import ARCHITECTURES, RestorationModel, build_model
 from nystra_hub.models.common import unwrap_model
 
@@ -57,6 +59,9 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
 HUB_ORG = "nystra"
+# Nothing under nystra/ is on the Hugging Face Hub yet: its repos are looked up in the local cache only (a request
+# would retry for half a minute without a network, then fail). Flip when the converted folders are uploaded.
+HUB_ORG_PUBLISHED = False
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?(@[\w./-]+)?$")
 NYSTRA_PARAM_NAMES = tuple(NystraParams().as_dict())
 
@@ -375,40 +380,80 @@ def resolve_hub_folder(
 
     ``name_or_path``: a local hub folder; a repo id ``org/name`` (optionally ``org/name@revision``), fetched with
     huggingface_hub (its cache, ``HF_HUB_CACHE`` and ``HF_HUB_OFFLINE`` apply); or a catalogue variant name, which
-    means the repo ``nystra/<variant>``.
+    means the repo ``nystra/<variant>``. Until :data:`HUB_ORG_PUBLISHED`, ``nystra/*`` repos are looked up in the
+    local cache only; a catalogue name found nowhere raises FileNotFoundError saying how to get its weights.
     """
     path = Path(name_or_path)
     if path.is_dir():
         if not (path / CONFIG_NAME).is_file():
             raise FileNotFoundError(f"{path} is not a hub folder: no {CONFIG_NAME}")
         return path
-    name = str(name_or_path)
-    if path.exists() or not _REPO_ID.match(name):
+    repo_id, revision = _repo_id(str(name_or_path), revision)
+    return _download_hub_folder(repo_id, revision, cache_dir, token)
+
+
+def _repo_id(name: str, revision: str | None) -> tuple[str, str | None]:
+    """(repo id, revision) a name means; a name that is none, or a mistyped local folder, raises
+    FileNotFoundError with the nearest folders and variants."""
+    if Path(name).exists() or not _REPO_ID.match(name):
         raise FileNotFoundError(f"{name!r} is neither a hub folder nor a repo id (org/name) nor a variant name")
     if "/" not in name:
-        try:
-            name = default_repo_id(name)
-        except KeyError as err:
-            raise FileNotFoundError(f"{name_or_path!r} is not a local folder, a repo id or a variant: {err}") from None
+        variant = _variant_named(name)
+        if variant is None:
+            close = close_models(name)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise FileNotFoundError(f"unknown variant {name!r} (and no folder of that name here){hint} "
+                                    "(nystra-hub list shows the variants and the reference models)")
+        name = default_repo_id(variant)
+    elif Path(name).parent.is_dir() and close_folders(name):  # a mistyped path: the Hub would not have it
+        raise FileNotFoundError(f"no folder {name}; did you mean {', '.join(close_folders(name))}?")
     if "@" in name and revision is None:
         name, revision = name.split("@", 1)
-    from huggingface_hub import constants, hf_hub_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    return name, revision
 
-    kwargs = dict(repo_id=name, revision=revision, cache_dir=cache_dir, token=token)
+
+def _variant_named(name: str) -> Variant | None:
+    try:
+        return get_variant(name)
+    except KeyError:
+        return None
+
+
+def _published(repo_id: str) -> bool:
+    return HUB_ORG_PUBLISHED or not repo_id.startswith(f"{HUB_ORG}/")
+
+
+def _download_hub_folder(repo_id: str, revision: str | None, cache_dir, token) -> Path:
+    """config.json and model.safetensors of ``repo_id``, from the local cache only when offline or unpublished
+    (no request, so no retries), else downloaded when missing."""
+    local_only = bool(constants.HF_HUB_OFFLINE) or not _published(repo_id)
+    kwargs = dict(repo_id=repo_id, revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_only)
     try:
         config_path = hf_hub_download(filename=CONFIG_NAME, **kwargs)
         weights_path = hf_hub_download(filename=WEIGHTS_NAME, **kwargs)
     except LocalEntryNotFoundError as err:
-        offline = "HF_HUB_OFFLINE is set and " if constants.HF_HUB_OFFLINE else ""
-        raise LocalEntryNotFoundError(
-            f"{name}: {offline}{CONFIG_NAME}/{WEIGHTS_NAME} are not in the local Hugging Face cache "
-            f"({cache_dir or constants.HF_HUB_CACHE}) ({err})"
-        ) from err
+        raise _not_in_cache(repo_id, cache_dir, err) from err
     folder = Path(config_path).parent
     if Path(weights_path).parent != folder:
-        raise FileNotFoundError(f"{name}: {CONFIG_NAME} and {WEIGHTS_NAME} resolved to different snapshots")
+        raise FileNotFoundError(f"{repo_id}: {CONFIG_NAME} and {WEIGHTS_NAME} resolved to different snapshots")
     return folder
+
+
+def _not_in_cache(repo_id: str, cache_dir, err: Exception) -> FileNotFoundError:
+    """The error for a repo absent from the local cache: for a catalogue variant's repo, how to get its weights."""
+    cache = cache_dir or constants.HF_HUB_CACHE
+    if not _published(repo_id):  # the Hub was not asked: huggingface_hub's own words would only confuse
+        why = f"{repo_id} is not on the Hugging Face Hub yet (nothing under {HUB_ORG}/ is published)"
+    else:
+        why = f"{repo_id}: {'HF_HUB_OFFLINE is set' if constants.HF_HUB_OFFLINE else 'the Hub could not be reached'}"
+        why += f" ({err})"
+    org, _, name = repo_id.partition("/")
+    variant = VARIANTS.get(name) if org == HUB_ORG else None
+    if variant is None:
+        return LocalEntryNotFoundError(f"{why}; {CONFIG_NAME}/{WEIGHTS_NAME} are not in the local Hugging Face "
+                                       f"cache ({cache})")
+    return FileNotFoundError(f"{variant.name} is a catalogue variant without weights here: {why}, and the local "
+                             f"Hugging Face cache ({cache}) does not hold it. To get going:\n{weights_hint(variant)}")
 
 
 def read_hub_config(folder: str | os.PathLike) -> dict:

@@ -3,12 +3,18 @@
 Each entry carries the official constructor arguments (what the official test scripts build), the released file
 name, the task, scale, training window and patch. ``build_variant(name)`` builds the architecture;
 ``load_variant(name, path)`` also loads a released file strictly.
+
+A name alone holds no weights: :func:`weights_hint` says how to get them (the released file, ``--weights``,
+``nystra-hub convert``) and which of the reference models shipped in a checkout (:func:`reference_models`,
+weights included) can stand in.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from nystra_hub.attention import NystraParams
 from nystra_hub.io.checkpoints import load_original_checkpoint
@@ -199,14 +205,108 @@ ALIASES = {
 }
 
 
-def get_variant(name: str) -> Variant:
+def _key(name: str) -> str:
     key = name.replace("_", "-").lower()
-    key = ALIASES.get(key, key)
+    return ALIASES.get(key, key)
+
+
+def close_variants(name: str, n: int = 3) -> list[str]:
+    """The catalogue names nearest ``name`` (difflib), for a "did you mean"."""
+    return difflib.get_close_matches(_key(name), list(VARIANTS), n=n)
+
+
+def get_variant(name: str) -> Variant:
+    key = _key(name)
     if key not in VARIANTS:
-        close = difflib.get_close_matches(key, list(VARIANTS), n=3)
+        close = close_variants(name)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise KeyError(f"unknown variant {name!r}{hint} (nystra-hub list shows all {len(VARIANTS)})")
     return VARIANTS[key]
+
+
+# -- reference models shipped in a checkout ---------------------------------------------------------------------------
+# ``nystra-hub train-reference`` writes them into the repository, next to the package: a checkout (or an editable
+# install) has them, an installed wheel does not. They are the only weights that come with the code.
+REFERENCE_MODELS_DIR = Path(__file__).resolve().parents[2] / "reference_models"
+
+
+@dataclass(frozen=True)
+class ReferenceModel:
+    name: str
+    arch: str
+    task: str
+    scale: int
+    path: Path
+
+    @property
+    def model_argument(self) -> str:
+        """The path to pass to ``--model``: relative to the working directory when under it."""
+        return _display(self.path)
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def reference_models(folder: Path | None = None) -> list[ReferenceModel]:
+    """The reference models in ``folder`` (default :data:`REFERENCE_MODELS_DIR`): each sub-folder with
+    ``reference.json`` and ``config.json``, sorted by name; none when the folder is absent."""
+    folder = REFERENCE_MODELS_DIR if folder is None else Path(folder)
+    found = []
+    for info_file in sorted(folder.glob("*/reference.json")):
+        if not (info_file.parent / "config.json").is_file():
+            continue  # a training run in progress: no loadable folder yet
+        info = json.loads(info_file.read_text())
+        found.append(ReferenceModel(name=info.get("name", info_file.parent.name), arch=info["arch"],
+                                    task=info["task"], scale=int(info.get("scale", 1)), path=info_file.parent))
+    return found
+
+
+def close_folders(name: str, n: int = 3) -> list[str]:
+    """Loadable folders whose name is near ``name``'s last part, as the path to pass to ``--model``: the reference
+    models and the working directory's sub-folders holding a ``config.json`` (hub folders)."""
+    return _nearest(Path(name).name, _local_folders(), n)
+
+
+def close_models(name: str, n: int = 4) -> list[str]:
+    """The local folders (see :func:`close_folders`) and catalogue variants nearest ``name``, nearest first."""
+    return _nearest(_key(Path(name).name), {**_local_folders(), **{v: v for v in VARIANTS}}, n)
+
+
+def _local_folders() -> dict[str, str]:
+    """{path to pass to --model: folder name} of the reference models and the working directory's hub folders."""
+    found = {r.model_argument: r.path.name for r in reference_models()}
+    found.update({_display(p.parent.resolve()): p.parent.name for p in Path.cwd().glob("*/config.json")})
+    return found
+
+
+def _nearest(name: str, candidates: dict[str, str], n: int) -> list[str]:
+    """The keys of ``candidates`` whose value is like ``name`` (difflib's ratio, its default cutoff 0.6)."""
+    scored = [(difflib.SequenceMatcher(None, name, label).ratio(), key) for key, label in candidates.items()]
+    return [key for ratio, key in sorted(scored, key=lambda item: -item[0]) if ratio >= 0.6][:n]
+
+
+def weights_hint(v: Variant) -> str:
+    """How to get going with the catalogue variant ``v`` named without weights: its released file and where it
+    comes from, ``--weights``, ``nystra-hub convert``, or a shipped reference model (same architecture first)."""
+    if v.released:
+        origin = f" from {v.source}" if v.source else ""
+        steps = [f"download its released checkpoint {v.official_file}{origin} and pass it: --model {v.name} "
+                 f"--weights FILE (Python: nystra_hub.load({v.name!r}, weights=FILE))",
+                 f"or convert it once into a hub folder: nystra-hub convert FILE --out {v.name}-hub, then "
+                 f"--model {v.name}-hub"]
+    else:
+        steps = [f"no checkpoint of this configuration is released ({v.notes or 'none is listed'}); pass your own "
+                 f"trained one: --model {v.name} --weights FILE"]
+    refs = reference_models()
+    refs = [r for r in refs if r.arch == v.arch] or refs
+    if refs:
+        shipped = ", ".join(f"--model {r.model_argument} ({r.arch}, {r.task})" for r in refs)
+        steps.append(f"or start now with a small model shipped in the repository, weights included: {shipped}")
+    return "\n".join(f"  - {step}" for step in steps)
 
 
 def build_variant(
