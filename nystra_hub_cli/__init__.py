@@ -4,11 +4,18 @@ torch, and hands every command to :mod:`nystra_hub.cli`.
 This package sits outside ``nystra_hub`` on purpose: importing any ``nystra_hub.*`` module runs the package's
 ``__init__``, which imports torch, transformers and timm (several seconds), and a help listing should not wait
 for that. It is the one place the command table is written; ``nystra_hub.cli`` imports it from here.
+
+Typos are answered here too, before torch: an unknown command, or an option that no ``add_argument`` call of the
+command's module (or of ``nystra_hub/cli/options.py``, which the commands share) spells, fails at once with the
+closest spelling (:func:`typo_message`). The option names are read from those files' source with :mod:`ast`, so
+they are written once, in the ``add_argument`` calls; what passes here, argparse checks again after the import.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import difflib
 import importlib
 import importlib.util
 import runpy
@@ -23,7 +30,7 @@ EPILOG = ("Run 'nystra-hub COMMAND --help' for the options of a command (that im
 
 # command -> (module implementing it: add_arguments(parser) and run(args) -> exit code, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "list": ("nystra_hub.cli.catalogue", "list the catalogue of variants"),
+    "list": ("nystra_hub.cli.catalogue", "list the catalogue of variants and the reference models shipped with it"),
     "restore": ("nystra_hub.cli.restore", "restore images or folders with a variant or hub folder"),
     "eval": ("nystra_hub.cli.evaluate", "score a model on your own (degraded, ground truth) image folders"),
     "export": ("nystra_hub.cli.export", "export a model to ONNX or OpenVINO IR for one input size"),
@@ -34,15 +41,109 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "calibrate": ("nystra_hub.measure.calibration", "choose per-layer nystra settings under a quality budget"),
     "cards": ("nystra_hub.io.cards", "render model cards from measurement JSON"),
 }
+TOP_LEVEL_OPTIONS = ("-h", "--help", "--version")
+SHARED_OPTIONS_MODULE = "nystra_hub.cli.options"  # add_attention_arguments and friends: --attn, --nystra, --model
+
+
+def package_folder() -> Path | None:
+    """Where ``nystra_hub`` is, found without importing it (locating a top-level package does not run it)."""
+    spec = importlib.util.find_spec("nystra_hub")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def package_version() -> str:
     """``nystra_hub.__version__``, read from its own module file without running the package's ``__init__``."""
-    spec = importlib.util.find_spec("nystra_hub")  # locating a top-level package does not import it
-    if spec is None or not spec.submodule_search_locations:
+    folder = package_folder()
+    if folder is None:
         return "unknown (nystra_hub is not importable)"
-    version_file = Path(next(iter(spec.submodule_search_locations))) / "_version.py"
-    return str(runpy.run_path(str(version_file))["__version__"])
+    return str(runpy.run_path(str(folder / "_version.py"))["__version__"])
+
+
+def _source_tree(module: str) -> ast.Module | None:
+    """The syntax tree of ``nystra_hub`` module ``module``, read without importing it; None when unreadable."""
+    folder = package_folder()
+    parts = module.split(".")[1:]
+    if folder is None or not parts:
+        return None
+    try:
+        return ast.parse(folder.joinpath(*parts).with_suffix(".py").read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return None
+
+
+def _option_strings(tree: ast.Module) -> set[str]:
+    """The option strings of every ``.add_argument("-x", "--xx", ...)`` call in ``tree``."""
+    return {arg.value for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add_argument"
+            for arg in node.args if isinstance(arg, ast.Constant) and str(arg.value).startswith("-")}
+
+
+def command_options(command: str) -> set[str]:
+    """The options ``command`` may take: those its module's source spells, and the shared module's when it
+    imports from it; empty (nothing can be checked) when its source is not readable."""
+    tree = _source_tree(SUBCOMMANDS[command][0])
+    if tree is None:
+        return set()
+    options = _option_strings(tree) | set(TOP_LEVEL_OPTIONS[:2])
+    shared = _source_tree(SHARED_OPTIONS_MODULE)
+    if shared is not None and any(isinstance(node, ast.ImportFrom) and node.module == SHARED_OPTIONS_MODULE
+                                  for node in ast.walk(tree)):
+        options |= _option_strings(shared)
+    return options
+
+
+def _known(token: str, options: set[str]) -> bool:
+    """Whether argparse would take ``token`` as one of ``options`` (exactly, as ``--opt=value``, as an unambiguous
+    or ambiguous prefix, or a short option with its value attached), or as a value (a negative number, ``-``, or
+    anything with a space)."""
+    name = token.split("=", 1)[0]
+    if name in options or token == "-" or " " in token or _is_number(token):
+        return True
+    if token.startswith("--"):
+        return any(option.startswith(name) for option in options if option.startswith("--"))
+    return token[:2] in options
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def unknown_options(tokens: list[str], options: set[str]) -> list[str]:
+    """The option-like tokens (before a ``--``) that are none of ``options``, each with its closest spelling."""
+    found = []
+    for token in tokens:
+        if token == "--":
+            break
+        if token.startswith("-") and not _known(token, options):
+            name = token.split("=", 1)[0]
+            close = difflib.get_close_matches(name, sorted(options), n=1)
+            found.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return found
+
+
+def typo_message(argv: list[str]) -> str | None:
+    """What is mistyped on the command line, said with the closest spelling; None when nothing is (or nothing can
+    be checked without importing the command)."""
+    command = requested_command(argv)
+    split = argv.index(command) if command is not None else len(argv)
+    if command is not None and command not in SUBCOMMANDS:
+        close = difflib.get_close_matches(command, list(SUBCOMMANDS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"unknown command {command!r}{hint} (commands: {', '.join(SUBCOMMANDS)})"
+    unknown = unknown_options(argv[:split], set(TOP_LEVEL_OPTIONS))
+    options = command_options(command) if command is not None else set()
+    if options:
+        unknown += unknown_options(argv[split + 1:], options)
+    if not unknown:
+        return None
+    where = f"{PROG} {command} --help" if command else f"{PROG} --help"
+    return f"unrecognized option{'s' * (len(unknown) > 1)} {', '.join(unknown)}; '{where}' lists them"
 
 
 def requested_command(argv: list[str]) -> str | None:
@@ -66,8 +167,19 @@ def build_parser(add_command_arguments: Callable[[str, argparse.ArgumentParser],
     return parser
 
 
+def refuse_typos(argv: list[str]) -> bool:
+    """Print what :func:`typo_message` finds, worded as argparse words its errors; True when it found something."""
+    problem = typo_message(argv)
+    if problem:
+        command = requested_command(argv)
+        print(f"{PROG}{' ' + command if command in SUBCOMMANDS else ''}: error: {problem}", file=sys.stderr)
+    return problem is not None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if refuse_typos(argv):
+        return 2
     if requested_command(argv) in SUBCOMMANDS:
         return importlib.import_module("nystra_hub.cli").main(argv)
     parser = build_parser()

@@ -15,10 +15,10 @@ from types import ModuleType
 
 from nystra_hub._version import __version__
 from nystra_hub.cli.options import fill_missing_help
-from nystra_hub_cli import SUBCOMMANDS, requested_command
+from nystra_hub_cli import SUBCOMMANDS, refuse_typos, requested_command, unknown_options
 from nystra_hub_cli import build_parser as build_command_table
 
-__all__ = ["SUBCOMMANDS", "build_parser", "load_subcommand", "main", "requested_command"]
+__all__ = ["SUBCOMMANDS", "build_parser", "command_parser", "load_subcommand", "main", "parse", "requested_command"]
 
 
 def load_subcommand(name: str) -> ModuleType:
@@ -38,11 +38,33 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return build_command_table(add_arguments)
 
 
+def command_parser(parser: argparse.ArgumentParser, command: str | None) -> argparse.ArgumentParser:
+    """The sub-parser of ``command`` in ``parser`` (the parser itself for no command)."""
+    if command is None:
+        return parser
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[command]
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """``parser.parse_args``, but what is left over is refused by the command's own parser (its usage, not the
+    top-level one) with the closest spelling of each unknown option."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        sub = command_parser(parser, args.command)
+        unknown = unknown_options(extra, set(sub._option_string_actions))
+        others = [token for token in extra if not token.startswith("-")]
+        sub.error("unrecognized arguments: " + ", ".join(unknown + others or extra))
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if refuse_typos(argv):  # the console script checked already; python -m nystra_hub.cli (torchrun) comes here
+        return 2
     command = requested_command(argv)
     parser = build_parser(command if command in SUBCOMMANDS else None)
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     if args.version:
         print(__version__)
         return 0
