@@ -8,19 +8,22 @@
 The checkpoint is read in any released container, checked strictly against the named configuration (without
 --variant and --arch: the one detected from its keys and shapes, see :mod:`nystra_hub.io.detect`; a mismatch lists
 the differing keys and exits with status 1) and written with its official keys and tensors unchanged.
-``--attn``/``--nystra KEY=VALUE``/``--plan`` set the folder's default attention.
+``--attn``/``--nystra KEY=VALUE``/``--plan`` set the folder's default attention. The card names the file it was
+converted from and its sha256; it calls the weights "released" only when that sha256 is the catalogued release's.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from pathlib import Path
 
 from nystra_hub.cli.options import add_attention_arguments, parse_nystra
+from nystra_hub.io.cards import build_custom_card, build_model_card
 from nystra_hub.io.checkpoints import CheckpointError, CheckpointMismatchError, load_state_dict_strict, read_state_dict
 from nystra_hub.io.detect import detect_checkpoint
-from nystra_hub.io.hub import default_repo_id, no_param_init, save_hub_folder
+from nystra_hub.io.hub import CARD_NAME, CONFIG_NAME, default_repo_id, no_param_init, save_hub_folder
 from nystra_hub.io.variants import get_variant
 from nystra_hub.models import ARCHITECTURES, build_model
 
@@ -96,7 +99,30 @@ def convert(
     # The released tensors are stored as read (keys official, values and dtypes unchanged); the only exception is
     # the architecture's documented adaptation (SwinIR: an attn_mask saved for another training patch).
     state = model.adapt_state_dict(dict(state))
-    return save_hub_folder(model, out, variant=variant, card=card, state_dict=state, plan=plan, repo_id=repo_id)
+    folder = save_hub_folder(model, out, variant=variant, card=False, state_dict=state, plan=plan, repo_id=repo_id)
+    if card:
+        write_card(folder, Path(checkpoint), variant)
+    return folder
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_card(folder: Path, checkpoint: Path, variant: str | None) -> None:
+    """README.md of a converted folder: the card names the file (not the path: a card may be published) and its
+    sha256, since convert cannot know whether a user's file is the release."""
+    source = dict(converted_from=checkpoint.name, sha256=file_sha256(checkpoint))
+    if variant is not None:
+        card = build_model_card(variant, **source)
+    else:
+        cfg = json.loads((folder / CONFIG_NAME).read_text())
+        card = build_custom_card(cfg["arch"], cfg["official_kwargs"], **source)
+    card.save(str(folder / CARD_NAME))
 
 
 def push_to_hub(folder: str | Path, repo_id: str, private: bool = False, token: str | None = None) -> str:

@@ -65,14 +65,43 @@ def card_tags(v: Variant) -> list[str]:
             *v.tags, "timm", "transformers"]
 
 
-def build_model_card(variant: str | Variant, measurements: dict | None = None) -> ModelCard:
+def build_model_card(variant: str | Variant, measurements: dict | None = None, *,
+                     converted_from: str | None = None, sha256: str | None = None) -> ModelCard:
     """The card of a catalogue variant. ``measurements`` (None for now) adds a model-index and result tables;
-    see :func:`render_measurements` for the accepted form."""
+    see :func:`render_measurements` for the accepted form. ``converted_from`` (a file name) and its ``sha256``:
+    the card of a folder ``nystra-hub convert`` wrote from a user's file, which it calls the released weights only
+    when ``sha256`` is the one the catalogue records for the release."""
     v = _variant(variant)
     eval_results, results_md = render_measurements(v, measurements)
-    body = _card_body(v, card_summary(v, measurements), results_md)
+    body = _card_body(v, card_summary(v, measurements), results_md, *_origin(v, converted_from, sha256))
     check_card(body, eval_results)
-    return ModelCard(f"---\n{_card_data(v, eval_results).to_yaml()}\n---\n{body}")
+    data = _card_data(v, eval_results)
+    if converted_from is not None:
+        data.converted_from, data.converted_from_sha256 = converted_from, sha256
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+
+
+def is_release(v: Variant, sha256: str | None) -> bool:
+    """Whether a file with this sha256 is ``v``'s released checkpoint: never when the catalogue records none."""
+    return bool(v.sha256) and sha256 == v.sha256
+
+
+def _origin(v: Variant, converted_from: str | None, sha256: str | None) -> tuple[str, str]:
+    """(the card's opening words, a paragraph after them): where the weights come from, as far as it can know."""
+    title = _title(v.arch)
+    if converted_from is None:  # the card of the catalogue entry itself, published with the release
+        return (f"The released {title} weights in the official state-dict format (keys and tensors as released)"
+                if v.released else f"The paper's {title} configuration (no official checkpoint of it is listed)"), ""
+    checksum = f"sha256 of `{converted_from}`: `{sha256}`"
+    if is_release(v, sha256):
+        return (f"The released {title} weights, converted with `nystra-hub convert` from `{converted_from}`, in the "
+                "official state-dict format (keys and tensors as released)", f"{checksum} (the catalogued release's).")
+    unknown = ("it differs from the release's, so these are not the released weights" if v.sha256 else
+               "the catalogue records no checksum of the release, so whether these are the released weights is "
+               "not known")
+    return (f"Weights converted with `nystra-hub convert` from `{converted_from}` in the official state-dict format "
+            "(keys and tensors as in that file)",
+            f"`{converted_from}` is a checkpoint of the configuration of `{v.official_file}`; {checksum}; {unknown}.")
 
 
 def card_summary(v: Variant | None, measurements: dict | None) -> str:
@@ -241,12 +270,12 @@ def _base_model_table(v: Variant) -> str:
     return "\n".join(["| | |", "|---|---|", *(f"| {k} | {val} |" for k, val in rows)])
 
 
-def _card_body(v: Variant, summary: str, results_md: str) -> str:
-    """The card's markdown: what the model is, its base model, usage, the measurements."""
+def _card_body(v: Variant, summary: str, results_md: str, origin: str, origin_note: str = "") -> str:
+    """The card's markdown: what the model is (``origin``: where its weights come from, ``origin_note`` a
+    paragraph more on it), its base model, usage, the measurements."""
     repo_id = f"nystra/{v.name}"
     table = _base_model_table(v)
-    intro = (f"The released {_title(v.arch)} weights" if v.released
-             else f"The paper's {_title(v.arch)} configuration (no official checkpoint of it is listed)")
+    note = f"\n\n{origin_note}" if origin_note else ""
     low, high = ARCHITECTURES[v.arch].spec.value_range
     value_range = f"[{low:g}, {high:g}]"
     return f"""
@@ -254,9 +283,9 @@ def _card_body(v: Variant, summary: str, results_md: str) -> str:
 
 {summary}
 
-{intro} in the official state-dict format (keys and tensors as released), packaged for
+{origin}, packaged for
 `nystra_hub`, 🤗 transformers and timm, with a switch between exact attention and training-free PnP-Nystra
-(Nyström) window attention.
+(Nyström) window attention.{note}
 
 ## Base model
 
@@ -290,17 +319,23 @@ image files, tiling and integer images.
 """
 
 
-def build_custom_card(arch: str, official_kwargs: dict) -> ModelCard:
-    """A short card for a configuration that is not in the catalogue (e.g. a converted test model)."""
+def build_custom_card(arch: str, official_kwargs: dict, *, converted_from: str | None = None,
+                      sha256: str | None = None) -> ModelCard:
+    """A short card for a configuration that is not in the catalogue (e.g. a converted test model);
+    ``converted_from`` (a file name) and its ``sha256`` say which file ``nystra-hub convert`` read."""
     data = ModelCardData(library_name=LIBRARY_NAME, pipeline_tag=PIPELINE_TAG,
                          tags=["image-restoration", "pnp-nystra", arch], architecture=arch)
+    source = ""
+    if converted_from is not None:
+        data.converted_from, data.converted_from_sha256 = converted_from, sha256
+        source = f" from `{converted_from}`" + (f" (sha256 `{sha256}`)" if sha256 else "")
     body = f"""
 # Custom {_title(arch)} configuration
 
 {card_summary(None, None)}
 
-A {_title(arch)} model converted with `nystra-hub convert` from explicit constructor arguments; it is not one of
-the catalogued releases.
+A {_title(arch)} model converted with `nystra-hub convert`{source}, built from explicit constructor arguments;
+it is not one of the catalogued releases.
 
 ```json
 {json.dumps(official_kwargs, indent=2)}

@@ -57,6 +57,9 @@ class Variant:
     notes: str = ""
     manifest: str | None = None  # ../shared/manifests/<manifest>.tsv lists this variant's keys
     tags: tuple[str, ...] = field(default_factory=tuple)
+    # sha256 of the released file, once recorded from the original download (none is yet): only a file matching it
+    # is called "the released weights" in a converted folder's card
+    sha256: str = ""
 
     @property
     def timm_name(self) -> str:
