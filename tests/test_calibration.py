@@ -51,7 +51,7 @@ def test_generous_budget_turns_layers_nystra_and_holds(golden_sr, monkeypatch):
     assert report["measured_drop_db"] <= 3.0
     impls = {name: m.attn_impl for name, m in attention_modules(model)}
     assert sum(v == "nystra" for v in impls.values()) == report["nystra_layers"]
-    assert result["plan"] == model.nystra_plan
+    assert result["plan"] == model.provenance.plan
     # The plan's settings are exactly what the model now runs.
     for name, settings in result["plan"]["attention"].items():
         assert settings["attn_impl"] == impls[name]

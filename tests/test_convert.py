@@ -62,7 +62,7 @@ def test_convert_catalogue_variant(tmp_path):
     assert card.data.license == "apache-2.0" and "super-resolution" in card.data.tags
     assert "002_lightweightSR_DIV2K_s64w8_SwinIR-S_x2.pth" in card.text and NO_MEASUREMENTS in card.text
     model = nystra_hub.load_pretrained(tmp_path / "v")
-    assert model.attn_impl == "nystra" and model.variant_name == "swinir-s-x2"
+    assert model.attn_impl == "nystra" and model.provenance.variant == "swinir-s-x2"
 
 
 def test_convert_mismatch_is_a_clean_cli_error(tmp_path, capsys):

@@ -266,7 +266,7 @@ def test_a_folder_for_something_else_is_refused(onnx_exports):
     with torch.no_grad():
         retrained.conv_first.bias.add_(0.01)
     variant = golden()
-    variant.variant_name = "swinir-x2"
+    variant.update_provenance(variant="swinir-x2")
     asked = {
         'attn_impl: exported "softmax", asked "nystra"': (golden(attention="nystra"), {}),
         "weights_sha256: exported": (retrained, {}),

@@ -101,7 +101,7 @@ def test_plan_is_stored_and_reapplied(tmp_path):
     impls = {n: (m.attn_impl, m.nystra.landmarks) for n, m in attention_modules(loaded)}
     assert impls[names[0]] == ("nystra", 4) and all(v[0] == "softmax" for n, v in impls.items() if n != names[0])
     # explicit attention arguments replace the stored plan; use_plan=False ignores it
-    assert loaded.nystra_plan_applied == cfg["nystra_plan"]
+    assert loaded.provenance.plan == cfg["nystra_plan"]
     assert load_pretrained(tmp_path / "mixed", attn_impl="sdpa").attn_impl == "sdpa"
     assert load_pretrained(tmp_path / "mixed", use_plan=False).attn_impl == "softmax"
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import hashlib
+
 import pytest
 import timm
 import torch
 from conftest import GOLDEN, load_golden
-from conftest_hub import converted
+from conftest_hub import converted, swinir_s_x2_checkpoint
 from transformers import AutoModel
 
 import nystra_hub
 from nystra_hub.attention import attention_modules
-from nystra_hub.io.hub import attention_state, save_hub_folder
+from nystra_hub.io.hub import attention_state, read_hub_config, save_hub_folder
+from nystra_hub.models import Provenance
 
 CASE = "swinir_sr_x2_pixelshuffle"
 
@@ -66,19 +71,53 @@ def test_every_loader_applies_a_stored_plan_and_drops_it_on_set_attn_impl_alike(
     auto = AutoModel.from_pretrained(folder)
     timm_model = timm.create_model("nystra_swinir", pretrained=True, pretrained_cfg_overlay=dict(
         file=str(folder / "model.safetensors")), **ours.official_kwargs,
-        nystra_plan=ours.hub_config["nystra_plan"])
+        nystra_plan=ours.provenance.hub_config["nystra_plan"])
     inners = [ours, auto.restoration_model, timm_model]
     for inner in inners:
         assert inner.get_submodule(first).attn_impl == "nystra" and inner.attn_impl == "mixed"
-        assert inner.nystra_plan_applied
+        assert inner.provenance.plan
     for model in (ours, auto, timm_model):
         model.set_attn_impl("softmax")
     states = [attention_state(inner) for inner in inners]
     assert all(state == states[0] for state in states)
     for inner in inners:
-        assert inner.attn_impl == "softmax" and not inner.nystra_plan_applied
+        assert inner.attn_impl == "softmax" and not inner.provenance.plan
         assert inner.get_submodule(first).nystra.landmarks == 4  # per-layer parameters survive the switch
     assert auto.config.attn_impl == "softmax" and auto.config.nystra_plan == states[0][2]
+
+
+def _sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_every_loading_path_records_the_provenance(tmp_path):
+    checkpoint = swinir_s_x2_checkpoint()
+    assert nystra_hub.build_model("swinir", **nystra_hub.get_variant("swinir-s-x2").kwargs).provenance == Provenance()
+    released = Provenance(variant="swinir-s-x2", file=str(checkpoint), sha256=_sha256(checkpoint))
+    assert nystra_hub.load("swinir-s-x2", weights=checkpoint).provenance == released  # variant + weights
+    assert nystra_hub.load(checkpoint).provenance == released  # a file: detection finds the variant
+    assert timm.create_model("swinir_s_x2", pretrained=True,
+                             pretrained_cfg_overlay=dict(file=str(checkpoint))).provenance == released
+    folder = save_hub_folder(nystra_hub.load(checkpoint), tmp_path / "hub", card=False)
+    weights = folder / "model.safetensors"
+    from_folder = Provenance(variant="swinir-s-x2", file=str(weights), sha256=_sha256(weights))
+    assert nystra_hub.load(folder).provenance == dataclasses.replace(from_folder, hub_config=read_hub_config(folder))
+    assert AutoModel.from_pretrained(folder).provenance == from_folder  # transformers keeps no hub_config (as before)
+    case = nystra_hub.load(GOLDEN / CASE)  # a test case folder: no catalogue variant
+    assert case.provenance == Provenance(file=str(GOLDEN / CASE / "checkpoint.pth"),
+                                         sha256=_sha256(GOLDEN / CASE / "checkpoint.pth"))
+
+
+def test_provenance_survives_switches_and_copies_but_not_a_plan_it_no_longer_runs(tmp_path):
+    folder, _ = _planned_folder(tmp_path)
+    model = nystra_hub.load(folder)
+    before = model.provenance
+    assert before.plan == before.hub_config["nystra_plan"] and before.sha256 == _sha256(folder / "model.safetensors")
+    assert copy.deepcopy(model).provenance == before and model.float().provenance == before
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        model.provenance.variant = "swinir-x2"
+    model.set_attn_impl("sdpa")  # every module now runs sdpa: the plan is gone, where the weights came from is not
+    assert model.provenance == dataclasses.replace(before, plan=None)
 
 
 def test_unwrap_model_sees_through_wrappers():

@@ -90,7 +90,7 @@ def test_catalogue_name_with_released_file_and_attention_kwargs():
         assert torch.equal(model(x), reference_model(x))
         assert exact.attn_impl == "softmax" and torch.equal(exact(x), nystra_hub.load_variant("swinir-s-x2",
                                                                                               path)(x))
-    assert model.variant_name == "swinir-s-x2" and model.pretrained_cfg["file"] == str(path)
+    assert model.provenance.variant == "swinir-s-x2" and model.pretrained_cfg["file"] == str(path)
     with pytest.raises(ValueError, match="attn_impl"):
         timm.create_model("swinir_s_x2", attn_impl="flash")
     with pytest.raises(TypeError, match="classification"):

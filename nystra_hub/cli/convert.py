@@ -95,7 +95,7 @@ def convert(
         model = build_model(arch, attn_impl=attn_impl, nystra=nystra, **official_kwargs)
     load_state_dict_strict(model, state, source=str(checkpoint))
     if variant is not None:
-        model.variant_name = variant
+        model.update_provenance(variant=variant)
     # The released tensors are stored as read (keys official, values and dtypes unchanged); the only exception is
     # the architecture's documented adaptation (SwinIR: an attn_mask saved for another training patch).
     state = model.adapt_state_dict(dict(state))

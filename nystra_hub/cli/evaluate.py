@@ -117,7 +117,7 @@ def default_scoring(model, source: str | Path | None = None) -> tuple[Protocol, 
         name = reference_info(source)["degradation"]["protocol"]
         return PROTOCOLS[name], f"the reference model's own (reference.json of {source})"
     net = unwrap_model(model)
-    variant = getattr(net, "variant_name", None)
+    variant = net.provenance.variant
     if variant:
         task = get_variant(variant).task
         name, why = TASK_PROTOCOLS[task]
@@ -309,7 +309,7 @@ def _report_header(args, model, nystra: dict, scoring: Protocol, why: str, devic
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": shlex.join(["nystra-hub", *sys.argv[1:]]) if sys.argv[1:2] == ["eval"] else None,
         "model": {"source": str(args.model), "weights": args.weights, "arch": net.arch,
-                  "variant": getattr(net, "variant_name", None), "scale": net.scale, "attn_impl": net.attn_impl,
+                  "variant": net.provenance.variant, "scale": net.scale, "attn_impl": net.attn_impl,
                   "nystra": nystra or None},
         "scoring": {**scoring.describe(net.scale), "chosen_because": why},
         "settings": {"lq": str(args.lq), "gt": str(args.gt), "protocol": args.protocol, "device": str(device),

@@ -130,7 +130,7 @@ def describe_model(model: nn.Module, with_weights: bool = True) -> dict:
     approximate = plan is not None or impl not in EXACT_IMPLS
     return {
         "source": "nystra_hub",
-        "variant": getattr(ours, "variant_name", None),
+        "variant": ours.provenance.variant,
         "arch": ours.arch,
         "official_kwargs": jsonable(ours.official_kwargs),
         "attn_impl": ours.attn_impl,

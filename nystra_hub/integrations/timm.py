@@ -92,7 +92,16 @@ def _create(arch: str, name: str, variant: Variant | None, pretrained: bool = Fa
     model.num_classes = NO_CLASSIFIER  # what timm's save_for_hf/push_to_hf_hub read (see the module doc)
     if not hasattr(model, "num_features"):  # exports record it, for information only; SwinIR has its own
         model.num_features = model.out_channels
-    return finish_loaded(model, plan=plan, variant=variant.name if variant else None, source=name)
+    return finish_loaded(model, plan=plan, variant=variant.name if variant else None, source=name,
+                         weights=_weights_file(model.pretrained_cfg) if pretrained else None)
+
+
+def _weights_file(cfg: dict) -> str | None:
+    """The file timm loaded pretrained weights from: a cfg's ``file`` wins unless the cfg names another source
+    or passes a state dict (timm's ``_resolve_pretrained_source``); None for weights fetched from the Hub."""
+    if cfg.get("source", "") not in ("", "timm") or cfg.get("state_dict") is not None:
+        return None
+    return cfg.get("file")
 
 
 def _entrypoint(arch: str, name: str, variant: Variant | None):

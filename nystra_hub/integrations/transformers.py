@@ -63,7 +63,7 @@ from nystra_hub.io.checkpoints import CheckpointError, CheckpointMismatchError, 
 from nystra_hub.io.plan import check_plan, finish_loaded
 from nystra_hub.io.variants import get_variant
 from nystra_hub.models import ARCHITECTURES, RestorationModel, build_model
-from nystra_hub.models.common import OFFICIAL_PADDINGS, unwrap_model
+from nystra_hub.models.common import OFFICIAL_PADDINGS, Provenance, unwrap_model
 
 logger = logging.getLogger(__name__)
 
@@ -272,6 +272,10 @@ class NystraRestorationModel(PreTrainedModel):
     def attn_impl(self) -> str:
         return self._restoration.attn_impl
 
+    @property
+    def provenance(self) -> Provenance:
+        return self._restoration.provenance
+
     def set_attn_impl(self, attn_impl: str, **nystra_params) -> NystraRestorationModel:
         """:meth:`RestorationModel.set_attn_impl` (the same rules: see there); the config then records the
         attention state as it is, so ``save_pretrained`` stores what runs."""
@@ -337,9 +341,9 @@ class NystraRestorationModel(PreTrainedModel):
         on_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
         if on_meta:
             raise RuntimeError(f"{pretrained_model_name_or_path}: tensors left on the meta device: {on_meta[:8]}")
-        _check_stored_values(model, pretrained_model_name_or_path, kwargs)
+        files = _check_stored_values(model, pretrained_model_name_or_path, kwargs)
         finish_loaded(model._restoration, plan=model.config.nystra_plan, variant=model.config.variant,
-                      source=str(pretrained_model_name_or_path))
+                      source=str(pretrained_model_name_or_path), weights=files[0] if len(files) == 1 else None)
         model.eval()
         return (model, info) if want_info else model
 
@@ -347,7 +351,7 @@ class NystraRestorationModel(PreTrainedModel):
         """``PreTrainedModel.save_pretrained`` plus the model card (``README.md``) a hub folder carries.
         (``push_to_hub`` uploads transformers' own card; ``nystra-hub convert --push-to-hub`` or
         ``huggingface_hub.upload_folder`` on the saved folder publish this one.)"""
-        applied = getattr(self._restoration, "nystra_plan_applied", None)
+        applied = self._restoration.provenance.plan
         if applied and applied.get("windows"):
             raise ValueError(
                 "this model runs a plan that changed its windows, so its weights are no longer the trained "
@@ -374,15 +378,17 @@ def _weight_files(name_or_path, kwargs: dict) -> list[str]:
     return [cached_file(name_or_path, shard, **hub_kwargs) for shard in shards]
 
 
-def _check_stored_values(model: NystraRestorationModel, name_or_path, kwargs: dict) -> None:
+def _check_stored_values(model: NystraRestorationModel, name_or_path, kwargs: dict) -> list[str]:
     """The checks ``nystra_hub.load`` makes on every checkpoint, for transformers' loader (which casts while
-    loading): no integer or bool tensors stored for floating-point weights, no NaN/Inf."""
+    loading): no integer or bool tensors stored for floating-point weights, no NaN/Inf. Returns the files read."""
     own = model._restoration.state_dict()
-    for path in _weight_files(name_or_path, kwargs):
+    files = _weight_files(name_or_path, kwargs)
+    for path in files:
         check_dtypes(own, read_safetensors_dtypes(path), source=str(name_or_path))
     non_finite = [k for k, v in own.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if non_finite:
         raise CheckpointError(f"{name_or_path}: non-finite values (NaN/Inf) in {non_finite[:8]}")
+    return files
 
 
 def model_card(config: NystraRestorationConfig):

@@ -8,6 +8,7 @@ filtered by shape: any missing, unexpected or mis-shaped key raises :class:`Chec
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -42,6 +43,15 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
         except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError) as err:
             raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint: {err}") from err
     return unwrap_state_dict(raw, source=str(path))
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a file, read in 16 MiB chunks (checkpoints reach gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 24), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def unwrap_state_dict(raw: object, source: str = "checkpoint") -> dict[str, Tensor]:

@@ -99,7 +99,7 @@ def load_checkpoint(
     model = build_model(detection.arch, attn_impl=attn_impl, nystra=nystra, **detection.kwargs)
     # The state dict read above goes through the same strict check as load_original_checkpoint, read once.
     load_state_dict_strict(model, state, source=str(path))
-    return finish_loaded(model, variant=detection.variant, source=str(path))
+    return finish_loaded(model, variant=detection.variant, source=str(path), weights=path)
 
 
 def _recognise(state: Mapping) -> str:

@@ -269,7 +269,7 @@ def model_hub_config(
     """``config.json`` describing ``model`` (a RestorationModel): its official kwargs and attention settings."""
     model = unwrap_model(model)
     if variant is None:
-        variant = getattr(model, "variant_name", None)
+        variant = model.provenance.variant
     if variant is not None:
         _check_variant_matches(model, get_variant(variant))
     impl, params, mixed_plan = attention_state(model)
@@ -343,7 +343,7 @@ def save_hub_folder(
     from safetensors.torch import save_file
 
     inner = unwrap_model(model)
-    applied = getattr(inner, "nystra_plan_applied", None)
+    applied = inner.provenance.plan
     if applied and applied.get("windows"):
         raise ValueError(
             "this model runs a plan that changed its windows, so its weights are no longer the trained ones; "
@@ -487,7 +487,7 @@ def load_pretrained(
 
     ``attn_impl`` ("softmax", "sdpa", "nystra") and Nyström parameters (landmarks, iters, tau, bias, mask) switch
     every attention module; without them the folder's ``attn_impl``/``nystra`` and its ``nystra_plan`` (unless
-    ``use_plan=False``) apply. Returns a RestorationModel in eval mode; ``model.hub_config`` is the config.
+    ``use_plan=False``) apply. Returns a RestorationModel in eval mode; ``model.provenance.hub_config`` is the config.
     """
     folder = resolve_hub_folder(name_or_path, revision=revision, cache_dir=cache_dir, token=token)
     cfg = read_hub_config(folder)
@@ -500,10 +500,10 @@ def load_pretrained(
     if not weights.is_file():
         raise FileNotFoundError(f"{folder}: no {WEIGHTS_NAME}")
     load_state_dict_strict(model, read_state_dict(weights), source=str(weights))
-    model.hub_config = cfg
+    model.update_provenance(hub_config=cfg)
     plan = cfg.get("nystra_plan") if use_plan else None
     return finish_loaded(model, plan=plan, explicit_attention=explicit, variant=cfg.get("variant"),
-                         source=str(folder))
+                         source=str(folder), weights=weights)
 
 
 __all__ = [

@@ -73,7 +73,7 @@ def load(
     variant = get_variant(str(source))  # unknown names: a "did you mean" error
     nystra = resolve_nystra(variant.arch, None, **nystra_params)
     model = load_variant(variant.name, weights, attn_impl=attn_impl or "softmax", nystra=nystra)
-    return finish_loaded(model, variant=variant.name, source=str(weights))
+    return finish_loaded(model, variant=variant.name, source=str(weights), weights=weights)
 
 
 def _from_checkpoint(path: Path, attn_impl, nystra_params: dict, official_kwargs: dict) -> RestorationModel:
@@ -86,8 +86,9 @@ def _from_case(folder: Path, weights, attn_impl, nystra_params: dict) -> Restora
     arch = case["arch"]
     model = build_model(arch, attn_impl=attn_impl or "softmax", nystra=resolve_nystra(arch, None, **nystra_params),
                         **case["official_constructor_kwargs"])
-    load_original_checkpoint(model, weights or folder / "checkpoint.pth")
-    return finish_loaded(model, source=str(folder))
+    weights = weights or folder / "checkpoint.pth"
+    load_original_checkpoint(model, weights)
+    return finish_loaded(model, source=str(folder), weights=weights)
 
 
 __all__ = ["load"]

@@ -14,11 +14,14 @@ its trained weights), then the per-module attention settings.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 
 from torch import nn
 
 from nystra_hub.attention import NystraParams, attention_modules, check_attn_impl
+from nystra_hub.io.checkpoints import file_sha256
+from nystra_hub.models.common import RestorationModel
 
 PLAN_KEYS = ("windows", "window_resize", "attention")
 logger = logging.getLogger(__name__)
@@ -85,17 +88,20 @@ def extract_plan(model: nn.Module) -> dict:
 
 
 def finish_loaded(
-    model: nn.Module, *, plan: Mapping | None = None, explicit_attention: bool = False, variant: str | None = None,
-    source: str = "",
-) -> nn.Module:
+    model: RestorationModel, *, plan: Mapping | None = None, explicit_attention: bool = False,
+    variant: str | None = None, source: str = "", weights: str | os.PathLike | None = None,
+) -> RestorationModel:
     """What every loader does after the strict load, in one place: apply the stored per-layer ``plan`` (unless
-    attention was chosen explicitly at load time, which then holds everywhere), remember it as
-    ``model.nystra_plan_applied``, name the catalogue ``variant``, switch to eval mode."""
+    attention was chosen explicitly at load time, which then holds everywhere), record in ``model.provenance``
+    the plan applied, the catalogue ``variant`` and the ``weights`` file read (with its sha256), switch to eval
+    mode. ``source`` names what was loaded in messages."""
     if plan and not explicit_attention:
         apply_plan(model, dict(plan))
-        model.nystra_plan_applied = dict(plan)
+        model.update_provenance(plan=dict(plan))
     elif plan:
         logger.info("%s: explicit attention arguments given, the stored nystra_plan is not applied", source)
     if variant:
-        model.variant_name = variant
+        model.update_provenance(variant=variant)
+    if weights is not None:
+        model.update_provenance(file=str(weights), sha256=file_sha256(weights))
     return model.eval()

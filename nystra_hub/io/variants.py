@@ -317,7 +317,7 @@ def build_variant(
 ) -> RestorationModel:
     variant = get_variant(name)
     model = build_model(variant.arch, attn_impl=attn_impl, nystra=nystra, **variant.kwargs)
-    model.variant_name = variant.name
+    model.update_provenance(variant=variant.name)
     return model
 
 

@@ -30,8 +30,8 @@ landmarks Nyström's cost per token barely depends on the window, while exact at
 larger window pays only through Nyström, and only where its quality cost is small: that is what gets measured.
 The chosen windows go into the plan (``"windows"``), which is applied to the trained model, not to a copy.
 
-The chosen plan is applied to the model (``model.nystra_plan``) and returned; saving the model as a hub folder
-records it (``config.json`` ``nystra_plan``) so ``from_pretrained`` reproduces it.
+The chosen plan is applied to the model (recorded in ``model.provenance.plan``) and returned; saving the model
+as a hub folder records it (``config.json`` ``nystra_plan``) so ``from_pretrained`` reproduces it.
 """
 
 from __future__ import annotations
@@ -279,7 +279,8 @@ def calibrate(
     ``images``: calibration inputs, [0, 1] (1, C, H, W) tensors (or one batch); ``targets``: their ground truth
     (optional, see the module docs); ``timing_image``: the input size to optimise speed for (default: the first
     image); ``windows``: other windows to try per layer (see the module docs), their position terms resized with
-    ``window_resize``. Returns ``{"plan": ..., "report": ...}``; the plan is also stored as ``model.nystra_plan``.
+    ``window_resize``. Returns ``{"plan": ..., "report": ...}``; the plan is also recorded in
+    ``model.provenance.plan``.
     """
     log = log or (lambda *_: None)
     model = getattr(model, "restoration_model", model)
@@ -501,9 +502,8 @@ class _Calibration:
             apply_plan(self.model, original_plan)
             raise RuntimeError(f"calibration could not meet the {self.budget_db} dB budget")
         apply_plan(self.model, plan)
-        self.model.nystra_plan = plan
-        if windows_chosen:
-            self.model.nystra_plan_applied = plan  # its weights are no longer the trained ones: hub saving must know
+        # With windows in it, the weights are no longer the trained ones: hub saving reads this and refuses.
+        self.model.update_provenance(plan=plan)
         return plan
 
     def report(self, chosen: Selection, drop: float, speed: dict, reference_psnr_db: float) -> dict:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from nystra_hub.attention import NystraParams
-from nystra_hub.models.common import ArchitectureSpec, RestorationModel, unwrap_model
+from nystra_hub.models.common import ArchitectureSpec, Provenance, RestorationModel, unwrap_model
 from nystra_hub.models.dehazeformer import DehazeFormer
 from nystra_hub.models.swinir import SwinIR
 from nystra_hub.models.uformer import Uformer
@@ -31,5 +31,5 @@ def build_model(
     return model.eval()
 
 
-__all__ = ["ARCHITECTURES", "ArchitectureSpec", "DehazeFormer", "RestorationModel", "SwinIR", "Uformer", "build_model",
-           "unwrap_model"]
+__all__ = ["ARCHITECTURES", "ArchitectureSpec", "DehazeFormer", "Provenance", "RestorationModel", "SwinIR", "Uformer",
+           "build_model", "unwrap_model"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -144,6 +145,27 @@ OFFICIAL_PADDINGS: dict[str, OfficialPadding] = {
 
 
 @dataclass(frozen=True)
+class Provenance:
+    """Where a model's weights came from and what has been applied to them since; hub saving, ``export.json``
+    and evaluation reports read it. Every :class:`RestorationModel` has one from construction (empty: built, not
+    loaded); loaders fill it in and :meth:`RestorationModel.update_provenance` replaces fields.
+
+    variant: the catalogue variant the model is.
+    file: the weights file read (None where several shards or none were read).
+    sha256: that file's sha256, hashed when it was read.
+    hub_config: the ``config.json`` of the hub folder the model was loaded from.
+    plan: the per-layer plan applied (``set_attn_impl`` keeps only its windows). Windows in it mean the weights
+        are no longer the trained ones, so saving the model as a hub folder is refused.
+    """
+
+    variant: str | None = None
+    file: str | None = None
+    sha256: str | None = None
+    hub_config: Mapping | None = None
+    plan: Mapping | None = None
+
+
+@dataclass(frozen=True)
 class ArchitectureSpec:
     """What code outside ``models/`` needs to know about an architecture, declared once next to its code.
 
@@ -206,6 +228,7 @@ class RestorationModel(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.official_kwargs: dict = {}
+        self.provenance = Provenance()
         # Input checks cost one reduction over the image; off only for tracing/compilation.
         self.validate_inputs = True
 
@@ -299,10 +322,15 @@ class RestorationModel(nn.Module):
         wrapper and timm models behave the same.
         """
         set_attn_impl(self, attn_impl, **nystra_params)
-        applied = getattr(self, "nystra_plan_applied", None)
+        applied = self.provenance.plan
         if applied:
             kept = {key: applied[key] for key in ("windows", "window_resize") if key in applied}
-            self.nystra_plan_applied = kept or None
+            self.update_provenance(plan=kept or None)
+        return self
+
+    def update_provenance(self, **changes) -> RestorationModel:
+        """Replace the :class:`Provenance` fields named in ``changes``."""
+        self.provenance = dataclasses.replace(self.provenance, **changes)
         return self
 
     @property
