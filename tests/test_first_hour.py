@@ -227,3 +227,17 @@ def test_a_custom_configuration_card_names_its_file(tmp_path, capsys):
     assert "converted with `nystra-hub convert` from `model.safetensors`" in text
     assert "released" not in text.replace("catalogued releases", "")
     capsys.readouterr()
+
+
+@needs_reference_models
+def test_choosing_nystra_says_once_that_it_is_slower_at_the_trained_window(tmp_path, capsys):
+    """Item 5: --attn nystra was measured slower than exact on every model at the trained window; saying so once
+    keeps a user from picking it for speed."""
+    Image.new("RGB", (24, 16)).save(tmp_path / "a.png")
+    Image.new("RGB", (24, 16)).save(tmp_path / "b.png")
+    common = ["restore", "--no-progress", "--backend", "torch", "--model", str(REFERENCE / "swinir-ref-x2"),
+              str(tmp_path / "a.png"), str(tmp_path / "b.png")]
+    assert main([*common, "--attn", "nystra", "--out", str(tmp_path / "nystra")]) == 0
+    assert capsys.readouterr().err.count("measured slower than exact attention on every model") == 1
+    assert main([*common, "--out", str(tmp_path / "exact")]) == 0
+    assert "slower than exact" not in capsys.readouterr().err

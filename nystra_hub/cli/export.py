@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from nystra_hub.cli.options import add_loadable_model_arguments, parse_nystra
+from nystra_hub.cli.options import NYSTRA_SPEED_NOTE, add_loadable_model_arguments, parse_nystra
 from nystra_hub.inference.export import DEFAULT_OPSET, FORMATS, ExportError, export
 from nystra_hub.io.loading import load
 from nystra_hub.io.plan import apply_plan, check_plan
@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
         if args.plan:
             data = json.loads(Path(args.plan).read_text())
             apply_plan(model, check_plan(data.get("plan", data)))
+        elif args.attn == "nystra":
+            print(NYSTRA_SPEED_NOTE, file=sys.stderr)
         folder = export(model, args.out, args.format, size=args.size, batch=args.batch, opset=args.opset,
                         overwrite=args.overwrite)
     except (ExportError, ValueError, TypeError, KeyError, OSError, ImportError) as err:

@@ -18,6 +18,13 @@ NYSTRA_PARAM_NAMES = tuple(NystraParams().as_dict())
 ATTN_HELP = "attention implementation: softmax (exact, as trained), sdpa (exact, fused kernel) or nystra (PnP-Nystra)"
 NYSTRA_HELP = (f"one Nyström parameter, KEY=VALUE with KEY one of {', '.join(NYSTRA_PARAM_NAMES)}, e.g. "
                "--nystra landmarks=16 --nystra iters=2 (repeatable; default: the model's)")
+# Said once when --attn nystra is chosen: at the trained window it was measured slower than exact everywhere (README,
+# "Measured, not assumed"; benchmarks/README.md for the H200 run), and a user picking it by name expects speed.
+NYSTRA_SPEED_NOTE = (
+    "note: --attn nystra at the trained window was measured slower than exact attention on every model (2-core CPU: "
+    "SwinIR-M x2 1.05-1.08x exact's time at 128-256 px; one H200: SwinIR-M x2 1.5x, Uformer-B 3.0x, "
+    "DehazeFormer-B 1.8x); it pays only at enlarged windows (a per-layer plan)"
+)
 DEVICE_HELP = "auto (CUDA when available), cpu, cuda or cuda:N (default: %(default)s)"
 
 # Help for options several commands share, used where a command module gives none (so every option has one).

@@ -43,7 +43,7 @@ import psutil
 import torch
 from tqdm.auto import tqdm
 
-from nystra_hub.cli.options import parse_nystra, positive_int, resolve_device
+from nystra_hub.cli.options import NYSTRA_SPEED_NOTE, parse_nystra, positive_int, resolve_device
 from nystra_hub.inference.backends import (
     BACKEND_CHOICES,
     auto_backend,
@@ -472,6 +472,8 @@ def _setup(args, procs: Processes) -> tuple[list[Item], object, str | None]:
         if procs.device is not None and procs.device.type == "cuda" and args.device in ("auto", "cuda"):
             args.device = str(procs.device)  # one GPU per process
         model = load_model(args)
+        if args.attn == "nystra" and procs.rank == 0:
+            print(NYSTRA_SPEED_NOTE, file=sys.stderr)
         # one runner for the whole run: its compiled graphs and export sessions are reused across images and tiles
         device = next(model.parameters()).device
         if check_backend(args.backend) == "auto":
