@@ -218,7 +218,7 @@ def test_nothing_is_half_written_on_failure(monkeypatch, tmp_path):
         export(uformer, tmp_path / "bad", size=136)
     assert list(tmp_path.iterdir()) == []
 
-    def half_then_fail(model, shape, path, opset):
+    def half_then_fail(model, shape, path, opset, progress):
         path.write_bytes(b"half a graph")
         raise RuntimeError("disk full")
 

@@ -24,7 +24,11 @@ def test_export_command_writes_a_folder_the_runner_loads(tmp_path, capsys):
     out = tmp_path / "graph"
     assert main(["export", "--model", X2, "--attn", "nystra", "--nystra", "landmarks=4", "--size", "16",
                  "--out", str(out)]) == 0
-    assert "wrote" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "wrote" in printed.out
+    stages = [line.split("] ", 1)[1] for line in printed.err.splitlines() if line.startswith("nystra-hub export: [")]
+    assert stages[:2] == ["tracing the forward (torch.export)", "converting the program to ONNX"]  # with the time
+    assert stages[-1] == f"done: {out}" and "slower than exact" in printed.err  # and the nystra speed note
     metadata = json.loads((out / "export.json").read_text())
     assert metadata["input"]["shape"][-2:] == [16, 16] and metadata["model"]["attn_impl"] == "nystra"
     model = load(X2, attn_impl="nystra", landmarks=4).eval()

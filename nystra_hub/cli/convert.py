@@ -14,14 +14,19 @@ converted from and its sha256; it calls the weights "released" only when that sh
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from pathlib import Path
 
 from nystra_hub.cli.options import add_attention_arguments, parse_nystra
 from nystra_hub.io.cards import build_custom_card, build_model_card
-from nystra_hub.io.checkpoints import CheckpointError, CheckpointMismatchError, load_state_dict_strict, read_state_dict
+from nystra_hub.io.checkpoints import (
+    CheckpointError,
+    CheckpointMismatchError,
+    file_sha256,
+    load_state_dict_strict,
+    read_state_dict,
+)
 from nystra_hub.io.detect import detect_checkpoint
 from nystra_hub.io.hub import CARD_NAME, CONFIG_NAME, default_repo_id, no_param_init, save_hub_folder
 from nystra_hub.io.variants import get_variant
@@ -103,14 +108,6 @@ def convert(
     if card:
         write_card(folder, Path(checkpoint), variant)
     return folder
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_card(folder: Path, checkpoint: Path, variant: str | None) -> None:

@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
         elif args.attn == "nystra":
             print(NYSTRA_SPEED_NOTE, file=sys.stderr)
         folder = export(model, args.out, args.format, size=args.size, batch=args.batch, opset=args.opset,
-                        overwrite=args.overwrite)
+                        overwrite=args.overwrite, progress=lambda stage: print(f"nystra-hub export: {stage}",
+                                                                               file=sys.stderr, flush=True))
     except (ExportError, ValueError, TypeError, KeyError, OSError, ImportError) as err:
         print(f"nystra-hub export: error: {err}", file=sys.stderr)
         return 2

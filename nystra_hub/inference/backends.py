@@ -39,7 +39,6 @@ import importlib.util
 import json
 import os
 import sys
-import time
 from collections import OrderedDict
 from collections.abc import Collection
 from pathlib import Path
@@ -409,14 +408,12 @@ class ExportedRunner(Runner):
             pass
         print(f"nystra_hub: exporting the graph for input {shape[-2]}x{shape[-1]} to {format} (first use of this "
               f"shape; about half a minute for a base model, then cached in {self.cache_dir})", file=sys.stderr)
-        started = time.perf_counter()
         try:
             export(self.model, folder, format, size=shape[-2:], batch=shape[0], channels=shape[1],
-                   opset=self.opset, overwrite=folder.exists())
+                   opset=self.opset, overwrite=folder.exists(), progress=lambda stage: print(
+                       f"nystra_hub: export {shape[-2]}x{shape[-1]}: {stage}", file=sys.stderr, flush=True))
         except FileExistsError:
             pass  # another process exported it meanwhile; read_export checks its folder
-        print(f"nystra_hub: exported {shape[-2]}x{shape[-1]} in {time.perf_counter() - started:.1f} s",
-              file=sys.stderr)
         return folder, read_export(folder)
 
 

@@ -48,7 +48,7 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -287,9 +287,25 @@ def float32_tracing() -> contextlib.AbstractContextManager:
     return stack
 
 
-def write_onnx(model: nn.Module, shape: tuple[int, ...], path: Path, opset: int) -> list[int]:
+Progress = Callable[[str], None]  # told each stage of an export as it starts: "tracing ...", "converting ..."
+
+
+def _silent(stage: str) -> None:
+    pass
+
+
+def timed_stages(report: Progress) -> Progress:
+    """``report``, each stage prefixed with the seconds since the export began."""
+    started = time.perf_counter()
+    return lambda stage: report(f"[{time.perf_counter() - started:5.1f} s] {stage}")
+
+
+def write_onnx(model: nn.Module, shape: tuple[int, ...], path: Path, opset: int,
+               progress: Progress = _silent) -> list[int]:
     """Trace ``model`` on an input of ``shape`` into the ONNX file ``path``; returns the output shape."""
+    progress("tracing the forward (torch.export)")
     program, example = traced_program(model, shape)
+    progress("converting the program to ONNX")
     with float32_tracing(), quiet_exporter():
         onnx_program = torch.onnx.export(program, (example,), None, dynamo=True, opset_version=opset,
                                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False)
@@ -297,12 +313,15 @@ def write_onnx(model: nn.Module, shape: tuple[int, ...], path: Path, opset: int)
     return [int(d) for d in onnx_program.model.graph.outputs[0].shape]
 
 
-def write_openvino(model: nn.Module, shape: tuple[int, ...], folder: Path) -> list[int]:
+def write_openvino(model: nn.Module, shape: tuple[int, ...], folder: Path, progress: Progress = _silent
+                   ) -> list[int]:
     """Trace ``model`` on an input of ``shape`` into OpenVINO IR (``model.xml`` + ``model.bin``) in ``folder``,
     weights in float32 (``save_model`` would halve them to float16 by default: not the same function); returns
     the output shape."""
     ov = require("openvino", "exporting to OpenVINO")
+    progress("tracing the forward (torch.export)")
     program, _ = traced_program(model, shape)
+    progress("converting the program to OpenVINO IR")
     with float32_tracing(), quiet_exporter():
         ov_model = ov.convert_model(program)
     ov_model.reshape(list(shape))  # the program's shape, static as in the ONNX graphs (converted with some dims open)
@@ -392,26 +411,30 @@ def _move_into_place(staging: Path, target: Path, overwrite: bool) -> None:
 
 def export(model: nn.Module, path: str | os.PathLike, format: str = "onnx", *, size: int | tuple[int, int],
            batch: int = 1, channels: int | None = None, opset: int = DEFAULT_OPSET,
-           overwrite: bool = False) -> Path:
+           overwrite: bool = False, progress: Progress | None = None) -> Path:
     """Export ``model``'s raw forward on a padded ``size`` input (height, width; an int for a square) to the
     folder ``path``: ``format`` "onnx" (``model.onnx``) or "openvino" (IR ``model.xml``/``model.bin``), with
     ``export.json`` (module doc). The graph takes and returns ``batch`` images in the forward's value range
     (``model.spec.value_range``) of exactly this shape; run it inside ``official_inference(x, forward=...)`` or
     through :func:`nystra_hub.inference.backends.make_runner`. ``channels`` is needed only for a module that is not a
-    nystra_hub model (spandrel's). The folder appears complete or not at all."""
+    nystra_hub model (spandrel's). ``progress`` is told each stage as it starts, with the seconds elapsed. The
+    folder appears complete or not at all."""
     check_format(format)
     shape = input_shape(model, size, batch, channels)
     for dependency in ("openvino",) if format == "openvino" else ("onnx", "onnxscript"):
         require(dependency, f"exporting to {format}")
     description = describe_model(model)
     target = Path(path)
+    stage = timed_stages(progress or _silent)
     with staged_folder(target, overwrite) as staging:
         if format == "openvino":
-            output_shape = write_openvino(model, shape, staging)
+            output_shape = write_openvino(model, shape, staging, stage)
         else:
-            output_shape = write_onnx(model, shape, staging / GRAPH_FILES["onnx"][0], opset)
+            output_shape = write_onnx(model, shape, staging / GRAPH_FILES["onnx"][0], opset, stage)
+        stage("writing export.json (file sizes and hashes)")
         metadata = export_metadata(model, description, format, opset, shape, output_shape, staging)
         write_metadata(staging, metadata)
+    stage(f"done: {target}")
     return target
 
 
