@@ -30,7 +30,7 @@ def native_bf16(monkeypatch):
 
 
 ONE_IMAGE = {(1, 3, 208, 304): 1}
-TILED = {(1, 3, 96, 96): 24, (1, 3, 104, 136): 1}  # a tiled image, and one small image whole
+TILED = {(1, 3, 96, 96): 48, (1, 3, 104, 136): 1}  # a tiled image, and one small image whole
 
 
 @pytest.mark.skipif(not HAS_OPENVINO, reason="OpenVINO is not installed")
@@ -38,16 +38,16 @@ def test_route_on_a_cpu(native_bf16, monkeypatch):
     """OpenVINO for the shapes whose export is cached or repaid by the run's calls; eager torch when none is."""
     native_bf16(True)
     one = choose_route("cpu", calls=ONE_IMAGE)
-    assert (one.backend, one.precision) == ("torch", "float32") and "none cached or called 20 times" in one.reason
+    assert (one.backend, one.precision) == ("torch", "float32") and "none cached or called 40 times" in one.reason
     tiled = choose_route("cpu", calls=TILED)  # bfloat16 measured outside its budget: float32, and how to ask
     assert (tiled.backend, tiled.precision) == ("openvino", "float32") and "--dtype bfloat16" in tiled.reason
-    assert tiled.export_shapes == {(1, 3, 96, 96)} and "OpenVINO float32 for 24 of 25 forward call(s)" in tiled.reason
+    assert tiled.export_shapes == {(1, 3, 96, 96)} and "OpenVINO float32 for 48 of 49 forward call(s)" in tiled.reason
     cached = choose_route("cpu", calls=ONE_IMAGE, cached=[(1, 3, 208, 304), (1, 3, 64, 64)])
     assert cached.backend == "openvino" and cached.export_shapes == {(1, 3, 208, 304)}
     assert "1 input shape(s) exported before, 0 exported now" in cached.reason
     asked = choose_route("cpu", calls=ONE_IMAGE, dtype="bfloat16")  # OpenVINO's kernels, the one shape eager
     assert (asked.backend, asked.precision, asked.export_shapes) == ("openvino", "bfloat16", frozenset())
-    assert choose_route("cpu", calls={(1, 3, 96, 96): 10}, dtype="bfloat16").export_shapes == {(1, 3, 96, 96)}
+    assert choose_route("cpu", calls={(1, 3, 96, 96): 24}, dtype="bfloat16").export_shapes == {(1, 3, 96, 96)}
     monkeypatch.setattr(backends, "AUTO_BFLOAT16", True)  # were it within budget
     assert choose_route("cpu", calls=TILED).precision == "bfloat16"
     assert choose_route("cpu", calls=TILED, dtype="float32").precision == "float32"

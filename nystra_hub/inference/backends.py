@@ -120,10 +120,11 @@ def cpu_has_native_bfloat16() -> bool:
 
 
 # How many forward calls of one input shape repay exporting that shape, by the runner's precision. Measured on this
-# project's 2-core CPU machine (benchmarks/folder-route-cpu.json): the export of SwinIR-M x2 at 128² takes about
-# 28 s and saves 1.6 s per call in float32 against eager torch (17 calls to repay it), 3.0 s in bfloat16 (9 calls);
-# Uformer-B at 256²: 28 s, 0.7 s per call in float32 (38 calls). A run that calls a shape fewer times runs it eagerly.
-EXPORT_REPAID_AFTER = {"float32": 20, "bfloat16": 10}
+# project's 2-core CPU machine (benchmarks/folder_route.py -> folder-route-cpu.json): the first export and compile of
+# SwinIR-M x2 at 128² took 34.2 s and saved 0.97 s per call in float32 against eager torch (3.39 s), 2.44 s in
+# bfloat16: repaid after 35 and 14 calls; Uformer-B at 256²: 32.3 s, repaid after 40 and 24 calls. A run that calls
+# a shape fewer times runs it eagerly.
+EXPORT_REPAID_AFTER = {"float32": 40, "bfloat16": 24}
 
 
 @dataclasses.dataclass(frozen=True)
