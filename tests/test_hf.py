@@ -320,3 +320,16 @@ def test_save_pretrained_writes_the_model_card(tmp_path):
     AutoModel.from_config(config).save_pretrained(tmp_path / "variant")
     card = ModelCard.load(tmp_path / "variant" / "README.md")
     assert "002_lightweightSR_DIV2K_s64w8_SwinIR-S_x2.pth" in card.text and card.data.pipeline_tag == "image-to-image"
+    # built from a config, not read from a file: the card cannot call these the released weights
+    assert "The released" not in card.text and "where they come from is not recorded" in card.text
+
+
+def test_a_saved_variant_card_names_the_file_its_weights_came_from(tmp_path):
+    """save_hub_folder of a catalogue variant loaded from a user's file: 'converted from FILE' with its sha256, never
+    'the released weights' (the catalogue records no release checksum to compare with)."""
+    model = nystra_hub.build_variant("swinir-s-x2")
+    torch.save({"params": model.state_dict()}, tmp_path / "mine.pth")
+    loaded = nystra_hub.load("swinir-s-x2", weights=tmp_path / "mine.pth")
+    nystra_hub.io.hub.save_hub_folder(loaded, tmp_path / "folder", variant="swinir-s-x2")
+    text = ModelCard.load(tmp_path / "folder" / "README.md").text
+    assert "The released" not in text and "from `mine.pth`" in text and loaded.provenance.sha256 in text

@@ -58,7 +58,7 @@ from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cache
 from nystra_hub._version import __version__
 from nystra_hub.attention import NystraParams, attention_modules, check_attn_impl
 from nystra_hub.io import hub
-from nystra_hub.io.cards import build_custom_card, build_model_card
+from nystra_hub.io.cards import build_custom_card, build_model_card, card_origin
 from nystra_hub.io.checkpoints import CheckpointError, CheckpointMismatchError, check_dtypes, read_safetensors_dtypes
 from nystra_hub.io.plan import check_plan, finish_loaded
 from nystra_hub.io.variants import get_variant
@@ -359,7 +359,7 @@ class NystraRestorationModel(PreTrainedModel):
             )
         result = super().save_pretrained(save_directory, *args, **kwargs)
         if not os.path.isfile(save_directory):  # transformers logs and returns when given a file
-            model_card(self.config).save(str(Path(save_directory) / hub.CARD_NAME))
+            model_card(self.config, self._restoration.provenance).save(str(Path(save_directory) / hub.CARD_NAME))
         return result
 
 
@@ -391,10 +391,11 @@ def _check_stored_values(model: NystraRestorationModel, name_or_path, kwargs: di
     return files
 
 
-def model_card(config: NystraRestorationConfig):
-    """The card :func:`nystra_hub.io.hub.save_hub_folder` writes: the catalogue variant's, or a custom one."""
+def model_card(config: NystraRestorationConfig, provenance: Provenance):
+    """The card :func:`nystra_hub.io.hub.save_hub_folder` writes: the catalogue variant's, saying where the weights
+    come from as far as ``provenance`` knows, or a custom one."""
     if config.variant:
-        return build_model_card(config.variant)
+        return build_model_card(config.variant, **card_origin(provenance.file, provenance.sha256))
     return build_custom_card(config.arch, config.official_kwargs or {})
 
 

@@ -66,19 +66,33 @@ def card_tags(v: Variant) -> list[str]:
 
 
 def build_model_card(variant: str | Variant, measurements: dict | None = None, *,
-                     converted_from: str | None = None, sha256: str | None = None) -> ModelCard:
+                     converted_from: str | None = None, sha256: str | None = None,
+                     origin_unrecorded: bool = False) -> ModelCard:
     """The card of a catalogue variant. ``measurements`` (None for now) adds a model-index and result tables;
     see :func:`render_measurements` for the accepted form. ``converted_from`` (a file name) and its ``sha256``:
     the card of a folder ``nystra-hub convert`` wrote from a user's file, which it calls the released weights only
-    when ``sha256`` is the one the catalogue records for the release."""
+    when ``sha256`` is the one the catalogue records for the release. ``origin_unrecorded``: the weights were
+    not read from a file (built or changed in memory), so the card cannot say where they come from."""
     v = _variant(variant)
     eval_results, results_md = render_measurements(v, measurements)
-    body = _card_body(v, card_summary(v, measurements), results_md, *_origin(v, converted_from, sha256))
+    origin = (UNRECORDED_ORIGIN, "") if origin_unrecorded else _origin(v, converted_from, sha256)
+    body = _card_body(v, card_summary(v, measurements), results_md, *origin)
     check_card(body, eval_results)
     data = _card_data(v, eval_results)
     if converted_from is not None:
         data.converted_from, data.converted_from_sha256 = converted_from, sha256
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+
+
+UNRECORDED_ORIGIN = ("Weights saved from a model that was not loaded from a checkpoint file (built or changed in "
+                     "memory: where they come from is not recorded), in the official state-dict format")
+
+
+def card_origin(file: str | None, sha256: str | None) -> dict:
+    """:func:`build_model_card`'s keywords for weights last read from ``file`` (None: not read from a file)."""
+    if file is None:
+        return {"origin_unrecorded": True}
+    return {"converted_from": Path(file).name, "sha256": sha256}
 
 
 def is_release(v: Variant, sha256: str | None) -> bool:

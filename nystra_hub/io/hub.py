@@ -45,7 +45,7 @@ from huggingface_hub.errors import LocalEntryNotFoundError
 
 from nystra_hub._version import __version__
 from nystra_hub.attention import NystraParams, attention_modules, check_attn_impl
-from nystra_hub.io.cards import build_custom_card, build_model_card
+from nystra_hub.io.cards import build_custom_card, build_model_card, card_origin
 from nystra_hub.io.checkpoints import check_state_dict, load_state_dict_strict, read_state_dict
 from nystra_hub.io.images import atomic_write_json
 from nystra_hub.io.plan import check_plan, extract_plan, finish_loaded
@@ -361,8 +361,9 @@ def save_hub_folder(
     os.chmod(out / WEIGHTS_NAME, 0o666 & ~umask)  # safetensors writes 0600; a hub folder is meant to be shared
     atomic_write_json(out / CONFIG_NAME, cfg)
     if card:
-        if cfg.get("variant"):
-            model_card = build_model_card(cfg["variant"])
+        if cfg.get("variant"):  # the card says what the weights are only as far as the provenance knows
+            model_card = build_model_card(cfg["variant"], **card_origin(inner.provenance.file,
+                                                                        inner.provenance.sha256))
         else:
             model_card = build_custom_card(inner.arch, cfg["official_kwargs"])
         model_card.save(str(out / CARD_NAME))
