@@ -8,7 +8,8 @@ What it does, in order:
    does), so the image is restored as displayed and the result is upright (the tag is applied, not copied).
    NaN/Inf, empty images, >4 channels, other dtypes, tensors on the meta device and float data far outside
    [0, 1] are refused; float values slightly outside [0, 1] (within [−1, 2], e.g. unclipped noisy images) reach
-   the model unchanged with a warning giving their fraction, and the result is clipped to [0, 1].
+   the model unchanged with a warning giving their fraction, and the result is clipped to [0, 1]. The conversion
+   is :func:`nystra_hub.io.images.to_float_batch`, shared with the image processor and ``nystra-hub eval``.
 2. **Channels, explicitly.** Alpha (RGBA, gray+alpha) is split off; the colour channels go through the model.
    ``alpha="resize"`` (default) keeps alpha unchanged for scale-1 models and upsamples it bicubically
    (clamped to [0, 1]) for super-resolution; ``alpha="drop"`` returns the image without it. A gray image given to
@@ -85,24 +86,18 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from nystra_hub.inference.backends import Runner, auto_backend, make_runner, shared_runner
 from nystra_hub.inference.precision import resolve_dtype, run_guarded
-from nystra_hub.io.images import ORIENTATION_TAG, array_to_pil, pil_to_array
+from nystra_hub.io.images import from_float_batch, luma, split_alpha, to_float_batch, to_model_channels
 from nystra_hub.models.common import RestorationModel, unwrap_model
 
 DEFAULT_MEMORY_BUDGET_MB = 1024
 """Default activation-memory budget (MB) of one forward on CPU; see the module doc."""
-
-LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as PIL's convert("L")
-
-_FLOAT_RANGE = (-1.0, 2.0)  # float images outside this are almost certainly not [0, 1] data
 
 PROTOCOLS = ("minimal", "official")
 """How an image is padded to a size the network runs (see the module doc): ``"minimal"`` (default) pads to the
@@ -561,127 +556,6 @@ def _runner(model: RestorationModel, backend: str | Runner, cache_dir, compute_d
     return shared_runner(model, backend, cache_dir=cache_dir)
 
 
-# -- image kinds ---------------------------------------------------------------------------------------------------
-@dataclass
-class _Kind:
-    """How to turn the float result back into what the caller gave."""
-
-    container: str  # "pil", "numpy", "tensor"
-    dtype: object
-    ndim: int
-    pil_mode: str | None = None
-    device: torch.device | None = None
-
-
-_NUMPY_DTYPES = (np.uint8, np.uint16, np.float16, np.float32, np.float64)
-_TORCH_DTYPES = (torch.uint8, torch.uint16, torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
-def _integer_max(dtype) -> float | None:
-    if dtype in (np.uint8, torch.uint8):
-        return 255.0
-    if dtype in (np.uint16, torch.uint16):
-        return 65535.0
-    return None
-
-
-def _check_channels(c: int, shape) -> None:
-    if c not in (1, 2, 3, 4):
-        raise ValueError(f"images need 1 (gray), 2 (gray+alpha), 3 (RGB) or 4 (RGBA) channels; got {c} "
-                         f"(shape {tuple(shape)})")
-
-
-def _to_batch(image) -> tuple[Tensor, _Kind]:
-    """Any supported image → (float32 (B, C, H, W) tensor with C in 1..4, how to convert back)."""
-    if isinstance(image, Image.Image):
-        mode = image.mode
-        array = pil_to_array(_upright(image))
-        batch, kind = _to_batch(array)
-        out_mode = {"I": "I", "CMYK": "CMYK", "YCbCr": "YCbCr"}.get(mode)
-        return batch, _Kind("pil", kind.dtype, kind.ndim, pil_mode=out_mode)
-    if isinstance(image, np.ndarray):
-        if image.dtype.type not in _NUMPY_DTYPES:
-            raise TypeError(f"unsupported NumPy dtype {image.dtype}; use uint8, uint16 or float in [0, 1]")
-        if image.ndim == 2:
-            array = image[:, :, None]
-        elif image.ndim == 3:
-            if image.shape[2] not in (1, 2, 3, 4) and image.shape[0] in (1, 2, 3, 4):
-                raise ValueError(f"NumPy images are (H, W) or (H, W, C); shape {image.shape} looks like (C, H, W): "
-                                 f"pass image.transpose(1, 2, 0)")
-            _check_channels(image.shape[2], image.shape)
-            array = image
-        else:
-            raise ValueError(f"NumPy images must be (H, W) or (H, W, C), got shape {image.shape}")
-        array = np.ascontiguousarray(array)
-        if not array.flags.writeable:  # torch warns about read-only arrays (np.asarray of a PIL image)
-            array = array.copy()
-        tensor = torch.from_numpy(array).permute(2, 0, 1)[None]
-        return _to_float(tensor, image.dtype.type), _Kind("numpy", image.dtype.type, image.ndim)
-    if isinstance(image, Tensor):
-        if image.dtype not in _TORCH_DTYPES:
-            raise TypeError(f"unsupported tensor dtype {image.dtype}; use uint8, uint16 or a float type in [0, 1]")
-        if image.is_meta:
-            raise ValueError("the image is a tensor on the meta device (a shape without data); create it on a real "
-                             "device (cpu, cuda) first")
-        if image.dim() == 2:
-            batch = image[None, None]
-        elif image.dim() == 3:
-            if image.shape[0] not in (1, 2, 3, 4) and image.shape[-1] in (1, 2, 3, 4):
-                raise ValueError(f"tensors are (C, H, W) or (B, C, H, W); shape {tuple(image.shape)} looks like "
-                                 f"(H, W, C): pass image.permute(2, 0, 1)")
-            batch = image[None]
-        elif image.dim() == 4:
-            batch = image
-        else:
-            raise ValueError(f"tensors must be (H, W), (C, H, W) or (B, C, H, W), got shape {tuple(image.shape)}")
-        _check_channels(batch.shape[1], image.shape)
-        return _to_float(batch, image.dtype), _Kind("tensor", image.dtype, image.dim(), device=image.device)
-    raise TypeError(f"restore() takes a PIL image, a NumPy array or a torch tensor, got {type(image).__name__}")
-
-
-def _upright(image: Image.Image) -> Image.Image:
-    """The image as displayed: its EXIF orientation applied (as ``read_image`` and the CLI do)."""
-    if image.getexif().get(ORIENTATION_TAG, 1) in range(2, 9):
-        return ImageOps.exif_transpose(image)
-    return image
-
-
-def _to_float(batch: Tensor, dtype) -> Tensor:
-    if batch.numel() == 0:
-        raise ValueError(f"empty image (shape {tuple(batch.shape)})")
-    top = _integer_max(dtype)
-    if top is not None:
-        return batch.float().div_(top)
-    batch = batch.float()
-    if not bool(torch.isfinite(batch).all()):
-        raise ValueError("image contains NaN or Inf values")
-    low, high = float(batch.min()), float(batch.max())
-    if low < _FLOAT_RANGE[0] or high > _FLOAT_RANGE[1]:
-        raise ValueError(f"float images must be in [0, 1]; got values in [{low:.3g}, {high:.3g}] "
-                         f"(8-bit data as float? divide by 255)")
-    if low < 0 or high > 1:
-        outside = float(((batch < 0) | (batch > 1)).float().mean())
-        warnings.warn(f"{outside:.2%} of the float image's values are outside [0, 1] (range [{low:.3g}, {high:.3g}]); "
-                      f"the model gets them unchanged (as test protocols give unclipped noisy images) and the "
-                      f"restored image is clipped to [0, 1]", stacklevel=5)
-    return batch
-
-
-def _from_float(batch: Tensor, kind: _Kind):
-    """float32 (B, C, H, W) in [0, 1] → the caller's kind."""
-    top = _integer_max(kind.dtype)
-    if top is not None:
-        batch = batch.mul_(top).round_().clamp_(0, top)
-    if kind.container == "tensor":
-        out = batch.to(device=kind.device, dtype=kind.dtype)
-        return {2: lambda t: t[0, 0], 3: lambda t: t[0], 4: lambda t: t}[kind.ndim](out)
-    target = {np.uint8: torch.uint8, np.uint16: torch.uint16}.get(kind.dtype, torch.float32)
-    array = np.ascontiguousarray(batch[0].to(target).permute(1, 2, 0).cpu().numpy()).astype(kind.dtype, copy=False)
-    if kind.container == "numpy":
-        return array[:, :, 0] if kind.ndim == 2 else array
-    return array_to_pil(array, kind.pil_mode)
-
-
 # -- the API -------------------------------------------------------------------------------------------------------
 def restore(
     model,
@@ -765,40 +639,19 @@ def restore(
 
 
 def _restore(net: RestorationModel, image, run_options: dict, gray: str, color: str, alpha: str):
-    batch, kind = _to_batch(image)
-    channels = batch.shape[1]
-    has_alpha = channels in (2, 4)
-    colour, alpha_plane = (batch[:, :-1], batch[:, -1:]) if has_alpha else (batch, None)
-    want = net.in_channels
-    back_to_gray = False
-    if colour.shape[1] != want:
-        if colour.shape[1] == 1 and want == 3:
-            if gray == "error":
-                raise ValueError(f"gray image given to an RGB model ({net.arch}); convert it to RGB first or pass "
-                                 f"gray='replicate'")
-            colour, back_to_gray = colour.repeat(1, 3, 1, 1), True
-        elif colour.shape[1] == 3 and want == 1:
-            if color == "error":
-                raise ValueError(f"RGB image given to a gray model ({net.arch}, 1 input channel); convert it to gray "
-                                 f"first or pass color='luma' (the result is then gray)")
-            colour = _luma(colour)
-        else:
-            raise ValueError(f"the model takes {want} channel(s), the image has {colour.shape[1]} colour channel(s)")
+    batch, layout = to_float_batch(image)
+    colour, alpha_plane = split_alpha(batch)
+    colour, back_to_gray = to_model_channels(colour, net.in_channels, gray=gray, color=color, model=net.arch)
     out = restore_tensor(net, colour, **run_options)
-    out = out.cpu() if kind.container != "tensor" else out
+    out = out.cpu() if layout.container != "tensor" else out
     if back_to_gray:
-        out = _luma(out).clamp_(0, 1)
+        out = luma(out).clamp_(0, 1)
     if alpha_plane is not None and alpha == "resize":
         if net.scale != 1:
             alpha_plane = F.interpolate(alpha_plane, scale_factor=net.scale, mode="bicubic", align_corners=False)
             alpha_plane = alpha_plane.clamp_(0, 1)
         out = torch.cat([out, alpha_plane.to(out.device)], 1)
-    return _from_float(out, kind), kind
-
-
-def _luma(rgb: Tensor) -> Tensor:
-    weights = torch.tensor(LUMA, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
-    return (rgb * weights).sum(1, keepdim=True)
+    return from_float_batch(out, layout), layout
 
 
 __all__ = [

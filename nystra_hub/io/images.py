@@ -1,4 +1,5 @@
-"""Reading and writing images for restoration: 8/16-bit, gray/RGB with or without alpha, atomic writes.
+"""Reading and writing images for restoration: 8/16-bit, gray/RGB with or without alpha, atomic writes; the one
+conversion of a user's image (PIL, NumPy, tensor) to the float [0, 1] batch models take, and back.
 
 Arrays are NumPy, height first: ``(H, W)`` gray, ``(H, W, 2)`` gray + alpha, ``(H, W, 3)`` RGB, ``(H, W, 4)`` RGBA;
 dtype ``uint8`` or ``uint16`` as stored in the file (``float32`` for Pillow's ``F`` mode).
@@ -14,6 +15,10 @@ dtype ``uint8`` or ``uint16`` as stored in the file (``float32`` for Pillow's ``
 - :func:`write_image` is atomic: the file is encoded in memory, written to a temporary file in the target folder,
   fsynced and renamed over the target (``os.replace``), so a crash or kill never leaves a partial image under the
   final name (at worst a ``.<name>.*.partial`` file next to it).
+- :func:`to_float_batch` is the one converter from a user's image to a ``(B, C, H, W)`` float batch in [0, 1]
+  (``nystra_hub.restore``, the transformers image processor, ``nystra-hub eval`` and the measurements' test images
+  all go through it); :func:`split_alpha` and :func:`to_model_channels` fit its channels to a model, and
+  :func:`from_float_batch` gives a result back in the form the image came in.
 """
 
 from __future__ import annotations
@@ -22,11 +27,15 @@ import io
 import json
 import os
 import secrets
+import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps
+from torch import Tensor
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm", ".tga")
 PARTIAL_SUFFIX = ".partial"
@@ -93,6 +102,202 @@ def array_to_pil(array: np.ndarray, mode: str | None = None) -> Image.Image:
     if mode in ("CMYK", "YCbCr") and image.mode == "RGB":
         image = image.convert(mode)
     return image
+
+
+# -- images <-> float batches --------------------------------------------------------------------------------------
+FLOAT_RANGE = (-1.0, 2.0)
+"""Float images with values outside this are refused (with ``check_range``): almost certainly not [0, 1] data
+(8-bit values stored as float, say). Values inside it but outside [0, 1] (unclipped noisy images) warn."""
+LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as Pillow's convert("L")
+_INTEGER_MAX = {np.uint8: 255.0, np.uint16: 65535.0, torch.uint8: 255.0, torch.uint16: 65535.0}
+_NUMPY_DTYPES = (np.uint8, np.uint16, np.float16, np.float32, np.float64)
+_TORCH_DTYPES = (torch.uint8, torch.uint16, torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_PIL_MODES_GIVEN_BACK = ("I", "CMYK", "YCbCr")  # modes pil_to_array's array alone would not bring back
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclass(frozen=True)
+class ImageLayout:
+    """How a caller gave an image, so that a result goes back in the same form (:func:`from_float_batch`)."""
+
+    container: str  # "pil", "numpy", "tensor"
+    dtype: object  # NumPy scalar type or torch dtype of the pixels (a PIL image's: of pil_to_array's array)
+    ndim: int
+    pil_mode: str | None = None  # a PIL image's mode where the array's dtype and channels do not imply it
+    device: torch.device | None = None
+
+
+def to_float_batch(image, *, dtype: torch.dtype = torch.float32, check_range: bool = True,
+                   exif_orientation: bool = True) -> tuple[Tensor, ImageLayout]:
+    """A user's image as a ``(B, C, H, W)`` float batch in [0, 1], and how it was given.
+
+    Takes a PIL image (any mode, through :func:`pil_to_array`; its EXIF orientation applied unless
+    ``exif_orientation=False``), a NumPy array ``(H, W)`` / ``(H, W, C)`` or a tensor ``(H, W)`` / ``(C, H, W)`` /
+    ``(B, C, H, W)``, with C = 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA). ``uint8`` is divided by 255,
+    ``uint16`` (PIL ``I;16``/``I``) by 65535, float data is taken as [0, 1]. The batch is contiguous, in ``dtype``.
+
+    Refused with a message saying what to do: other types (TypeError), other dtypes (TypeError), other numbers of
+    dimensions, other channel counts, an (H, W, C) tensor or a (C, H, W) array, empty images, NaN/Inf, tensors on
+    the meta device and, with ``check_range``, float values outside :data:`FLOAT_RANGE`; float values inside it
+    but outside [0, 1] pass unchanged with a warning giving their fraction. ``check_range=False`` takes float data
+    as it is, for callers whose inputs are unclipped by protocol (the measurements' noisy test images).
+    """
+    if isinstance(image, Image.Image):
+        array = pil_to_array(upright(image) if exif_orientation else image)
+        batch, layout = to_float_batch(array, dtype=dtype, check_range=check_range)
+        mode = image.mode if image.mode in _PIL_MODES_GIVEN_BACK else None
+        return batch, ImageLayout("pil", layout.dtype, layout.ndim, pil_mode=mode)
+    if isinstance(image, np.ndarray):
+        batch = _numpy_to_batch(image)
+        return _to_unit_range(batch, image.dtype.type, dtype, check_range), ImageLayout("numpy", image.dtype.type,
+                                                                                         image.ndim)
+    if isinstance(image, Tensor):
+        batch = _tensor_to_batch(image)
+        layout = ImageLayout("tensor", image.dtype, image.dim(), device=image.device)
+        return _to_unit_range(batch, image.dtype, dtype, check_range), layout
+    raise TypeError(f"an image must be a PIL image, a NumPy array or a torch tensor, got {type(image).__name__}")
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """The image as displayed: its EXIF orientation applied (as :func:`read_image` applies it)."""
+    if image.getexif().get(ORIENTATION_TAG, 1) in range(2, 9):
+        return ImageOps.exif_transpose(image)
+    return image
+
+
+def _numpy_to_batch(image: np.ndarray) -> Tensor:
+    """(H, W) / (H, W, C) array → (1, C, H, W) tensor of its dtype (a view where NumPy allows one)."""
+    if image.dtype.type not in _NUMPY_DTYPES:
+        raise TypeError(f"unsupported NumPy dtype {image.dtype}; use uint8, uint16 or float in [0, 1]")
+    if image.ndim == 2:
+        image = image[:, :, None]
+    elif image.ndim == 3:
+        if image.shape[2] not in (1, 2, 3, 4) and image.shape[0] in (1, 2, 3, 4):
+            raise ValueError(f"NumPy images are (H, W) or (H, W, C); shape {image.shape} looks like (C, H, W): "
+                             f"pass image.transpose(1, 2, 0)")
+        _check_channels(image.shape[2], image.shape)
+    else:
+        raise ValueError(f"NumPy images must be (H, W) or (H, W, C), got shape {image.shape}")
+    array = np.ascontiguousarray(image)
+    if not array.flags.writeable:  # torch warns about read-only arrays (np.asarray of a PIL image)
+        array = array.copy()
+    return torch.from_numpy(array).permute(2, 0, 1)[None]
+
+
+def _tensor_to_batch(image: Tensor) -> Tensor:
+    """(H, W) / (C, H, W) / (B, C, H, W) tensor → (B, C, H, W), detached, of its dtype."""
+    if image.dtype not in _TORCH_DTYPES:
+        raise TypeError(f"unsupported tensor dtype {image.dtype}; use uint8, uint16 or a float type in [0, 1]")
+    if image.is_meta:
+        raise ValueError("the image is a tensor on the meta device (a shape without data); create it on a real "
+                         "device (cpu, cuda) first")
+    if image.dim() == 2:
+        batch = image[None, None]
+    elif image.dim() == 3:
+        if image.shape[0] not in (1, 2, 3, 4) and image.shape[-1] in (1, 2, 3, 4):
+            raise ValueError(f"tensors are (C, H, W) or (B, C, H, W); shape {tuple(image.shape)} looks like "
+                             f"(H, W, C): pass image.permute(2, 0, 1)")
+        batch = image[None]
+    elif image.dim() == 4:
+        batch = image
+    else:
+        raise ValueError(f"tensors must be (H, W), (C, H, W) or (B, C, H, W), got shape {tuple(image.shape)}")
+    _check_channels(batch.shape[1], image.shape)
+    return batch.detach()
+
+
+def _check_channels(channels: int, shape) -> None:
+    if channels not in (1, 2, 3, 4):
+        raise ValueError(f"images need 1 (gray), 2 (gray+alpha), 3 (RGB) or 4 (RGBA) channels; got {channels} "
+                         f"(shape {tuple(shape)})")
+
+
+def _to_unit_range(batch: Tensor, source_dtype, dtype: torch.dtype, check_range: bool) -> Tensor:
+    """Integer pixels divided by their maximum; float pixels checked (NaN/Inf always, the range if asked)."""
+    if batch.numel() == 0:
+        raise ValueError(f"empty image (shape {tuple(batch.shape)})")
+    batch = batch.to(dtype, memory_format=torch.contiguous_format)
+    top = _INTEGER_MAX.get(source_dtype)
+    if top is not None:
+        return batch.div_(top)  # a new tensor: the conversion from integers copied
+    if not bool(torch.isfinite(batch).all()):
+        raise ValueError("image contains NaN or Inf values")
+    if check_range:
+        _check_float_range(batch)
+    return batch
+
+
+def _check_float_range(batch: Tensor) -> None:
+    low, high = float(batch.min()), float(batch.max())
+    if low < FLOAT_RANGE[0] or high > FLOAT_RANGE[1]:
+        raise ValueError(f"float images must be in [0, 1]; got values in [{low:.3g}, {high:.3g}] "
+                         f"(8-bit data as float? divide by 255)")
+    if low < 0 or high > 1:
+        outside = float(((batch < 0) | (batch > 1)).float().mean())
+        warnings.warn(f"{outside:.2%} of the float image's values are outside [0, 1] (range [{low:.3g}, {high:.3g}]); "
+                      f"the model gets them unchanged (as test protocols give unclipped noisy images) and the "
+                      f"restored image is clipped to [0, 1]", stacklevel=_first_caller_outside_package())
+
+
+def _first_caller_outside_package() -> int:
+    """The ``stacklevel``, for a warning issued by the calling function, of the first frame outside nystra_hub:
+    the warning points at the user's line however deep inside the package the image was converted."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def split_alpha(batch: Tensor) -> tuple[Tensor, Tensor | None]:
+    """(colour channels, alpha channel or None) of a (B, C, H, W) batch: alpha is the last of 2 or 4 channels."""
+    if batch.shape[1] in (2, 4):
+        return batch[:, :-1], batch[:, -1:]
+    return batch, None
+
+
+def luma(rgb: Tensor) -> Tensor:
+    """(B, 3, H, W) RGB → (B, 1, H, W) with the BT.601 weights (:data:`LUMA`), unrounded."""
+    weights = torch.tensor(LUMA, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
+    return (rgb * weights).sum(1, keepdim=True)
+
+
+def to_model_channels(colour: Tensor, channels: int, *, gray: str = "replicate", color: str = "error",
+                      model: str = "the model") -> tuple[Tensor, bool]:
+    """(B, C, H, W) colour channels (alpha split off) → the ``channels`` a model takes, and whether gray was
+    replicated to RGB (so that a caller can turn the RGB result back into gray).
+
+    ``gray``: gray into an RGB model, "replicate" or "error"; ``color``: RGB into a gray model, "error" or "luma"
+    (:func:`luma`). ``model`` names the model in the messages."""
+    given = colour.shape[1]
+    if given == channels:
+        return colour, False
+    if given == 1 and channels == 3:
+        if gray == "error":
+            raise ValueError(f"gray image given to an RGB model ({model}); convert it to RGB first or pass "
+                             f"gray='replicate'")
+        return colour.repeat(1, 3, 1, 1), True
+    if given == 3 and channels == 1:
+        if color == "error":
+            raise ValueError(f"RGB image given to a gray model ({model}, 1 input channel); convert it to gray "
+                             f"first or pass color='luma' (the result is then gray)")
+        return luma(colour), False
+    raise ValueError(f"the model takes {channels} channel(s), the image has {given} colour channel(s)")
+
+
+def from_float_batch(batch: Tensor, layout: ImageLayout):
+    """A (B, C, H, W) float batch in [0, 1] → the form ``layout`` describes (integers rounded and clamped; the
+    batch may be changed in place). NumPy and PIL results take the first image of the batch."""
+    top = _INTEGER_MAX.get(layout.dtype)
+    if top is not None:
+        batch = batch.mul_(top).round_().clamp_(0, top)
+    if layout.container == "tensor":
+        out = batch.to(device=layout.device, dtype=layout.dtype)
+        return {2: lambda t: t[0, 0], 3: lambda t: t[0], 4: lambda t: t}[layout.ndim](out)
+    target = {np.uint8: torch.uint8, np.uint16: torch.uint16}.get(layout.dtype, torch.float32)
+    array = np.ascontiguousarray(batch[0].to(target).permute(1, 2, 0).cpu().numpy()).astype(layout.dtype, copy=False)
+    if layout.container == "numpy":
+        return array[:, :, 0] if layout.ndim == 2 else array
+    return array_to_pil(array, layout.pil_mode)
 
 
 # -- reading -------------------------------------------------------------------------------------------------------
