@@ -9,12 +9,13 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from conftest import REPO, TESTSETS, requires_shared
 from PIL import Image
 
 import nystra_hub
 from nystra_hub.cli import main
-from nystra_hub.cli.evaluate import Pair, default_scoring, evaluate, pair_images, score_pair
+from nystra_hub.cli.evaluate import Pair, default_scoring, evaluate, pair_images, score_pair, to_unit_tensor
 from nystra_hub.measure.metrics import PROTOCOLS
 
 REFERENCE = REPO / "reference_models" / "swinir-ref-x2"
@@ -114,6 +115,16 @@ def test_gray_images_are_scored_on_their_one_channel():
     scores = score_pair(output, truth, PROTOCOLS["swinir-sr"], scale=2)
     mse = np.mean((output[2:-2, 2:-2].astype(float) - truth[2:-2, 2:-2]) ** 2)
     assert scores["psnr"] == pytest.approx(10 * math.log10(255**2 / mse), abs=1e-9)
+
+
+def test_images_are_scored_in_float64_alpha_dropped_and_float_images_checked():
+    """eval converts through the package's one converter, at the metrics' float64 precision."""
+    rgba16 = np.random.default_rng(0).integers(0, 65536, (4, 5, 4)).astype(np.uint16)
+    unit = to_unit_tensor(rgba16)
+    assert unit.dtype == torch.float64 and unit.shape == (3, 4, 5)
+    np.testing.assert_array_equal(unit.numpy(), rgba16[:, :, :3].transpose(2, 0, 1) / 65535.0)
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\].*divide by 255"):
+        to_unit_tensor(np.full((4, 5), 200.0, np.float32))  # a float (F-mode) ground truth of 8-bit values
 
 
 def test_failures_are_reported_and_the_rest_scored(tmp_path):

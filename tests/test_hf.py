@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -25,6 +26,7 @@ from conftest_hub import (
 )
 from huggingface_hub import ModelCard
 from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassFieldValidationError
+from PIL import Image
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageToImage, Swin2SRConfig
 
@@ -296,6 +298,54 @@ def test_image_processor_reproduces_the_official_protocol(folder, tmp_path):
     assert pil.size == (38 * model.scale, 27 * model.scale)
     processor.save_pretrained(tmp_path)
     assert AutoImageProcessor.from_pretrained(tmp_path).to_dict() == processor.to_dict()
+
+
+def _rgb_and_unit() -> tuple[np.ndarray, torch.Tensor]:
+    rgb = np.random.default_rng(0).integers(0, 256, (6, 5, 3), dtype=np.uint8)
+    return rgb, torch.from_numpy(rgb).permute(2, 0, 1).float() / 255
+
+
+def test_image_processor_takes_every_image_form_restore_takes():
+    """One converter behind preprocess: uint16 and uint8 tensors are scaled like uint8 arrays (a uint8 tensor
+    is 8-bit data, not floats in [0, 255]); alpha is dropped."""
+    processor = hf.NystraImageProcessor(arch="swinir", scale=2, in_channels=3)  # padding "none"
+    rgb, unit = _rgb_and_unit()
+    rgba = np.concatenate([rgb, np.full((6, 5, 1), 9, np.uint8)], axis=2)
+    forms = {"numpy": rgb, "PIL": Image.fromarray(rgb), "uint16": rgb.astype(np.uint16) * 257,
+             "uint8 tensor": torch.from_numpy(rgb).permute(2, 0, 1), "float batch": unit[None],
+             "numpy RGBA": rgba, "PIL RGBA": Image.fromarray(rgba)}
+    for name, image in forms.items():
+        pixel_values = processor(image, return_tensors="pt")["pixel_values"]
+        assert pixel_values.shape == (1, 3, 6, 5), name
+        torch.testing.assert_close(pixel_values[0], unit, atol=1e-7, rtol=0, msg=name)
+    gray = processor(Image.fromarray(rgb[:, :, 0]), return_tensors="pt")["pixel_values"][0]
+    assert torch.equal(gray, unit[:1].expand(3, -1, -1))  # gray replicated for an RGB model
+
+
+def test_image_processor_gives_a_gray_model_luma_and_refuses_bad_images_clearly():
+    processor = hf.NystraImageProcessor(arch="swinir", in_channels=1)
+    rgb, _ = _rgb_and_unit()
+    luma = processor(Image.fromarray(rgb), return_tensors="pt")["pixel_values"][0, 0]
+    pillow = torch.from_numpy(np.array(Image.fromarray(rgb).convert("L"))).float() / 255
+    assert (luma - pillow).abs().max() <= 0.5 / 255 + 1e-6  # Pillow's luma, unrounded
+    for image, match in ((torch.full((3, 4, 4), float("nan")), "NaN"), (torch.rand(8, 8, 3), "looks like"),
+                         (np.zeros((4, 4, 3), np.int64), "unsupported NumPy dtype")):
+        with pytest.raises((ValueError, TypeError), match=match):
+            processor(image, return_tensors="pt")
+
+
+def test_image_processor_takes_pil_pixels_as_stored_and_postprocesses_to_8_bits():
+    """No EXIF orientation in the processor: the size postprocess crops to is the PIL image's own."""
+    processor = hf.NystraImageProcessor(arch="swinir", in_channels=3)
+    rgb, unit = _rgb_and_unit()
+    image = Image.fromarray(rgb)
+    image.getexif()[0x0112] = 6  # displayed rotated; restore() would turn it
+    assert processor(image, return_tensors="pt")["pixel_values"].shape == (1, 3, 6, 5)
+    out = processor.postprocess(unit[None], [image], output_type="np")[0]
+    assert out.dtype == np.uint8 and np.array_equal(out, rgb)
+    gray = processor.postprocess(unit[None, :1], [(6, 5)], output_type="np")[0]
+    assert gray.shape == (6, 5) and np.array_equal(gray, rgb[:, :, 0])
+    assert processor.postprocess(unit[None, :1], [(6, 5)])[0].mode == "L"
 
 
 def test_attn_implementation_is_translated_or_refused_by_name():

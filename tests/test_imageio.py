@@ -10,11 +10,13 @@ import struct
 import subprocess
 import sys
 import time
+import warnings
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from nystra_hub.io import images as imageio
@@ -300,3 +302,113 @@ def test_exif_orientation_is_applied_to_16bit_colour_pngs(tmp_path):
     rotated = tmp_path / "rot16.png"
     rotated.write_bytes(encoded[:33] + _chunk(b"eXIf", exif.tobytes()[6:]) + encoded[33:])  # after IHDR
     np.testing.assert_array_equal(read_image(rotated), np.rot90(array, -1))
+
+
+# -- the one converter: a user's image -> float (B, C, H, W) in [0, 1], and back -----------------------------------
+def _rgb8() -> np.ndarray:
+    return _random((5, 7, 3), np.uint8)
+
+
+def test_every_form_of_one_image_gives_the_same_batch():
+    rgb = _rgb8()
+    expected = torch.from_numpy(rgb.astype(np.float32) / 255).permute(2, 0, 1)[None]
+    chw = torch.from_numpy(rgb).permute(2, 0, 1)
+    forms = {"numpy uint8": rgb, "PIL RGB": Image.fromarray(rgb), "tensor CHW uint8": chw,
+             "tensor BCHW float64": chw[None].double() / 255, "numpy uint16": rgb.astype(np.uint16) * 257}
+    for name, image in forms.items():
+        batch, _ = imageio.to_float_batch(image)
+        assert batch.dtype == torch.float32 and batch.is_contiguous(), name
+        torch.testing.assert_close(batch, expected, atol=1e-7, rtol=0, msg=name)
+    gray, _ = imageio.to_float_batch(rgb[:, :, 0])
+    assert gray.shape == (1, 1, 5, 7)
+
+
+def test_the_batch_is_divided_exactly_in_the_dtype_asked_for():
+    """eval scores in float64 and the measurements in float32: each as NumPy divides, bit for bit."""
+    levels8, levels16 = np.arange(256, dtype=np.uint8)[None], np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    for levels, top in ((levels8, 255.0), (levels16, 65535.0)):
+        for dtype, np_dtype in ((torch.float32, np.float32), (torch.float64, np.float64)):
+            batch = imageio.to_float_batch(levels, dtype=dtype)[0]
+            assert batch.dtype == dtype
+            np.testing.assert_array_equal(batch[0, 0].numpy(), levels.astype(np_dtype) / np_dtype(top))
+
+
+@pytest.mark.parametrize("image", [
+    _random((6, 5), np.uint8), _random((6, 5, 2), np.uint16), np.random.default_rng(1).random((6, 5, 4)),
+    torch.rand(2, 3, 6, 5, dtype=torch.bfloat16), torch.randint(0, 256, (6, 5), dtype=torch.uint8),
+    Image.fromarray(_random((6, 5, 4), np.uint8)), Image.fromarray(_random((6, 5, 3), np.uint8)).convert("CMYK"),
+    Image.fromarray(_random((6, 5), np.uint16).astype(np.int32), mode="I"),
+], ids=["np-gray8", "np-la16", "np-rgba-f64", "pt-bchw-bf16", "pt-hw-u8", "pil-rgba", "pil-cmyk", "pil-I"])
+def test_the_layout_brings_an_unchanged_batch_back_to_the_given_form(image):
+    batch, layout = imageio.to_float_batch(image)
+    back = imageio.from_float_batch(batch.clone(), layout)
+    if isinstance(image, Image.Image):
+        assert isinstance(back, Image.Image) and back.mode == image.mode and back.size == image.size
+        np.testing.assert_array_equal(np.asarray(back), np.asarray(image))
+        return
+    assert type(back) is type(image) and back.dtype == image.dtype and back.shape == image.shape
+    if isinstance(image, torch.Tensor):
+        torch.testing.assert_close(back, image, atol=0, rtol=0)
+    else:
+        np.testing.assert_allclose(back, image, atol=1e-6, rtol=0)  # float64 went through float32
+
+
+@pytest.mark.parametrize("image,error,match", [
+    (torch.full((3, 8, 8), float("nan")), ValueError, "NaN"),
+    (np.full((8, 8, 3), np.inf, np.float32), ValueError, "NaN or Inf"),
+    (torch.rand(8), ValueError, r"must be \(H, W\), \(C, H, W\) or \(B, C, H, W\)"),
+    (np.zeros((2, 8, 8, 3), np.uint8), ValueError, r"must be \(H, W\) or \(H, W, C\)"),
+    (np.zeros((0, 8, 3), np.uint8), ValueError, "empty image"),
+    (np.zeros((8, 8, 3), np.int32), TypeError, "unsupported NumPy dtype int32; use uint8, uint16 or float"),
+    (torch.zeros(3, 8, 8, dtype=torch.int64), TypeError, "unsupported tensor dtype torch.int64"),
+    (np.zeros((8, 8, 5), np.uint8), ValueError,
+     r"1 \(gray\), 2 \(gray\+alpha\), 3 \(RGB\) or 4 \(RGBA\) channels; got 5"),
+    (torch.zeros(2, 6, 8, 8), ValueError, "got 6"),
+    (np.zeros((3, 8, 8), np.uint8), ValueError, r"looks like \(C, H, W\): pass image.transpose\(1, 2, 0\)"),
+    (torch.zeros(8, 8, 3), ValueError, r"looks like \(H, W, C\): pass image.permute\(2, 0, 1\)"),
+    (torch.empty(3, 8, 8, device="meta"), ValueError, "meta device"),
+    (np.full((8, 8, 3), 200.0, np.float32), ValueError, r"must be in \[0, 1\].*divide by 255"),
+    ("image.png", TypeError, "PIL image, a NumPy array or a torch tensor, got str"),
+])
+def test_bad_images_are_refused_saying_what_to_do(image, error, match):
+    with pytest.raises(error, match=match):
+        imageio.to_float_batch(image)
+
+
+def test_unchecked_floats_pass_as_they_are_but_never_nan():
+    noisy = np.array([[[-1.5, 0.5, 2.5]]], np.float32)  # an unclipped noisy test input, far out
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no range warning either
+        batch, _ = imageio.to_float_batch(noisy, check_range=False)
+    assert batch.flatten().tolist() == [-1.5, 0.5, 2.5]
+    with pytest.raises(ValueError, match="NaN"):
+        imageio.to_float_batch(np.full((2, 2), np.nan, np.float32), check_range=False)
+    with pytest.warns(UserWarning, match=r"50\.00% of the float image's values are outside \[0, 1\]"):
+        imageio.to_float_batch(torch.tensor([[0.5, 1.5]]))
+
+
+def test_exif_orientation_is_applied_unless_declined(tmp_path):
+    image = Image.fromarray(_random((4, 6, 3), np.uint8))
+    exif = image.getexif()
+    exif[imageio.ORIENTATION_TAG] = 6  # displayed rotated 90° clockwise
+    image.save(tmp_path / "turned.png", exif=exif)
+    with Image.open(tmp_path / "turned.png") as turned:
+        assert imageio.to_float_batch(turned)[0].shape == (1, 3, 6, 4)  # as displayed
+        assert imageio.to_float_batch(turned, exif_orientation=False)[0].shape == (1, 3, 4, 6)  # as stored
+
+
+def test_channels_are_fitted_to_the_model_or_refused():
+    rgba = torch.rand(1, 4, 3, 3)
+    colour, alpha = imageio.split_alpha(rgba)
+    assert colour.shape[1] == 3 and torch.equal(alpha, rgba[:, 3:])
+    assert imageio.split_alpha(colour)[1] is None
+    gray, replicated = imageio.to_model_channels(colour[:, :1], 3)
+    assert replicated and torch.equal(gray, colour[:, :1].repeat(1, 3, 1, 1))
+    weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    luma, replicated = imageio.to_model_channels(colour, 1, color="luma")
+    assert not replicated and torch.allclose(luma, (colour * weights).sum(1, keepdim=True))
+    assert imageio.to_model_channels(colour, 3)[0] is colour
+    with pytest.raises(ValueError, match=r"gray image given to an RGB model \(swinir\)"):
+        imageio.to_model_channels(colour[:, :1], 3, gray="error", model="swinir")
+    with pytest.raises(ValueError, match="color='luma'"):
+        imageio.to_model_channels(colour, 1)

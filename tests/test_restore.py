@@ -7,6 +7,7 @@ import importlib
 import json
 import math
 import re
+import sys
 import warnings
 from functools import cache
 
@@ -389,6 +390,18 @@ def test_float_values_outside_0_1_warn_with_their_fraction():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         restore(x2(), torch.rand(3, 8, 8))
+
+
+def test_the_range_warning_points_at_the_callers_line_for_every_kind_of_image():
+    """The conversion runs a few calls deep (and one deeper for PIL images); the warning still names the line
+    that called restore."""
+    tensor = torch.full((3, 8, 8), 1.3)
+    pil = Image.fromarray(np.full((8, 8), 1.3, np.float32), mode="F")
+    for image in (tensor, pil):
+        with pytest.warns(UserWarning, match="outside \\[0, 1\\]") as caught:
+            line = sys._getframe().f_lineno + 1
+            restore(x2(), image)
+        assert (caught[0].filename, caught[0].lineno) == (__file__, line)
 
 
 def test_meta_tensors_are_refused_clearly():

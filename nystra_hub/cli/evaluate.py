@@ -51,7 +51,14 @@ from nystra_hub.cli.options import DEVICE_HELP, add_loadable_model_arguments, pa
 from nystra_hub.inference.precision import DTYPE_NAMES
 from nystra_hub.inference.restore import PROTOCOLS as RESTORE_PROTOCOLS
 from nystra_hub.inference.restore import restore
-from nystra_hub.io.images import IMAGE_EXTENSIONS, atomic_write_json, read_image, write_image
+from nystra_hub.io.images import (
+    IMAGE_EXTENSIONS,
+    atomic_write_json,
+    read_image,
+    split_alpha,
+    to_float_batch,
+    write_image,
+)
 from nystra_hub.io.loading import load
 from nystra_hub.io.variants import get_variant
 from nystra_hub.measure.metrics import PROTOCOLS, Protocol, score
@@ -136,17 +143,10 @@ def protocol_for_channels(protocol: Protocol, channels: int) -> Protocol:
 
 # -- scoring -----------------------------------------------------------------------------------------------------
 def to_unit_tensor(image: np.ndarray) -> Tensor:
-    """(H, W[, C]) uint8/uint16/float image → (C, H, W) float64 in [0, 1], alpha dropped."""
-    array = np.asarray(image)
-    if array.ndim == 2:
-        array = array[..., None]
-    if array.shape[-1] in (2, 4):
-        array = array[..., :-1]
-    if array.dtype == np.uint8:
-        array = array / 255.0
-    elif array.dtype == np.uint16:
-        array = array / 65535.0
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float64).transpose(2, 0, 1))
+    """(H, W[, C]) uint8/uint16/float image → (C, H, W) float64 in [0, 1] (float64: the metrics' precision),
+    alpha dropped; float images outside [0, 1] are refused or warned about as ``restore`` does them."""
+    colour, _ = split_alpha(to_float_batch(image, dtype=torch.float64)[0])
+    return colour[0]
 
 
 def score_pair(output: np.ndarray, gt: np.ndarray, protocol: Protocol, scale: int) -> dict:

@@ -60,6 +60,7 @@ from nystra_hub.attention import NystraParams, attention_modules, check_attn_imp
 from nystra_hub.io import hub
 from nystra_hub.io.cards import build_custom_card, build_model_card, card_origin
 from nystra_hub.io.checkpoints import CheckpointError, CheckpointMismatchError, check_dtypes, read_safetensors_dtypes
+from nystra_hub.io.images import ImageLayout, from_float_batch, split_alpha, to_float_batch, to_model_channels
 from nystra_hub.io.plan import check_plan, finish_loaded
 from nystra_hub.io.variants import get_variant
 from nystra_hub.models import ARCHITECTURES, RestorationModel, build_model
@@ -419,10 +420,11 @@ class NystraImageProcessor(BaseImageProcessor):
             outputs = model(**inputs)
         restored = processor.postprocess(outputs, [image])[0]  # PIL: cropped, clamped, 8-bit
 
-    ``preprocess``: images (PIL; NumPy ``(H, W[, C])`` uint8, uint16 or float in [0, 1]; ``(C, H, W)`` float
-    tensors in [0, 1]) → [0, 1] → the forward's value range, padded as the official test script pads (SwinIR: flip
-    to the next window multiple, always by at least one pixel; Uformer: zeros around the image, centred, to a square
-    multiple of 128; DehazeFormer: none, its forward pads itself). Images of one call must pad to one size.
+    ``preprocess``: images (PIL; NumPy ``(H, W[, C])`` and tensors ``(C, H, W)`` / ``(B, C, H, W)`` of uint8,
+    uint16 or float in [0, 1], as :func:`nystra_hub.restore` takes them) → [0, 1] → the forward's value range,
+    padded as the official test script pads (SwinIR: flip to the next window multiple, always by at least one
+    pixel; Uformer: zeros around the image, centred, to a square multiple of 128; DehazeFormer: none, its forward
+    pads itself). Images of one call must pad to one size.
     ``postprocess``: each output cropped back to ``scale`` × its original size, mapped to [0, 1], clamped and (for
     PIL/NumPy output) rounded to 8 bits, as the official scripts save images. Large images: :func:`nystra_hub.restore`
     tiles them.
@@ -486,24 +488,14 @@ class NystraImageProcessor(BaseImageProcessor):
 
     def to_unit_range(self, image) -> torch.Tensor:
         """One image → (C, H, W) float32 in [0, 1] with the model's input channels (alpha dropped, gray
-        replicated for an RGB model)."""
-        if isinstance(image, torch.Tensor):
-            x = image.detach().float()
-        else:
-            if isinstance(image, Image.Image):
-                image = image.convert("RGB" if self.in_channels == 3 else "L")
-            array = np.asarray(image)
-            scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(array.dtype, 1.0)
-            array = array.astype(np.float32) / scale
-            array = array[..., None] if array.ndim == 2 else array
-            if array.shape[-1] in (2, 4):
-                array = array[..., :-1]
-            x = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
-        if x.shape[0] == 1 and self.in_channels == 3:
-            x = x.expand(3, -1, -1)
-        if x.shape[0] != self.in_channels:
-            raise ValueError(f"image with {x.shape[0]} channels for a model of {self.in_channels}")
-        return x
+        replicated for an RGB model, RGB turned into luma for a gray one), through the package's one converter
+        (:func:`~nystra_hub.io.images.to_float_batch`). A PIL image's pixels are taken as stored (EXIF orientation
+        not applied, as transformers' processors take them), so its size is the one ``postprocess`` crops to."""
+        batch, _ = to_float_batch(image, exif_orientation=False)
+        if batch.shape[0] != 1:
+            raise ValueError(f"to_unit_range takes one image, got a batch of {batch.shape[0]}")
+        colour, _ = split_alpha(batch)
+        return to_model_channels(colour, self.in_channels, color="luma", model=self.arch)[0][0]
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
         """The official test script's padding of one (C, H, W) image: the models' own (``official_pad``)."""
@@ -534,9 +526,8 @@ class NystraImageProcessor(BaseImageProcessor):
             if output_type == "pt":
                 results.append(out)
                 continue
-            array = (out * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-            array = array[..., 0] if array.shape[-1] == 1 else array
-            results.append(array if output_type == "np" else Image.fromarray(array))
+            layout = ImageLayout("numpy" if output_type == "np" else "pil", np.uint8, 2 if out.shape[0] == 1 else 3)
+            results.append(from_float_batch(out[None].detach(), layout))
         return results
 
 

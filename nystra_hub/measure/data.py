@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from nystra_hub.io.images import to_float_batch
 from nystra_hub.measure.environment import REPO_ROOT
 
 DEFAULT_TESTSETS = REPO_ROOT.parent / "shared" / "testsets"
@@ -50,9 +51,9 @@ def load_rgb(name: str, root: str | os.PathLike | None = None) -> np.ndarray:
 
 
 def to_tensor(image: np.ndarray) -> Tensor:
-    """(H, W, C) uint8 or float → (C, H, W) float32 in [0, 1] (uint8 divided by 255)."""
-    array = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+    """(H, W, C) uint8 or float → (C, H, W) float32 (uint8 divided by 255), through the package's one converter;
+    float data is taken as it is, unchecked for range: the test protocol's noisy inputs are not clipped."""
+    return to_float_batch(image, check_range=False)[0][0]
 
 
 # -- degradations ------------------------------------------------------------------------------------------------
