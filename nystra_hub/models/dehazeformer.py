@@ -431,6 +431,38 @@ class DehazeFormer(RestorationModel):
     :meth:`forward`: (B, in_chans, H, W) float in [−1, 1] → the official output (K·x − B + x, not clamped),
     the official convention, for parity. :meth:`official_inference`: [0, 1] in, [0, 1] out, as the official
     test script (scale, forward, clamp, map back). RLN uses whole-image statistics: tiling changes the output.
+
+    The official ``DehazeFormer`` class has no Args block; the meanings below are read from its code. The five
+    per-stage sequences describe the U: stage 1 at full resolution, 2 at 1/2, 3 at 1/4, then 4 at 1/2 and 5 at
+    full resolution again, each decoder stage fused with its encoder's skip (SK fusion).
+
+    Args:
+        in_chans (int): Channels of the input image. Default 3.
+        out_chans (int): Channels of the last projection: ``in_chans + 1``, a map K and a bias B per channel;
+            the output is ``K·x − B + x``. Default 4.
+        window_size (int): Window size of the window attention; shifted blocks reflect-pad their windows by
+            half of it instead of rolling the map. Default 8.
+        embed_dims (sequence of 5 int): Channels of each stage; the skips need ``embed_dims[0] ==
+            embed_dims[4]`` and ``embed_dims[1] == embed_dims[3]``. Default (24, 48, 96, 48, 24).
+        mlp_ratios (sequence of 5 float): Ratio of each stage's MLP hidden dim to its dim.
+            Default (2, 4, 4, 2, 2).
+        depths (sequence of 5 int): Blocks per stage. Default (16, 16, 16, 8, 8).
+        num_heads (sequence of 5 int): Attention heads per stage. Default (2, 4, 6, 1, 1).
+        attn_ratio (sequence of 5 float): Fraction of each stage's blocks that attend: the last
+            ``attn_ratio · depth`` ones; the others mix tokens by convolution alone. Default (1/4, 1/2, 3/4, 0, 0).
+        conv_type (sequence of 5 str): Each stage's convolution branch: "DWConv" (a 5x5 depthwise conv on V)
+            or "Conv" (3x3 conv, ReLU, 3x3 conv). Default "DWConv" for every stage.
+        norm_layer (sequence of 5): Each stage's normalization: "RLN" (or the class), the revised LayerNorm
+            with whole-image statistics whose rescale and rebias terms the blocks use; the only one supported.
+        attn_impl (str): nystra_hub's, keyword only: how every window attends: "softmax" (the official
+            computation), "sdpa" (``torch.nn.functional.scaled_dot_product_attention``, exact), "nystra"
+            (the PnP-Nystra approximation) or a name registered with
+            :func:`nystra_hub.attention.register_attn_impl`. Default "softmax"; ``set_attn_impl`` changes it
+            after loading.
+        nystra (NystraParams | dict | None): nystra_hub's, keyword only: the Nyström parameters used when
+            ``attn_impl="nystra"`` (see :class:`~nystra_hub.attention.NystraParams`); a dict updates
+            :attr:`default_nystra` (16 landmarks, 2 iterations, tau 5: SwinIR's recipe, see its comment).
+            Default None: that recipe.
     """
 
     arch = "dehazeformer"

@@ -241,6 +241,48 @@ class SwinIR(RestorationModel):
 
     Input: (B, in_chans, H, W) float in [0, 1]; output (B, in_chans, H·upscale, W·upscale), not clamped (the
     official test script clamps; :func:`nystra_hub.restore` does).
+
+    Args:
+        img_size (int | tuple[int, int]): Input image size: the training patch. Default 64. It sets the shape of
+            the ``attn_mask`` buffers of released state dicts and of the absolute position embedding (``ape``);
+            any input size runs.
+        patch_size (int): Patch size. Default 1, the only value the releases use (others are refused).
+        in_chans (int): Number of input image channels, also the output's: 3 (RGB) or 1 (gray). Default 3.
+        embed_dim (int): Patch embedding dimension, the width of every stage. Default 96.
+        depths (sequence of int): Depth of each Swin Transformer layer (blocks per residual group, RSTB).
+        num_heads (sequence of int): Number of attention heads in each layer; as long as ``depths``.
+        window_size (int): Window size. Default 7 (the releases use 8, and 7 for JPEG artifact removal).
+        mlp_ratio (float): Ratio of MLP hidden dim to embedding dim. Default 4.
+        qkv_bias (bool): If True, add a learnable bias to query, key, value. Default True.
+        qk_scale (float | None): Override the default qk scale of head_dim ** -0.5 if set. Default None.
+        drop_rate (float): Dropout rate. Default 0. Accepted for the official signature; dropout is left out
+            (training only, no parameters).
+        attn_drop_rate (float): Attention dropout rate. Default 0. Accepted, left out likewise.
+        drop_path_rate (float): Stochastic depth rate. Default 0.1. Accepted, left out likewise.
+        norm_layer (type[nn.Module]): Normalization layer. Default ``nn.LayerNorm``.
+        ape (bool): If True, add absolute position embedding to the patch embedding. Default False.
+        patch_norm (bool): If True, add normalization after patch embedding. Default True.
+        use_checkpoint (bool): Whether to use gradient checkpointing to save memory. Default False. Accepted
+            for the official signature and ignored.
+        upscale (int): Upscale factor: 2/3/4/8 for image SR, 1 for denoising and compression artifact
+            reduction. Default 2.
+        img_range (float): Image range: the [0, 1] input (minus the DIV2K mean for RGB) is multiplied by it
+            before the network and the output divided by it. 1. or 255. Default 1.
+        upsampler (str): The reconstruction module: "pixelshuffle" (classical SR), "pixelshuffledirect"
+            (lightweight SR: one conv and one pixel shuffle), "nearest+conv" (real-world SR; x2, x4 or x8
+            here, x4 only in the official code) or "" (denoising and JPEG artifact removal, ``upscale=1``).
+            Default "".
+        resi_connection (str): The convolutional block before the residual connection: "1conv" or "3conv"
+            (3 convs with a 4x narrower middle, to save parameters and memory). Default "1conv".
+        attn_impl (str): nystra_hub's, keyword only: how every window attends: "softmax" (the official
+            computation), "sdpa" (``torch.nn.functional.scaled_dot_product_attention``, exact), "nystra"
+            (the PnP-Nystra approximation) or a name registered with
+            :func:`nystra_hub.attention.register_attn_impl`. Default "softmax"; ``set_attn_impl`` changes it
+            after loading.
+        nystra (NystraParams | dict | None): nystra_hub's, keyword only: the Nyström parameters used when
+            ``attn_impl="nystra"`` (landmarks, iters, tau, bias, mask; see
+            :class:`~nystra_hub.attention.NystraParams`); a dict updates :attr:`default_nystra`, the reference's
+            SwinIR recipe (16 landmarks, 2 iterations, tau 5). Default None: that recipe.
     """
 
     arch = "swinir"

@@ -369,6 +369,54 @@ class Uformer(RestorationModel):
     :meth:`check_size`; S a multiple of 128 always works at window 8); output (B, in_chans, S, S) = x + y when
     ``dd_in == 3``, not clamped. :meth:`official_inference` takes any (B, dd_in, H, W) image.
     ``forward(x, mask)`` accepts the official optional (B or 1, 1, h, w) input mask.
+
+    The official ``Uformer`` class has no Args block; the meanings below are read from its code.
+
+    Args:
+        img_size (int): The square training patch. Default 256. Stage ``level`` was trained at
+            ``img_size / 2**level``; a stage whose training side is at most ``win_size`` attends it as one
+            unshifted window (the official build rule). Any square input that fits the windows runs.
+        in_chans (int): Channels of the output (the output projection). Default 3.
+        dd_in (int): Channels of the input (the input projection). When 3, the network predicts a residual
+            and returns ``x + y``; otherwise it returns ``y``. Default 3.
+        embed_dim (int): Channels of the first stage; the nine stages have ``embed_dim`` × (1, 2, 4, 8, 16, 16,
+            8, 4, 2) (the decoder stages work on [upsampled, skip] concatenations). Default 32.
+        depths (sequence of 9 int): LeWin blocks per stage: 4 encoder stages, the bottleneck, 4 decoder stages.
+        num_heads (sequence of 9 int): Attention heads per stage; each stage's width must divide by them.
+        win_size (int): Window size of the window attention. Default 8.
+        mlp_ratio (float): Ratio of the feed-forward hidden dim to the stage's dim. Default 4.
+        qkv_bias (bool): If True, add a learnable bias to query, key, value. Default True.
+        qk_scale (float | None): Override the default qk scale of head_dim ** -0.5 if set. Default None.
+        drop_rate (float): Dropout rate. Default 0. Accepted for the official signature; dropout is left out
+            (training only, no parameters).
+        attn_drop_rate (float): Attention dropout rate. Default 0. Accepted, left out likewise.
+        drop_path_rate (float): Stochastic depth rate. Default 0.1. Accepted, left out likewise.
+        norm_layer (type[nn.Module]): Normalization layer; only the official ``nn.LayerNorm``.
+        patch_norm (bool): Stored by the official code and never used; recorded in ``official_kwargs``.
+        use_checkpoint (bool): Whether to use gradient checkpointing. Accepted and ignored (training only).
+        token_projection (str): How tokens become queries, keys and values; only "linear" (every release)
+            is supported.
+        token_mlp (str): The feed-forward of each block: "leff" (locally-enhanced: Linear, 3x3 depthwise conv,
+            Linear), "fastleff" (a full 3x3 conv instead of the depthwise one), "mlp" or "ffn" (Linear, GELU,
+            Linear). Default "leff".
+        dowsample (type[nn.Module]): The encoder's downsampling (official spelling); only the official
+            :class:`Downsample` (4x4 stride-2 conv).
+        upsample (type[nn.Module]): The decoder's upsampling; only the official :class:`Upsample` (2x2 stride-2
+            transposed conv).
+        shift_flag (bool): If True, every second block of a stage attends shifted windows (by ``win_size //
+            2``). Default True.
+        modulator (bool): If True, each decoder block adds a learnable multi-scale restoration modulator (a
+            ``win_size² × dim`` embedding) to its windows before attention. Default False.
+        cross_modulator (bool): The official cross-attention modulator; no release uses it, True is refused.
+        attn_impl (str): nystra_hub's, keyword only: how every window attends: "softmax" (the official
+            computation), "sdpa" (``torch.nn.functional.scaled_dot_product_attention``, exact), "nystra"
+            (the PnP-Nystra approximation) or a name registered with
+            :func:`nystra_hub.attention.register_attn_impl`. Default "softmax"; ``set_attn_impl`` changes it
+            after loading.
+        nystra (NystraParams | dict | None): nystra_hub's, keyword only: the Nyström parameters used when
+            ``attn_impl="nystra"`` (see :class:`~nystra_hub.attention.NystraParams`); a dict updates
+            :attr:`default_nystra` (16 landmarks, 3 iterations, tau 0; see its comment for denoising).
+            Default None: that recipe.
     """
 
     arch = "uformer"
