@@ -1,7 +1,27 @@
-"""nystra_hub: pretrained window-transformer restoration models with exact and PnP-Nystra attention.
+"""nystra_hub: pretrained window-transformer restoration models (SwinIR, Uformer, DehazeFormer) with exact and
+PnP-Nystra attention.
 
 ``import nystra_hub`` registers the models with transformers' Auto classes and timm's registry when those
 libraries are installed; building, loading and running models needs neither.
+
+Get a model:
+    ``load(source)``: the one loader: a released ``.pth``/``.safetensors`` file (architecture detected), a hub
+    folder, a catalogue variant (``weights=`` its released file) or a Hugging Face repo id.
+    ``build_model(arch, **official_kwargs)``: an architecture from its official constructor arguments, random
+    weights; ``build_variant(name)``: a catalogue variant, random weights. ``VARIANTS`` / ``get_variant`` are the
+    catalogue, ``ARCHITECTURES`` the architectures, ``RestorationModel`` their base class.
+Run it:
+    ``restore(model, image)``: PIL image, NumPy array or tensor in, the same kind out (the official pre- and
+    post-processing, tiles for large images). ``export(model, path, format, size=...)``: an ONNX or OpenVINO graph.
+Attention:
+    ``ATTN_IMPLS`` ("softmax", "sdpa", "nystra") and ``NystraParams``, chosen with ``attn_impl=`` and ``nystra=``
+    (or a model's ``set_attn_impl``); ``apply_plan`` / ``extract_plan``: per-layer choices; ``calibrate(model,
+    images)`` finds a plan within a PSNR budget (loaded on first use: it imports the measurement code).
+Lower-level loaders, the steps ``load`` takes, for code that needs one of them:
+    ``load_pretrained`` (hub folder or repo), ``load_variant`` (variant + released file), ``load_checkpoint`` (a
+    bare checkpoint, architecture detected by ``detect_checkpoint``), ``load_original_checkpoint`` (released
+    weights into a model you built), ``read_state_dict`` (a checkpoint's tensors, official keys);
+    ``CheckpointError`` / ``CheckpointMismatchError`` are what they raise.
 """
 
 from __future__ import annotations
@@ -54,25 +74,29 @@ def _register_plugins() -> None:
 _register_plugins()
 
 __all__ = [
-    "ARCHITECTURES",
-    "ATTN_IMPLS",
-    "VARIANTS",
-    "CheckpointError",
-    "CheckpointMismatchError",
-    "NystraParams",
-    "RestorationModel",
-    "apply_plan",
+    # get a model
+    "load",
     "build_model",
     "build_variant",
-    "detect_checkpoint",
-    "export",
-    "extract_plan",
+    "VARIANTS",
     "get_variant",
-    "load",
-    "load_checkpoint",
-    "load_original_checkpoint",
+    "ARCHITECTURES",
+    "RestorationModel",
+    # run it
+    "restore",
+    "export",
+    # attention (calibrate, in _LAZY, stays out: a star import would load the measurement code)
+    "ATTN_IMPLS",
+    "NystraParams",
+    "apply_plan",
+    "extract_plan",
+    # lower-level loaders
     "load_pretrained",
     "load_variant",
+    "load_checkpoint",
+    "detect_checkpoint",
+    "load_original_checkpoint",
     "read_state_dict",
-    "restore",
+    "CheckpointError",
+    "CheckpointMismatchError",
 ]
