@@ -35,11 +35,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("nystra_hub.cli.evaluate", "score a model on your own (degraded, ground truth) image folders"),
     "export": ("nystra_hub.cli.export", "export a model to ONNX or OpenVINO IR for one input size"),
     "convert": ("nystra_hub.cli.convert", "turn a released checkpoint into a hub folder (config, safetensors, card)"),
-    "bench": ("nystra_hub.measure.bench", "measure speed of the attention arms (a command, not a test)"),
-    "fidelity": ("nystra_hub.measure.fidelity", "measure quality of the attention arms against the exact model"),
-    "train-reference": ("nystra_hub.training.reference", "train the small reference models used for fidelity"),
-    "calibrate": ("nystra_hub.measure.calibration", "choose per-layer nystra settings under a quality budget"),
-    "cards": ("nystra_hub.io.cards", "render model cards from measurement JSON"),
+    "bench": ("nystra_hub.cli.bench", "measure speed of the attention arms (a command, not a test)"),
+    "fidelity": ("nystra_hub.cli.fidelity", "measure quality of the attention arms against the exact model"),
+    "train-reference": ("nystra_hub.cli.train_reference", "train the small reference models used for fidelity"),
+    "calibrate": ("nystra_hub.cli.calibrate", "choose per-layer nystra settings under a quality budget"),
+    "cards": ("nystra_hub.cli.cards", "render model cards from measurement JSON"),
 }
 TOP_LEVEL_OPTIONS = ("-h", "--help", "--version")
 SHARED_OPTIONS_MODULE = "nystra_hub.cli.options"  # add_attention_arguments and friends: --attn, --nystra, --model

@@ -10,6 +10,7 @@ import torch
 from test_fidelity import make_reference
 
 import nystra_hub
+from nystra_hub.cli import bench as bench_cli
 from nystra_hub.io.cards import build_model_card
 from nystra_hub.measure import bench
 from nystra_hub.measure.arms import (
@@ -28,7 +29,7 @@ DEFAULT_LETTERS = ["a", "b", "c", "c'", "d", "e", "e'", "f"]
 
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    bench.add_arguments(parser)
+    bench_cli.add_arguments(parser)
     args = parser.parse_args(list(argv))
     args.argv = list(argv)
     return args
@@ -115,7 +116,7 @@ def test_bench_json_all_default_arms(tmp_path):
     out = tmp_path / "bench.json"
     args = parse("--model", str(folder), "--sizes", "40", "24", "--runs", "2", "--warmup", "1", "--threads", "1",
                  "--memory", "off", "--out", str(out))
-    assert bench.run(args) == 0
+    assert bench_cli.run(args) == 0
     report = json.loads(out.read_text())
     assert report["schema"] == "nystra_hub.bench/1"
     assert report["references"] == {"a": "exact", "f": "spandrel", "c": "exact-w32-paper"}
@@ -155,8 +156,21 @@ def test_bench_json_all_default_arms(tmp_path):
     assert "not measured: ValueError" in card  # the 24 px window-32 arms
     # redraw from JSON only
     plot = tmp_path / "again.png"
-    assert bench.run(parse("--plot-only", str(out), "--plot", str(plot))) == 0
+    assert bench_cli.run(parse("--plot-only", str(out), "--plot", str(plot))) == 0
     assert plot.stat().st_size > 10_000
+
+
+def test_the_measurement_runs_without_the_command_line(tmp_path):
+    """run_bench takes its settings as a dataclass: a script measures without argparse (and without a file)."""
+    folder = make_reference(tmp_path / "tiny")
+    settings = bench.BenchSettings(model=str(folder), sizes=[24], arms=["a", "d"], runs=1, warmup=0, threads=1,
+                                   memory=False, flops=False)
+    report = bench.run_bench(settings, log=lambda message: None)
+    assert report["command"] == "nystra-hub bench" and report["settings"]["sizes"] == [24]
+    assert list(report["results"][0]["arms"]) == ["exact", "nystra"]
+    assert report["results"][0]["arms"]["nystra"]["speedup"]["a:exact"] > 0
+    assert report["settings"]["memory"] == "off" and "flops" not in report["results"][0]["arms"]["exact"]
+    assert not list(tmp_path.glob("*.json"))
 
 
 def test_bench_cpu_memory_worker(tmp_path):
@@ -164,7 +178,7 @@ def test_bench_cpu_memory_worker(tmp_path):
     out = tmp_path / "bench.json"
     args = parse("--model", str(folder), "--sizes", "24", "--runs", "1", "--warmup", "0", "--threads", "1",
                  "--arms", "a", "--out", str(out))
-    assert bench.run(args) == 0
+    assert bench_cli.run(args) == 0
     entry = json.loads(out.read_text())["results"][0]["arms"]["exact"]
     assert "memory_error" not in entry, entry.get("memory_error")
     assert entry["peak_rss_bytes"] >= entry["rss_before_bytes"] > 50 * 2**20  # torch itself is resident
@@ -185,7 +199,7 @@ def test_bench_half_precision_arms(tmp_path):
     args = parse("--model", str(folder), "--sizes", "24", "--runs", "1", "--warmup", "0", "--threads", "1",
                  "--memory", "off", "--flops", "off", "--arms", "a", "f", "exact-fp16", "--dtype", "bfloat16",
                  "--out", str(out))
-    assert bench.run(args) == 0
+    assert bench_cli.run(args) == 0
     report = json.loads(out.read_text())
     assert report["settings"]["dtype"] == "bfloat16" and "autocast" in report["settings"]["precision"]
     arms = report["results"][0]["arms"]

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
+import json
+
 import pytest
 import torch
 from conftest import TESTSETS, load_golden
+from test_fidelity import make_reference
 
 import nystra_hub
 from nystra_hub.attention import NystraParams, attention_modules
+from nystra_hub.cli import calibrate as calibrate_cli
+from nystra_hub.io.hub import load_pretrained, save_hub_folder
+from nystra_hub.io.plan import apply_plan
 from nystra_hub.measure import calibration
 from nystra_hub.measure.calibration import Candidate, LayerReport
+from nystra_hub.measure.references import load_reference
 
 
 def _fake_timings(model, x, blocks, candidates, runs, log):
@@ -141,8 +149,6 @@ def test_real_timing_path_runs(golden_sr):
 
 
 def test_plan_survives_a_hub_round_trip(golden_sr, monkeypatch, tmp_path):
-    from nystra_hub.io.hub import load_pretrained, save_hub_folder
-
     monkeypatch.setattr(calibration, "_time_layers", _fake_timings)
     model, x, target = golden_sr
     result = nystra_hub.calibrate(model, [x], budget_db=3.0, targets=[target], timing_runs=0)
@@ -166,8 +172,6 @@ def _golden_with_target(name):
 
 @pytest.mark.parametrize("golden", WINDOW_GOLDENS)
 def test_window_choices_enter_the_plan_and_a_hub_folder_reproduces_them(golden, monkeypatch, tmp_path):
-    from nystra_hub.io.hub import load_pretrained, save_hub_folder
-
     monkeypatch.setattr(calibration, "_time_layers", _windows_pay)
     model, x, target = _golden_with_target(golden)
     result = nystra_hub.calibrate(model, [x], budget_db=6.0, targets=[target], windows=[16], timing_runs=0)
@@ -220,23 +224,14 @@ def test_bad_arguments():
 @pytest.mark.skipif(not (TESTSETS / "Set5").is_dir(), reason="needs ../shared/testsets")
 def test_command_with_windows_saves_a_hub_folder_that_reproduces_the_plan(tmp_path, monkeypatch):
     """The CLI path: a plan that changes windows is saved with the trained weights, and loading re-applies it."""
-    import argparse
-    import json
-
-    from test_fidelity import make_reference
-
-    from nystra_hub.io.hub import load_pretrained
-    from nystra_hub.io.plan import apply_plan
-    from nystra_hub.measure.references import load_reference
-
     monkeypatch.setattr(calibration, "_time_layers", _windows_pay)
     folder = make_reference(tmp_path / "tiny")
     parser = argparse.ArgumentParser()
-    calibration.add_arguments(parser)
+    calibrate_cli.add_arguments(parser)
     args = parser.parse_args(["--model", str(folder), "--images", "Set5/HR/butterfly.png", "--crop", "64",
                               "--windows", "16", "--budget-db", "50", "--runs", "0", "--out", str(tmp_path / "p.json"),
                               "--save-hub", str(tmp_path / "hub")])
-    assert calibration.run(args) == 0
+    assert calibrate_cli.run(args) == 0
     plan = json.loads((tmp_path / "p.json").read_text())["plan"]
     assert set(plan["windows"].values()) == {16}
     loaded = load_pretrained(tmp_path / "hub")

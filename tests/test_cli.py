@@ -1,5 +1,5 @@
 """The command line as a newcomer meets it: a help listing without torch, one spelling per shared option, a help
-text for every option of every command, old spellings that still work with a warning."""
+text for every option of every command, and the pre-release spellings gone (nothing was released to keep them for)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from conftest import REPO
 import nystra_hub
 from nystra_hub.cli import SUBCOMMANDS, build_parser, main
 from nystra_hub.cli.options import parse_nystra
-from nystra_hub.measure import bench, fidelity
+from nystra_hub.cli.reports import default_output
 
 HELP_PROBE = """
 import sys
@@ -99,11 +99,11 @@ def test_measurement_defaults_are_short_and_work_outside_a_checkout(tmp_path, mo
     assert args.sizes == [64] and args.runs == 3  # minutes on a CPU; the cards' runs say --sizes 256 512 --runs 5
     assert "--sizes 256 512 --runs 5" in _subparser("bench").format_help().replace("\n", " ").replace("  ", " ")
     monkeypatch.chdir(REPO)
-    assert str(bench.default_output("bench-x-cpu")) == "benchmarks/bench-x-cpu.json"
-    assert str(fidelity.default_output("fidelity-x")) == "benchmarks/fidelity-x.json"
+    assert str(default_output("bench-x-cpu")) == "benchmarks/bench-x-cpu.json"
+    assert str(default_output("fidelity-x")) == "benchmarks/fidelity-x.json"
     monkeypatch.chdir(tmp_path)  # no benchmarks/ here: the current folder
-    assert str(bench.default_output("bench-x-cpu")) == "bench-x-cpu.json"
-    assert str(fidelity.default_output("fidelity-x")) == "fidelity-x.json"
+    assert str(default_output("bench-x-cpu")) == "bench-x-cpu.json"
+    assert str(default_output("fidelity-x")) == "fidelity-x.json"
     code = main(["fidelity", "--model", str(REPO / "reference_models" / "swinir-ref-x2"), "--testsets",
                  str(tmp_path / "no-testsets"), "--arms", "a", "--landmarks", "--landmarks-enlarged"])
     err = capsys.readouterr().err

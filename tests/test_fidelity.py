@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 
@@ -11,8 +12,9 @@ import torch
 from conftest import TESTSETS
 
 import nystra_hub
+from nystra_hub.cli import fidelity as fidelity_cli
+from nystra_hub.cli import main
 from nystra_hub.io.cards import build_model_card
-from nystra_hub.measure import fidelity
 from nystra_hub.measure.arms import resolve_model, standard_arms
 from nystra_hub.measure.fidelity import layer_errors
 from nystra_hub.measure.metrics import PROTOCOLS, psnr, rgb_to_y, score, ssim
@@ -127,13 +129,13 @@ def test_fidelity_command_json(tmp_path):
     first = next(nystra_hub.attention.attention_modules(tiny_swinir()))[0]
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(json.dumps({"plan": {"attention": {first: {"attn_impl": "nystra", "landmarks": 8}}}}))
-    parser = __import__("argparse").ArgumentParser()
-    fidelity.add_arguments(parser)
+    parser = argparse.ArgumentParser()
+    fidelity_cli.add_arguments(parser)
     args = parser.parse_args(["--model", str(folder), "--arms", "a", "b", "d", "f", "nystromformer", "performer",
                               "nystra-biasdrop-maskdrop", "--landmarks", "4", "16", "--landmarks-enlarged",
                               "--plan", str(plan_file), "--out", str(out)])
     args.argv = ["--model", str(folder)]
-    assert fidelity.run(args) == 0
+    assert fidelity_cli.run(args) == 0
     report = json.loads(out.read_text())
     assert report["schema"] == "nystra_hub.fidelity/1"
     assert report["protocol"]["name"] == "swinir-sr" and report["protocol"]["border_crop"] == 2
@@ -168,8 +170,6 @@ def test_fidelity_command_json(tmp_path):
     metrics = {m.metric_name: m.metric_value for m in card.data.eval_results}
     assert metrics["PSNR vs exact output (nystra)"] == round(arms["nystra"]["psnr_vs_exact"], 3)
     # the cards command: the card, its copied plot, the command that made it; a bench of another model is refused
-    from nystra_hub.cli import main
-
     cards = tmp_path / "cards"
     assert main(["cards", "swinir-s-x2", "--fidelity", str(out), "--out-dir", str(cards)]) == 0
     text = (cards / "swinir-s-x2.md").read_text()
@@ -182,12 +182,12 @@ def test_fidelity_command_json(tmp_path):
 def test_fidelity_scores_half_precision_arms(tmp_path):
     folder = make_reference(tmp_path / "tiny")
     out = tmp_path / "fid.json"
-    parser = __import__("argparse").ArgumentParser()
-    fidelity.add_arguments(parser)
+    parser = argparse.ArgumentParser()
+    fidelity_cli.add_arguments(parser)
     args = parser.parse_args(["--model", str(folder), "--arms", "a", "exact-bf16", "exact-fp16", "--landmarks",
                               "--landmarks-enlarged", "--diag-images", "0", "--out", str(out)])
     args.argv = ["--model", str(folder)]
-    assert fidelity.run(args) == 0
+    assert fidelity_cli.run(args) == 0
     arms = json.loads(out.read_text())["arms"]
     assert arms["exact-bf16"]["config"]["dtype"] == "bfloat16" and "same_as" not in arms["exact-bf16"]
     assert 35 < arms["exact-bf16"]["psnr_vs_exact"] < arms["exact-fp16"]["psnr_vs_exact"]

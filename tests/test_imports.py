@@ -200,7 +200,8 @@ def test_measurement_modules_import_downwards_only():
 
 def test_no_deprecation_shims_remain():
     """Nothing was ever released: the old flat module paths are gone, not forwarded."""
-    for old in ("bench", "fidelity", "calibration", "cards", "restore_cli", "hf", "timm_models", "imageio"):
+    for old in ("bench", "fidelity", "calibration", "cards", "restore_cli", "export_cli", "cli_options", "cli_list",
+                "hf", "timm_models", "imageio", "measure.training", "measure.cards"):
         assert f"{PACKAGE}.{old}" not in MODULES
         with pytest.raises(ModuleNotFoundError):
             importlib.import_module(f"{PACKAGE}.{old}")
@@ -217,7 +218,7 @@ for argv in (["--help"], ["bench", "--help"]):
         pass
     loaded.append(set(sys.modules))
 print("MODULES " + json.dumps([sorted(b - a) for a, b in zip(loaded, loaded[1:])]))
-for module in ("measure.calibration", "io.cards", "measure.fidelity", "training.reference"):
+for module in ("cli.calibrate", "cli.cards", "cli.fidelity", "cli.train_reference"):
     __import__(f"nystra_hub.{module}")  # every command module imports without a cycle
 """
 
@@ -234,9 +235,18 @@ def test_cli_imports_only_the_subcommand_that_runs():
     by_help, by_bench = json.loads(line[len("MODULES "):])
     commands = {module for module, _ in SUBCOMMANDS.values()}
     assert not commands & set(by_help)
-    assert commands & set(by_bench) == {"nystra_hub.measure.bench"}
+    assert commands & set(by_bench) == {"nystra_hub.cli.bench"}
     for name in ("list", "bench", "train-reference", "cards"):
         assert name in proc.stdout  # the help lists every subcommand
+
+
+def test_argparse_lives_in_cli_only():
+    """One home for the command line: library modules hold the functions a command calls, never its options."""
+    found = [name for name, path in MODULES.items() if not name.startswith(f"{PACKAGE}.cli")
+             and any(isinstance(node, (ast.Import, ast.ImportFrom)) and "argparse" in
+                     ([a.name for a in node.names] if isinstance(node, ast.Import) else [node.module])
+                     for node in ast.walk(ast.parse(path.read_text())))]
+    assert found == []
 
 
 def test_no_architecture_name_branches_outside_models():

@@ -14,6 +14,7 @@ import torch
 from conftest import REPO, TESTSETS
 
 import nystra_hub
+from nystra_hub.cli import main
 from nystra_hub.measure import data
 from nystra_hub.measure.data import bicubic_downscale, gaussian_noise_input, synthetic_haze
 from nystra_hub.measure.metrics import score
@@ -122,8 +123,6 @@ def test_save_and_load_reference_roundtrip(tmp_path):
 
 
 def test_cli_writes_a_complete_reference_folder(tmp_path, monkeypatch):
-    from nystra_hub.cli import main
-
     monkeypatch.setitem(training.RECIPES, "tiny-sr", TINY_SR)
     out = tmp_path / "ref"
     assert main(["train-reference", "--recipe", "tiny-sr", "--steps", "2", "--batch", "1", "--threads", "1",
@@ -226,8 +225,6 @@ def test_locality_prior_and_attention_learning_rate():
 
 
 def test_locality_strength_scales_the_prior_and_is_recorded(tmp_path, monkeypatch):
-    from nystra_hub.cli import main
-
     model = nystra_hub.build_model("swinir", **TINY_SR.kwargs)
     training.apply_locality_prior(model, strongest=4.0)
     table = model.layers[0].residual_group.blocks[0].attn.relative_position_bias_table.detach()

@@ -12,22 +12,21 @@ measured one, the run with the most timed rounds or images gives it), no value i
 the ``model-index`` are PnP-Nystra's over exact attention only (spandrel's ratios, which measure the code path
 rather than the approximation, stay in the tables), and plots are redrawn from the JSON (no panel without data).
 
-``nystra-hub cards VARIANT ... [--all] [--out-dir model_cards]`` writes ``<out-dir>/<variant>.md``.
+``nystra-hub cards VARIANT ... [--all] [--out-dir model_cards]`` (:mod:`nystra_hub.cli.cards`) writes
+``<out-dir>/<variant>.md``.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import shlex
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from nystra_hub.io.plots import plot_bench, plot_fidelity
-from nystra_hub.io.variants import VARIANTS, Variant, get_variant
+from nystra_hub.io.variants import Variant, get_variant
 from nystra_hub.models import ARCHITECTURES
 
 LIBRARY_NAME = "nystra_hub"
@@ -819,53 +818,3 @@ def merge_bench_reports(reports: list[dict]) -> dict:
                 chosen[result["size"]] = (rank, result)
     merged["results"] = [result for _, (_, result) in sorted(chosen.items())]
     return merged
-
-
-def _measurement_args(args) -> list[str]:
-    out = ["--out-dir", str(args.out_dir)]
-    for flag in ("bench", "fidelity", "gpu"):
-        if getattr(args, flag, None):
-            out += [f"--{flag}", *map(str, getattr(args, flag))]
-    return out
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("variants", nargs="*", metavar="VARIANT", help="catalogue variants (see nystra-hub list)")
-    parser.add_argument("--all", action="store_true", help="every catalogue variant")
-    parser.add_argument("--out-dir", default="model_cards", help="output folder (default: model_cards)")
-    parser.add_argument("--bench", nargs="+", metavar="JSON", help="nystra-hub bench reports of the (one) variant")
-    parser.add_argument("--fidelity", nargs="+", metavar="JSON",
-                        help="nystra-hub fidelity reports of the reference model(s) standing in for the variant")
-    parser.add_argument("--gpu", nargs="+", metavar="JSON", help="benchmarks/gpu.sh reports (gpu-bench.json)")
-
-
-def run(args) -> int:
-    names = list(VARIANTS) if args.all else args.variants
-    if not names:
-        print("error: name at least one variant or pass --all", file=sys.stderr)
-        return 2
-    measured = any(getattr(args, flag, None) for flag in ("bench", "fidelity", "gpu"))
-    if measured and len(names) != 1:
-        print("error: --bench/--fidelity/--gpu describe one variant; name exactly one", file=sys.stderr)
-        return 2
-    try:
-        variants = [get_variant(n) for n in names]
-    except KeyError as err:
-        print(f"error: {err.args[0]}", file=sys.stderr)
-        return 2
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for v in variants:
-        path = out / f"{v.name}.md"
-        try:
-            measurements = measurements_from_files(v.name, getattr(args, "bench", None),
-                                                   getattr(args, "fidelity", None), out, getattr(args, "gpu", None))
-            if measurements is not None:
-                measurements["command"] = shlex.join(["nystra-hub", "cards", v.name, *_measurement_args(args)])
-            card = build_model_card(v, measurements)
-        except (OSError, ValueError, KeyError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        card.save(str(path))
-        print(path)
-    return 0

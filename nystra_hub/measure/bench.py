@@ -1,4 +1,5 @@
-"""``nystra-hub bench``: speed, peak memory and FLOPs of the attention arms of one model (a command, not a test).
+"""Speed, peak memory and FLOPs of the attention arms of one model (:func:`run_bench`; the command is
+``nystra-hub bench``, :mod:`nystra_hub.cli.bench`).
 
 Arms (see :func:`.arms.standard_arms`; W, m, iters, τ are the paper's recipe for the model,
 :func:`.arms.paper_recipe`):
@@ -70,26 +71,22 @@ JSON (``schema: "nystra_hub.bench/1"``; times in seconds, memory in bytes)::
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import math
-import shlex
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from nystra_hub.inference.precision import DTYPE_NAMES, resolve_dtype
-from nystra_hub.io.images import atomic_write_json
-from nystra_hub.io.plots import plot_bench
+from nystra_hub.inference.precision import resolve_dtype
 from nystra_hub.measure.arms import (
     BENCH_DEFAULT,
     PRECISION_NOTE,
@@ -104,7 +101,7 @@ from nystra_hub.measure.arms import (
     select_arms,
     standard_arms,
 )
-from nystra_hub.measure.environment import argv_after, environment, load_average
+from nystra_hub.measure.environment import environment, load_average
 
 SCHEMA_BENCH = "nystra_hub.bench/1"
 # The command's default is a short run (one small size, a few minutes on a CPU for SwinIR-M); the measurements in
@@ -208,16 +205,16 @@ def _mem_available() -> int | None:
     return None
 
 
-def measure_cpu_memory(source: ModelSource, arm: Arm, size: int, args, flops: bool) -> dict:
+def measure_cpu_memory(source: ModelSource, arm: Arm, size: int, settings: BenchSettings, flops: bool) -> dict:
     spec = {"model": source.spec, "checkpoint": source.checkpoint, "arm": arm.config(), "size": size,
-            "batch": args.batch, "dtype": args.dtype, "threads": torch.get_num_threads(), "seed": args.seed,
-            "protocol": args.protocol, "flops": flops}
+            "batch": settings.batch, "dtype": settings.dtype, "threads": torch.get_num_threads(),
+            "seed": settings.seed, "protocol": settings.protocol, "flops": flops}
     cmd = [sys.executable, "-c", "import sys, nystra_hub.measure.bench as b; sys.exit(b._worker_main())"]
     try:
         proc = subprocess.run(cmd, input=json.dumps(spec), capture_output=True, text=True,
-                              timeout=args.worker_timeout)
+                              timeout=settings.worker_timeout)
     except subprocess.TimeoutExpired:
-        return {"memory_error": f"worker timed out after {args.worker_timeout}s"}
+        return {"memory_error": f"worker timed out after {settings.worker_timeout}s"}
     for line in proc.stdout.splitlines():
         if line.startswith("BENCH-WORKER "):
             return json.loads(line[len("BENCH-WORKER "):])
@@ -315,21 +312,46 @@ def ratios(results: dict[str, dict], references: dict[str, str]) -> None:
 
 
 # -- the benchmark -----------------------------------------------------------------------------------------------
-def run_bench(args: argparse.Namespace, log=print) -> dict:
-    device = _bench_device(args)
-    dtype = resolve_dtype(args.dtype, device)
-    source = resolve_model(args.model, args.checkpoint)
-    recipe = _bench_recipe(source, args.window)
-    arms = select_arms(standard_arms(source, recipe), args.arms or BENCH_DEFAULT, recipe)
-    arms += plan_arms(getattr(args, "plan", None))
+@dataclass(frozen=True)
+class BenchSettings:
+    """One bench run: the model, its arms and input sizes, and how they are measured (the options of
+    ``nystra-hub bench``, which records its command line in ``command``)."""
+
+    model: str  # a catalogue variant or a reference-model folder (:func:`.arms.resolve_model`)
+    checkpoint: str | None = None  # the released checkpoint of a variant (else random seeded weights)
+    sizes: list[int] = field(default_factory=lambda: list(DEFAULT_SIZES))
+    arms: list[str] | None = None  # names or letters; None: BENCH_DEFAULT
+    plans: list[str] = field(default_factory=list)  # per-layer plan files, one extra arm each
+    runs: int = DEFAULT_RUNS
+    warmup: int = 1
+    device: str = "cpu"
+    dtype: str = "float32"  # a DTYPE_NAMES entry ("auto" included)
+    batch: int = 1
+    threads: int | None = None  # torch CPU threads (None: torch's)
+    protocol: str = "forward"  # or "official" (the official test protocol, padding included)
+    window: int | None = None  # overrides the recipe's enlarged window
+    memory: bool = True
+    flops: bool = True
+    worker_timeout: int = 3600  # seconds for a CPU memory subprocess
+    seed: int = 0
+    command: str = "nystra-hub bench"  # what the report records as the command that made it
+
+
+def run_bench(settings: BenchSettings, log=print) -> dict:
+    device = _bench_device(settings)
+    dtype = resolve_dtype(settings.dtype, device)
+    source = resolve_model(settings.model, settings.checkpoint)
+    recipe = _bench_recipe(source, settings.window)
+    arms = select_arms(standard_arms(source, recipe), settings.arms or BENCH_DEFAULT, recipe)
+    arms += plan_arms(settings.plans)
     references = reference_arms(arms)
-    base = source.build(args.seed)
+    base = source.build(settings.seed)
     models, build_errors = _build_arm_models(base, arms, device, log)
-    session = BenchSession(args, source, device, dtype, arms, models, build_errors, references, log)
+    session = BenchSession(settings, source, device, dtype, arms, models, build_errors, references, log)
     report = _report_header(session, base, recipe)
     report["roofline"] = session.roofline = gemm_roofline(device, dtype)
     log(f"GEMM roofline: {report['roofline']['best_gflops_per_s']:.0f} GFLOP/s")
-    for size in args.sizes:
+    for size in settings.sizes:
         report["results"].append(_measure_size(session, size))
     report["environment"]["load_average_end"] = load_average()
     return report
@@ -339,7 +361,7 @@ def run_bench(args: argparse.Namespace, log=print) -> dict:
 class BenchSession:
     """What every step of one bench run shares: the settings, the arms and their models on the device."""
 
-    args: argparse.Namespace
+    settings: BenchSettings
     source: ModelSource
     device: torch.device
     dtype: torch.dtype
@@ -352,19 +374,19 @@ class BenchSession:
 
     @property
     def memory_on(self) -> bool:
-        return self.args.memory == "on"
+        return self.settings.memory
 
     @property
     def flops_on(self) -> bool:
-        return self.args.flops == "on"
+        return self.settings.flops
 
 
-def _bench_device(args: argparse.Namespace) -> torch.device:
-    device = torch.device(args.device)
+def _bench_device(settings: BenchSettings) -> torch.device:
+    device = torch.device(settings.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device available")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
     return device
 
 
@@ -404,18 +426,18 @@ def _build_arm_models(base: nn.Module, arms: list[Arm], device, log) -> tuple[di
 
 def _report_header(session: BenchSession, base: nn.Module, recipe: dict) -> dict:
     """The report without results: schema, command, model, recipe, environment, settings, arms."""
-    args, device = session.args, session.device
+    settings, device = session.settings, session.device
     return {
         "schema": SCHEMA_BENCH,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": shlex.join(["nystra-hub", "bench", *args.argv]),
+        "command": settings.command,
         "model": session.source.describe(base),
         "recipe": recipe,
         "environment": environment(device),
         "settings": {
             "device": str(device), "dtype": str(session.dtype).removeprefix("torch."), "precision": PRECISION_NOTE,
-            "batch": args.batch, "sizes": args.sizes,
-            "runs": args.runs, "warmup": args.warmup, "protocol": args.protocol, "seed": args.seed,
+            "batch": settings.batch, "sizes": list(settings.sizes),
+            "runs": settings.runs, "warmup": settings.warmup, "protocol": settings.protocol, "seed": settings.seed,
             "threads": torch.get_num_threads(),
             "input": "uniform random [0,1) (DehazeFormer's raw forward: mapped to [-1,1]), square, "
                      "batch x channels x size x size; for SR the size is the low-resolution input",
@@ -437,16 +459,17 @@ def _report_header(session: BenchSession, base: nn.Module, recipe: dict) -> dict
 
 def _measure_size(session: BenchSession, size: int) -> dict:
     """One entry of ``results``: memory and FLOPs per arm, then the interleaved timing rounds, then the ratios."""
-    args = session.args
-    session.log(f"size {size}: {len(session.models)} arms, {args.warmup} warm-up + {args.runs} timed rounds")
-    x = make_input(session.source, size, args.batch, args.protocol, session.device, torch.float32, args.seed)
+    settings = session.settings
+    session.log(f"size {size}: {len(session.models)} arms, {settings.warmup} warm-up + {settings.runs} timed rounds")
+    x = make_input(session.source, size, settings.batch, settings.protocol, session.device, torch.float32,
+                   settings.seed)
     entries: dict[str, dict] = {}
     fns: dict[str, Callable] = {}
     for arm in session.arms:
         entries[arm.name] = {"times_s": [], "warmup_times_s": [], "error": session.build_errors.get(arm.name)}
         if arm.name in session.models:
             dtype = getattr(torch, arm.dtype) if arm.dtype else session.dtype
-            fns[arm.name] = forward_fn(session.models[arm.name], session.source, args.protocol, dtype)
+            fns[arm.name] = forward_fn(session.models[arm.name], session.source, settings.protocol, dtype)
     _prepare_runtime_arms(session, entries, fns, x)
     # Memory and FLOPs first: an arm whose forward cannot fit is found in a subprocess (CPU) or caught (CUDA)
     # and left out of the timing instead of taking the whole run down.
@@ -457,7 +480,7 @@ def _measure_size(session: BenchSession, size: int) -> dict:
     if session.device.type == "cpu" and session.memory_on:
         _skip_arms_that_cannot_fit(entries, session.log)
     reference_out = _timed_rounds(session, entries, fns, x)
-    low, high = session.source.protocol_model.spec.value_range if args.protocol == "forward" else (0.0, 1.0)
+    low, high = session.source.protocol_model.spec.value_range if settings.protocol == "forward" else (0.0, 1.0)
     _summarise_arms(entries, reference_out, session.log, high - low)
     ratios(entries, session.references)
     borrow_flops(entries, session.arms)
@@ -489,7 +512,7 @@ def _measure_memory_and_flops(session: BenchSession, arm: Arm, fn: Callable, x: 
             entry["error"] = f"{type(err).__name__}: {err}"
             torch.cuda.empty_cache()
     elif session.memory_on:
-        entry.update(measure_cpu_memory(session.source, arm, size, session.args, flops))
+        entry.update(measure_cpu_memory(session.source, arm, size, session.settings, flops))
         if entry.get("memory_killed"):
             entry["error"] = entry["memory_error"]
     elif flops:
@@ -517,10 +540,10 @@ def _timed_rounds(session: BenchSession, entries: dict[str, dict], fns: dict[str
                   x: Tensor) -> Tensor | None:
     """Warm-up then timed rounds, every arm once per round, the order rotated by one each round. Records times,
     the output shape and (in ``_out``) the first output of each arm; returns the reference arm (a)'s output."""
-    args = session.args
+    settings = session.settings
     reference_out = None
     names = [a.name for a in session.arms if a.name in fns]
-    total_rounds = args.warmup + args.runs
+    total_rounds = settings.warmup + settings.runs
     round_start = time.perf_counter()
     for rnd in range(total_rounds):
         order = names[rnd % len(names):] + names[: rnd % len(names)] if names else []
@@ -532,7 +555,7 @@ def _timed_rounds(session: BenchSession, entries: dict[str, dict], fns: dict[str
             if timed is None:
                 continue
             elapsed, out = timed
-            (entry["warmup_times_s"] if rnd < args.warmup else entry["times_s"]).append(elapsed)
+            (entry["warmup_times_s"] if rnd < settings.warmup else entry["times_s"]).append(elapsed)
             if "output_shape" not in entry:
                 entry["output_shape"] = list(out.shape)
                 if name == session.references.get("a"):
@@ -583,105 +606,6 @@ def _summarise_arms(entries: dict[str, dict], reference_out: Tensor | None, log,
 
 def _fmt_bytes(value) -> str:
     return "n/a" if value is None else f"{value / 2**20:.0f} MiB"
-
-
-# -- command line ------------------------------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
-        "Speed, peak memory and FLOPs of the attention arms of one model. The defaults are a short run (input "
-        f"{' '.join(map(str, DEFAULT_SIZES))} px, {DEFAULT_RUNS} timed rounds: minutes on a CPU); the measurements "
-        "in the model cards are the full run, which takes hours on a CPU: --sizes "
-        f"{' '.join(map(str, FULL_SIZES))} --runs 5.")
-    parser.add_argument("--model", help="catalogue variant (random weights unless --checkpoint; see nystra-hub list) "
-                                        "or a reference-model folder")
-    parser.add_argument("--checkpoint", help="released checkpoint for the variant (loaded strictly)")
-    parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES),
-                        help="square input sides (model input: LR side for SR); default "
-                             f"{' '.join(map(str, DEFAULT_SIZES))} (the model cards: {' '.join(map(str, FULL_SIZES))})")
-    parser.add_argument("--arms", nargs="+", default=None,
-                        help="arm names or letters (a b c c' d e e' f); 'wW' stands for the recipe window "
-                             "(default: a b c c' d e e' f; --list-arms describes them)")
-    parser.add_argument("--list-arms", action="store_true", help="list the arms for --model and exit")
-    parser.add_argument("--runs", type=int, default=DEFAULT_RUNS,
-                        help=f"timed rounds (median over them); default {DEFAULT_RUNS} (the model cards: 5)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up rounds; default 1")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default cpu)")
-    parser.add_argument("--dtype", default="float32", choices=DTYPE_NAMES,
-                        help="compute precision of every arm (see the settings' precision note in the JSON); "
-                             "auto: bfloat16 on a GPU that supports it, float32 otherwise (default float32)")
-    parser.add_argument("--batch", type=int, default=1, help="images per forward (default 1)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--protocol", default="forward", choices=["forward", "official"],
-                        help="'forward': the raw model on a size x size input (each pads to its window itself); "
-                             "'official': the official test protocol (its padding included)")
-    parser.add_argument("--window", type=int, default=None, help="override the recipe's enlarged window")
-    parser.add_argument("--plan", nargs="+", metavar="JSON",
-                        help="extra arms running per-layer plans (nystra-hub calibrate --out files)")
-    parser.add_argument("--memory", default="on", choices=["on", "off"],
-                        help="peak memory per arm (CPU: one subprocess forward per arm and size); default on")
-    parser.add_argument("--flops", default="on", choices=["on", "off"], help="FLOPs per arm (one forward)")
-    parser.add_argument("--worker-timeout", type=int, default=3600, help="seconds for a CPU memory subprocess")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs (default 0)")
-    parser.add_argument("--out", help="JSON output (default: benchmarks/bench-<model>-<device>.json in a repository "
-                                      "checkout, else bench-<model>-<device>.json in the current folder)")
-    parser.add_argument("--plot", help="PNG output (default: the JSON path with .png)")
-    parser.add_argument("--plot-only", nargs="+", metavar="JSON",
-                        help="redraw the plot from existing bench JSON files (to --plot) and exit")
-
-
-def default_output(stem: str) -> Path:
-    """``benchmarks/<stem>.json`` where that folder exists (a repository checkout), else ``<stem>.json`` here."""
-    folder = Path("benchmarks")
-    return folder / f"{stem}.json" if folder.is_dir() else Path(f"{stem}.json")
-
-
-def run(args: argparse.Namespace) -> int:
-    args.argv = getattr(args, "argv", None) or argv_after("bench")
-    if args.plot_only:
-        reports = [json.loads(Path(p).read_text()) for p in args.plot_only]
-        out = args.plot or str(Path(args.plot_only[0]).with_suffix(".png"))
-        print(f"wrote {plot_bench(reports, out)}")
-        return 0
-    if not args.model:
-        raise SystemExit("bench: --model is required")
-    if args.list_arms:
-        source = resolve_model(args.model, args.checkpoint)
-        recipe = paper_recipe(source.arch, source.task)
-        for arm in standard_arms(source, recipe).values():
-            print(f"{arm.letter or '-':>3}  {arm.name:<28} {arm.description}")
-        return 0
-    if args.runs < 1 or args.warmup < 0:
-        raise SystemExit("bench: --runs must be >= 1 and --warmup >= 0")
-    name = Path(args.model).name if Path(args.model).is_dir() else args.model
-    out = Path(args.out) if args.out else default_output(f"bench-{name}-{args.device.replace(':', '')}")
-    print(f"bench: sizes {' '.join(map(str, args.sizes))}, {args.runs} timed rounds; results go to {out}"
-          + ("" if args.out or out.parent.name == "benchmarks" else " (no benchmarks/ folder here)"), flush=True)
-    report = run_bench(args, log=lambda m: print(m, flush=True))
-    atomic_write_json(out, report, indent=1)
-    plot = plot_bench([report], args.plot or out.with_suffix(".png"))
-    print(f"wrote {out} and {plot}")
-    _print_table(report)
-    return 0
-
-
-def _print_table(report: dict) -> None:
-    refs = report["references"]
-    for result in report["results"]:
-        print(f"\nsize {result['size']} ({report['settings']['device']}, {report['settings']['threads']} threads)")
-        print(f"{'arm':<26}{'median ms':>11}{'vs a':>8}{'vs f':>8}{'vs c':>8}{'vs o':>8}{'peak MiB':>10}"
-              f"{'GFLOP':>9}{'GFLOP/s':>9}")
-        for name, entry in result["arms"].items():
-            if entry.get("error") and not entry.get("times_s"):
-                print(f"{name:<26}  error: {entry['error'][:80]}")
-                continue
-            cells = []
-            for letter in ("a", "f", "c", "o"):
-                v = entry.get("speedup", {}).get(f"{letter}:{refs.get(letter)}")
-                cells.append(f"{v:8.2f}" if v else f"{'-':>8}")
-            peak = entry.get("peak_rss_bytes", entry.get("peak_bytes"))
-            print(f"{name:<26}{entry.get('median_s', float('nan')) * 1e3:11.1f}{''.join(cells)}"
-                  f"{(peak / 2**20 if peak else float('nan')):10.0f}{(entry.get('flops') or 0) / 1e9:9.2f}"
-                  f"{entry.get('gflops_per_s', float('nan')):9.1f}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -36,7 +36,6 @@ as a hub folder records it (``config.json`` ``nystra_plan``) so ``from_pretraine
 
 from __future__ import annotations
 
-import argparse
 import copy
 import functools
 import math
@@ -48,14 +47,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from nystra_hub.attention import WINDOW_RESIZE_METHODS, NystraParams, WindowAttentionBase, attention_modules
-from nystra_hub.io.hub import save_hub_folder
-from nystra_hub.io.images import atomic_write_json
-from nystra_hub.io.loading import load
+from nystra_hub.attention import NystraParams, WindowAttentionBase, attention_modules
 from nystra_hub.io.plan import apply_plan, extract_plan
-from nystra_hub.measure.data import Task, testsets_root
+from nystra_hub.measure.data import Task
 from nystra_hub.measure.metrics import psnr
-from nystra_hub.measure.references import is_reference_folder, load_reference, recipe_task
 
 EXACT_IMPLS = ("sdpa", "softmax")
 
@@ -522,70 +517,21 @@ class _Calibration:
         }
 
 
-# -- command line ----------------------------------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True,
-                        help="a reference model folder (reference_models/...), a hub folder or repo id")
-    parser.add_argument("--images", nargs="+", required=True,
-                        help="calibration images relative to the testsets root (e.g. Kodak24/kodim01.png); "
-                             "inputs and ground truth are made with the reference model's degradation")
-    parser.add_argument("--testsets", help="testsets root (default ../shared/testsets)")
-    parser.add_argument("--budget-db", type=float, default=0.1, help="largest PSNR drop accepted (default 0.1)")
-    parser.add_argument("--crop", type=int, default=0, help="centre-crop the clean images to this size first")
-    parser.add_argument("--timing-size", type=int, default=0,
-                        help="input side to optimise speed for (default: the first calibration input)")
-    parser.add_argument("--windows", type=int, nargs="*", default=[],
-                        help="other windows to try per layer, e.g. 16 32 (default: the trained windows only)")
-    parser.add_argument("--window-resize", default="bicubic", choices=WINDOW_RESIZE_METHODS,
-                        help="how position bias tables follow a changed window (default bicubic)")
-    parser.add_argument("--runs", type=int, default=3, help="timing runs per candidate (median)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
-    parser.add_argument("--out", required=True, help="JSON file for the plan and the report")
-    parser.add_argument("--save-hub", help="also write the calibrated model as a hub folder here")
-
-
-def _load_for_calibration(spec: str) -> tuple[nn.Module, Task | None, dict | None]:
-    """(model, its degradation task, reference.json) of a reference folder; (model, None, None) otherwise."""
-    if is_reference_folder(spec):
-        model, info = load_reference(spec)
-        return model, recipe_task(info), info
-    return load(spec), None, None
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model, task, info = _load_for_calibration(args.model)
-    if task is None:
-        raise SystemExit("calibrate --model must be a reference model folder (it knows its degradation)")
-    root = testsets_root(args.testsets)
+# -- calibration images ----------------------------------------------------------------------------------------------
+def calibration_pairs(task: Task, images: Sequence[str], root, crop: int = 0) -> tuple[list[Tensor], list[Tensor]]:
+    """(inputs, targets), each a list of (1, C, h, w) tensors: the held-out pairs of ``images`` (paths under the
+    testsets ``root``) made with ``task``'s degradation; with ``crop``, the centre ``crop`` pixels of the clean
+    image (the input cropped to match: ``crop // scale``)."""
     inputs, targets = [], []
-    for name in args.images:
+    for name in images:
         degraded, gt, _ = task.heldout_pair(name, root)
-        if args.crop:
+        if crop:
             scale = task.scale
             h, w = degraded.shape[-2:]
-            c = args.crop // scale
+            c = crop // scale
             top, left = (h - c) // 2, (w - c) // 2
             degraded = degraded[:, top:top + c, left:left + c]
             gt = gt[:, top * scale:(top + c) * scale, left * scale:(left + c) * scale]
         inputs.append(degraded.unsqueeze(0))
         targets.append(gt.unsqueeze(0))
-    timing = None
-    if args.timing_size:
-        timing = torch.rand(1, inputs[0].shape[1], args.timing_size, args.timing_size,
-                            generator=torch.Generator().manual_seed(0))
-    result = calibrate(model, inputs, args.budget_db, targets=targets, timing_image=timing, timing_runs=args.runs,
-                       windows=args.windows, window_resize=args.window_resize, log=print)
-    result["model"] = args.model
-    result["images"] = args.images
-    result["threads"] = torch.get_num_threads()
-    atomic_write_json(args.out, result)
-    print(f"wrote {args.out}: {result['report']['nystra_layers']}/{result['report']['layers']} layers nystra, "
-          f"measured drop {result['report']['measured_drop_db']:.4f} dB")
-    if args.save_hub:
-        if result["plan"].get("windows"):  # the folder holds the trained weights and the plan re-applies them
-            model, _, _ = _load_for_calibration(args.model)
-        save_hub_folder(model, args.save_hub, plan=result["plan"])
-        print(f"wrote {args.save_hub}")
-    return 0
+    return inputs, targets

@@ -1,4 +1,5 @@
-"""``nystra-hub fidelity``: how close each attention arm stays to the exact model, and to the ground truth.
+"""How close each attention arm stays to the exact model, and to the ground truth (:func:`run_fidelity`; the
+command is ``nystra-hub fidelity``, :mod:`nystra_hub.cli.fidelity`).
 
 Metrics follow the official evaluation protocols of each architecture (PSNR and SSIM on Y or RGB, 8-bit or
 float, border crop): :mod:`nystra_hub.measure.metrics`.
@@ -33,15 +34,13 @@ JSON (``schema: "nystra_hub.fidelity/1"``, one file per model; PSNR in dB, null 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -49,8 +48,6 @@ from torch import Tensor, nn
 
 from nystra_hub.attention import attention_modules
 from nystra_hub.attention.baselines import set_performer_features
-from nystra_hub.io.images import atomic_write_json
-from nystra_hub.io.plots import plot_fidelity
 from nystra_hub.io.variants import get_variant
 from nystra_hub.measure.arms import (
     FIDELITY_DEFAULT,
@@ -66,11 +63,30 @@ from nystra_hub.measure.arms import (
     sweep_arm,
 )
 from nystra_hub.measure.data import Task, list_images
-from nystra_hub.measure.environment import argv_after, environment
+from nystra_hub.measure.environment import environment
 from nystra_hub.measure.metrics import PROTOCOLS, Protocol, score
 from nystra_hub.measure.references import recipe_task
 
 SCHEMA_FIDELITY = "nystra_hub.fidelity/1"
+DEFAULT_LANDMARKS = (4, 8, 16, 32)  # the landmarks sweep at the trained window
+DEFAULT_LANDMARKS_ENLARGED = (8, 16, 32, 64)  # ... and at the recipe's enlarged window, paper form
+
+
+@dataclass(frozen=True)
+class FidelitySettings:
+    """What one fidelity run scores, besides the model (the options of ``nystra-hub fidelity``, which records its
+    command line in ``command``)."""
+
+    checkpoint: str | None = None  # the released checkpoint of a variant model
+    arms: list[str] | None = None  # names or letters; None: FIDELITY_DEFAULT
+    plans: list[str] = field(default_factory=list)  # per-layer plan files, one extra arm each
+    landmarks: list[int] = field(default_factory=lambda: list(DEFAULT_LANDMARKS))
+    landmarks_enlarged: list[int] = field(default_factory=lambda: list(DEFAULT_LANDMARKS_ENLARGED))
+    images: int | None = None  # only the first N held-out images (None: all)
+    diag_images: int = 1  # images for the per-layer diagnostic (0: off)
+    seed: int = 0  # for building the model (its weights where none are loaded)
+    testsets: str | None = None  # the standard test sets' folder (None: $NYSTRA_HUB_TESTSETS, else ../shared)
+    command: str = "nystra-hub fidelity"  # what the report records as the command that made it
 
 
 # -- per-layer diagnostic ----------------------------------------------------------------------------------------
@@ -212,25 +228,25 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def run_fidelity(model_spec: str, args: argparse.Namespace, log=print) -> dict:
-    source = resolve_model(model_spec, getattr(args, "checkpoint", None))
+def run_fidelity(model_spec: str, settings: FidelitySettings, log=print) -> dict:
+    source = resolve_model(model_spec, settings.checkpoint)
     recipe = paper_recipe(source.arch, source.task)
     task, images = task_for(source)
-    if args.images:
-        images = images[: args.images]
+    if settings.images:
+        images = images[: settings.images]
     protocol = PROTOCOLS[task.protocol]
-    base = source.build(args.seed)
-    arms, sweep = _fidelity_arms(source, recipe, args)
+    base = source.build(settings.seed)
+    arms, sweep = _fidelity_arms(source, recipe, settings)
     pairs = []
     for name in images:
-        degraded, gt, info = task.heldout_pair(name, args.testsets)
+        degraded, gt, info = task.heldout_pair(name, settings.testsets)
         pairs.append((name, degraded.unsqueeze(0), gt, info))
     log(f"{source.name}: {len(arms)} arms x {len(pairs)} images ({protocol.name})")
-    session = FidelitySession(source, task, protocol, base, pairs, args.diag_images, log)
+    session = FidelitySession(source, task, protocol, base, pairs, settings.diag_images, log)
     results = _score_arms(session, arms)
     baseline_rows = _input_baseline(session)
     _add_deltas_to_exact(results)
-    return _fidelity_report(session, args, recipe, results, baseline_rows, sweep)
+    return _fidelity_report(session, settings, recipe, results, baseline_rows, sweep)
 
 
 @dataclass
@@ -246,17 +262,17 @@ class FidelitySession:
     log: Callable[[str], None]
 
 
-def _fidelity_arms(source: ModelSource, recipe: dict, args: argparse.Namespace) -> tuple[list[Arm], dict]:
+def _fidelity_arms(source: ModelSource, recipe: dict, settings: FidelitySettings) -> tuple[list[Arm], dict]:
     """(the arms to score, exact first; the landmarks sweeps {"trained_window"|"enlarged_window": {m: arm}})."""
     available = standard_arms(source, recipe)
-    arms = select_arms(available, args.arms or FIDELITY_DEFAULT, recipe) + plan_arms(getattr(args, "plan", None))
+    arms = select_arms(available, settings.arms or FIDELITY_DEFAULT, recipe) + plan_arms(settings.plans)
     uformer = source.spec_of_arch.modulators  # the paper's recipe drops the decoder modulators too
     sweep = {"trained_window": {}, "enlarged_window": {}}
-    for m in args.landmarks:
+    for m in settings.landmarks:
         arm = sweep_arm(m, None, recipe, paper_form=False, uformer=uformer)
         sweep["trained_window"][m] = arm.name
         arms.append(arm)
-    for m in args.landmarks_enlarged:
+    for m in settings.landmarks_enlarged:
         arm = sweep_arm(m, recipe["window"], recipe, paper_form=True, uformer=uformer)
         sweep["enlarged_window"][m] = arm.name
         arms.append(arm)
@@ -313,9 +329,10 @@ def _score_arm(session: FidelitySession, arm: Arm, exact_outputs: list[Tensor]) 
         diags = [layer_errors(session.base, arm, session.pairs[i][1], with_stats=arm.name == "exact")
                  for i in range(min(session.diag_images, len(session.pairs)))]
         entry["layer_diagnostic"] = _merge_diagnostics(diags)
-    session.log(f"  {arm.name:<28} vs exact {_fmt(entry['psnr_vs_exact'])} dB / {entry['ssim_vs_exact']:.4f}   "
-                f"vs GT {_fmt(entry['psnr_gt'])} dB / {entry['ssim_gt']:.4f}   layer err "
-                f"{_fmt(entry.get('layer_diagnostic', {}).get('rel_error_mean'), '.2e')}   {entry['seconds']:.0f}s")
+    layer_error = entry.get("layer_diagnostic", {}).get("rel_error_mean")
+    session.log(f"  {arm.name:<28} vs exact {format_number(entry['psnr_vs_exact'])} dB / "
+                f"{entry['ssim_vs_exact']:.4f}   vs GT {format_number(entry['psnr_gt'])} dB / {entry['ssim_gt']:.4f}"
+                f"   layer err {format_number(layer_error, '.2e')}   {entry['seconds']:.0f}s")
     return entry
 
 
@@ -347,13 +364,13 @@ def _add_deltas_to_exact(results: dict[str, dict]) -> None:
             entry["delta_ssim_gt"] = entry["ssim_gt"] - exact["ssim_gt"]
 
 
-def _fidelity_report(session: FidelitySession, args: argparse.Namespace, recipe: dict, results: dict,
+def _fidelity_report(session: FidelitySession, settings: FidelitySettings, recipe: dict, results: dict,
                      baseline_rows: list[dict], sweep: dict) -> dict:
     task, pairs = session.task, session.pairs
     return {
         "schema": SCHEMA_FIDELITY,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": " ".join(["nystra-hub", "fidelity", *args.argv]),
+        "command": settings.command,
         "model": session.source.describe(session.base),
         "training": _training_summary(session.source),
         "task": {"name": task.name, "scale": task.scale, "sigma": task.sigma, "description": task.description},
@@ -368,7 +385,7 @@ def _fidelity_report(session: FidelitySession, args: argparse.Namespace, recipe:
         "sweep": {"landmarks_trained_window": {str(k): v for k, v in sweep["trained_window"].items()},
                   "landmarks_enlarged_window": {str(k): v for k, v in sweep["enlarged_window"].items()},
                   "enlarged_window": recipe["window"], "enlarged_form": "paper (bias, masks dropped)"},
-        "diagnostic": {"images": min(args.diag_images, len(pairs)),
+        "diagnostic": {"images": min(settings.diag_images, len(pairs)),
                        "method": layer_errors.__doc__.split("\n\n")[1].strip().replace("\n", " ")},
         "environment": environment(torch.device("cpu")),
     }
@@ -397,83 +414,6 @@ def _merge_diagnostics(diags: list[dict]) -> dict:
     return merged
 
 
-def _fmt(value, spec: str = ".2f") -> str:
+def format_number(value, spec: str = ".2f") -> str:
+    """``value`` formatted by ``spec``; "  n/a" for None (an arm or score that was not measured)."""
     return "  n/a" if value is None else format(value, spec)
-
-
-# -- command line ------------------------------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", action="append",
-                        help="reference-model folder, e.g. reference_models/swinir-ref-x2 (repeatable); or a "
-                             "SR/color-denoise variant with --checkpoint")
-    parser.add_argument("--checkpoint", help="released checkpoint for a variant --model")
-    parser.add_argument("--arms", nargs="+", default=None,
-                        help="arm names or letters (see nystra-hub bench --list-arms); default: a b c c' d e e' "
-                             "f, the three other nystra bias/mask combinations, nystromformer and performer at "
-                             "both windows")
-    parser.add_argument("--landmarks", type=int, nargs="*", default=[4, 8, 16, 32],
-                        help="landmarks sweep at the trained window (default 4 8 16 32)")
-    parser.add_argument("--landmarks-enlarged", type=int, nargs="*", default=[8, 16, 32, 64],
-                        help="landmarks sweep at the recipe's enlarged window, paper form (default 8 16 32 64)")
-    parser.add_argument("--plan", nargs="+", metavar="JSON",
-                        help="extra arms running per-layer plans (nystra-hub calibrate --out files)")
-    parser.add_argument("--images", type=int, default=None, metavar="N",
-                        help="only the first N held-out images (default: all of the reference model's, e.g. 19; "
-                             "a count, unlike calibrate's --images, which names images)")
-    parser.add_argument("--diag-images", type=int, default=1,
-                        help="images for the per-layer diagnostic (0: off); default 1")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed for building the model (its weights where none are loaded; default 0)")
-    parser.add_argument("--testsets", default=None,
-                        help="folder of the standard test sets (Set5, Set14, Kodak24...); default: "
-                             "$NYSTRA_HUB_TESTSETS, else ../shared/testsets next to a repository checkout")
-    parser.add_argument("--out", help="JSON output (one --model only; default: benchmarks/fidelity-<name>.json in a "
-                                      "repository checkout, else fidelity-<name>.json in the current folder)")
-    parser.add_argument("--plot", help="PNG output (default: the JSON path with .png)")
-    parser.add_argument("--plot-only", nargs="+", metavar="JSON", help="redraw the plot from fidelity JSON files")
-
-
-def default_output(stem: str) -> Path:
-    """``benchmarks/<stem>.json`` where that folder exists (a repository checkout), else ``<stem>.json`` here."""
-    folder = Path("benchmarks")
-    return folder / f"{stem}.json" if folder.is_dir() else Path(f"{stem}.json")
-
-
-def run(args: argparse.Namespace) -> int:
-    args.argv = getattr(args, "argv", None) or argv_after("fidelity")
-    if args.plot_only:
-        reports = [json.loads(Path(p).read_text()) for p in args.plot_only]
-        print(f"wrote {plot_fidelity(reports, args.plot or Path(args.plot_only[0]).with_suffix('.png'))}")
-        return 0
-    if not args.model:
-        raise SystemExit("fidelity: --model is required")
-    if args.out and len(args.model) > 1:
-        raise SystemExit("fidelity: --out needs a single --model")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    for spec in args.model:
-        report = run_fidelity(spec, args, log=lambda m: print(m, flush=True))
-        name = report["model"]["name"]
-        out = Path(args.out) if args.out else default_output(f"fidelity-{name}")
-        atomic_write_json(out, report, indent=1)
-        plot = plot_fidelity([report], args.plot or out.with_suffix(".png"))
-        print(f"wrote {out} and {plot}")
-        _print_summary(report)
-    return 0
-
-
-def _print_summary(report: dict) -> None:
-    base = report["input_baseline"]
-    print(f"\n{report['model']['name']} ({report['protocol']['name']}, {len(report['images'])} images); "
-          f"{base['description']}: {_fmt(base['psnr_gt'])} dB")
-    print(f"{'arm':<30}{'PSNR vs exact':>14}{'SSIM vs exact':>14}{'PSNR GT':>9}{'dPSNR':>8}{'layer err':>11}")
-    for name, entry in report["arms"].items():
-        if entry.get("error"):
-            print(f"{name:<30}  error: {entry['error'][:70]}")
-            continue
-        diag = entry.get("layer_diagnostic", {}).get("rel_error_mean")
-        vs_exact = "identical" if entry.get("identical_images") == len(entry["per_image"]) else _fmt(
-            entry["psnr_vs_exact"])
-        print(f"{name:<30}{vs_exact:>14}{_fmt(entry['ssim_vs_exact'], '.4f'):>14}"
-              f"{_fmt(entry['psnr_gt']):>9}{_fmt(entry.get('delta_psnr_gt'), '+.2f'):>8}{_fmt(diag, '.2e'):>11}")

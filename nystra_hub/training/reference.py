@@ -25,7 +25,6 @@ steps, time, image lists, held-out PSNR/SSIM of the model and of the degraded in
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import dataclasses
@@ -34,8 +33,6 @@ import json
 import math
 import os
 import platform
-import shlex
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -398,6 +395,14 @@ def _starting_model(recipe: Recipe, init_from, bias_init: str,
     return model, start
 
 
+def display_path(path: Path) -> str:
+    """``path`` relative to the current folder where it lies below it (as a command line would spell it)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _reference_start(recipe: Recipe, folder: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
     """(the reference folder's model, loaded strictly by :func:`load_reference`; its description for the training
     record: folder, weights' sha256, the command that trained them). The folder must hold this recipe's model."""
@@ -409,7 +414,7 @@ def _reference_start(recipe: Recipe, folder: str | os.PathLike) -> tuple[torch.n
         raise ValueError(f"--init-from {folder} holds {info.get('name')!r}, not the recipe {recipe.name!r}"
                          + (f" (constructor arguments differ: {', '.join(differ)})" if differ else ""))
     weights = folder / REFERENCE_WEIGHTS
-    return model, {"folder": _display_path(folder), "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+    return model, {"folder": display_path(folder), "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
                    "command": info.get("command"), "steps": info.get("training", {}).get("steps")}
 
 
@@ -546,136 +551,22 @@ def write_reference_config(model: torch.nn.Module, folder: str | os.PathLike) ->
     return atomic_write_json(path, model_hub_config(model))
 
 
-# -- command line ------------------------------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--recipe", required=True, choices=sorted(RECIPES), help="which reference model")
-    parser.add_argument("--out", help="output folder (default reference_models/<recipe>)")
-    parser.add_argument("--steps", help="optimizer steps (default: the recipe's, or the resumed run's); 'auto' "
-                                        "with --max-minutes: as many as fit, from a measured step time")
-    parser.add_argument("--batch", type=int, help="batch size (default: the recipe's)")
-    parser.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
-    parser.add_argument("--amp", choices=AMP_MODES, default=None,
-                        help="mixed precision (default: bf16 autocast on CUDA, none on CPU)")
-    parser.add_argument("--state", help="training-state file: saved every --save-every steps and at the end")
-    parser.add_argument("--save-every", type=int, default=None, help="save the state every N steps")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run saved in --state (settings must match; steps default to its own)")
-    parser.add_argument("--no-eval", action="store_true",
-                        help="train and save the state only (evaluate and write the folder later with --resume)")
-    parser.add_argument("--stop-at", type=int, default=None,
-                        help="stop after this many steps without changing the schedule (reproduces a run that "
-                             "hit --max-minutes)")
-    parser.add_argument("--max-minutes", type=float, default=None,
-                        help="stop early after this wall time (of this piece, when resuming)")
-    parser.add_argument("--init-from", default=None, metavar="FOLDER",
-                        help="fine-tune the weights of this reference folder (of the same recipe) instead of "
-                             "training from a fresh initialisation")
-    parser.add_argument("--bias-lr-scale", type=float, default=1.0,
-                        help="learning-rate multiplier of the position-bias parameters (bias tables, DehazeFormer's "
-                             "meta MLPs); default 1")
-    parser.add_argument("--attention-lr-scale", type=float, default=1.0,
-                        help="learning-rate multiplier of the attention modules' other parameters (q/k/v and "
-                             "output projections); default 1")
-    parser.add_argument("--bias-init", choices=BIAS_INITS, default="trained",
-                        help="trained (default: the initialisation, or --init-from's tables) or locality: bias "
-                             "tables set to a per-head distance penalty before training (apply_locality_prior)")
-    parser.add_argument("--locality-strength", type=float, default=1.0,
-                        help="with --bias-init locality: the slope of head 0's distance penalty (head h gets "
-                             "strength·2^−h; default 1)")
-    parser.add_argument("--heldout-limit", type=int, default=None,
-                        help="evaluate on only the first N held-out images (quick checks)")
-    parser.add_argument("--testsets", default=None, help="test image root (default ../shared/testsets)")
-    parser.add_argument("--log-every", type=int, default=25, help="print the mean loss every N steps")
-
-
-def _display_path(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
-def _command(args: argparse.Namespace, record: dict) -> str:
-    """The command that trains this model from scratch in one go (the device and precision it was trained in)."""
-    parts = ["nystra-hub", "train-reference", "--recipe", args.recipe, "--out", _display_path(args.out_resolved),
-             "--steps", str(record["planned_steps"]), "--batch", str(record["batch"]), "--lr", repr(record["lr"]),
-             "--seed", str(args.seed)]
-    if record["device"] == "cpu":
-        parts += ["--threads", str(record["threads"])]
-    else:
-        parts += ["--device", record["device"], "--amp", record["amp"]]
-    if record["steps"] < record["planned_steps"]:
-        parts += ["--stop-at", str(record["steps"])]
-    if record.get("init_from"):
-        parts += ["--init-from", record["init_from"]["folder"]]
-    if record.get("position_bias_lr_scale", 1.0) != 1.0:
-        parts += ["--bias-lr-scale", repr(record["position_bias_lr_scale"])]
-    if record.get("attention_lr_scale", 1.0) != 1.0:
-        parts += ["--attention-lr-scale", repr(record["attention_lr_scale"])]
-    if record.get("position_bias_init", "trained") != "trained":
-        parts += ["--bias-init", record["position_bias_init"]]
-    if record.get("locality_strength", 1.0) != 1.0:
-        parts += ["--locality-strength", repr(record["locality_strength"])]
-    if args.heldout_limit is not None:
-        parts += ["--heldout-limit", str(args.heldout_limit)]
-    return shlex.join(parts)
-
-
-def _resolve_steps(args: argparse.Namespace, recipe: Recipe, batch: int, log) -> int:
-    """--steps: a number, the resumed run's, the recipe's, or 'auto' (fill --max-minutes at the measured rate)."""
-    if args.steps not in (None, "auto"):
-        return int(args.steps)
-    if args.resume and args.state and Path(args.state).is_file():
-        saved = torch.load(args.state, map_location="cpu", weights_only=False)["run"]["settings"]
-        return int(saved["steps"])
-    if args.steps is None:
-        return recipe.steps
-    if not args.max_minutes:
-        raise SystemExit("train-reference: --steps auto needs --max-minutes")
-    seconds = probe_step_seconds(recipe, batch, args.device, args.amp, args.testsets)
-    steps = max(1, int(args.max_minutes * 60 * 0.93 / seconds))  # 7 % slack for start-up, logging, saving
-    log(f"measured {seconds * 1e3:.1f} ms per step: {steps} steps fill {args.max_minutes:g} min")
-    return steps
-
-
-def run(args: argparse.Namespace) -> int:
-    recipe = RECIPES[args.recipe]
-    log = lambda msg: print(msg, flush=True)  # noqa: E731
-    args.out_resolved = Path(args.out) if args.out else DEFAULT_REFERENCE_DIR / recipe.name
-    batch = recipe.batch if args.batch is None else args.batch
-    steps = _resolve_steps(args, recipe, batch, log)
-    log(f"training {recipe.name} ({recipe.arch}, {recipe.task.description}) for {steps} steps on {args.device}")
-    model, record = train(
-        recipe, steps=steps, batch=batch, lr=args.lr, seed=args.seed, threads=args.threads, stop_at=args.stop_at,
-        max_minutes=args.max_minutes, root=args.testsets, log_every=args.log_every, log=log, device=args.device,
-        amp=args.amp, state_path=args.state, save_every=args.save_every, resume=args.resume,
-        init_from=args.init_from, bias_lr_scale=args.bias_lr_scale, bias_init=args.bias_init,
-        locality_strength=args.locality_strength,
-        attention_lr_scale=args.attention_lr_scale,
-    )
-    log(f"trained {record['steps']} steps in {record['train_seconds']:.0f}s")
-    if args.no_eval:
-        return 0
-    folder = write_reference_folder(model, recipe, record, args, log)
-    log(f"wrote {folder} ({(folder / REFERENCE_WEIGHTS).stat().st_size / 1e6:.2f} MB weights)")
-    return 0
-
-
-def write_reference_folder(model, recipe: Recipe, record: dict, args: argparse.Namespace, log) -> Path:
-    """Evaluate on the held-out images and write ``model.safetensors``, ``reference.json`` and ``config.json``."""
-    train_names = [n for s in recipe.train_sets for n in list_images(s, args.testsets)]
-    heldout = [n for s in recipe.heldout_sets for n in list_images(s, args.testsets)]
-    if args.heldout_limit is not None:
-        heldout = heldout[: args.heldout_limit]
+def write_reference_folder(model, recipe: Recipe, record: dict, folder: str | os.PathLike, *, command: str,
+                           argv: str | None = None, testsets=None, heldout_limit: int | None = None,
+                           log=print) -> Path:
+    """Evaluate on the held-out images (the first ``heldout_limit``) and write ``model.safetensors``,
+    ``reference.json`` and ``config.json`` into ``folder``. ``command`` is recorded as the command that trains
+    this model from scratch in one go, ``argv`` as the command line that ran."""
+    train_names = [n for s in recipe.train_sets for n in list_images(s, testsets)]
+    heldout = [n for s in recipe.heldout_sets for n in list_images(s, testsets)]
+    if heldout_limit is not None:
+        heldout = heldout[:heldout_limit]
     overlap = sorted(set(train_names) & set(heldout))
     if overlap:
         raise RuntimeError(f"held-out images used in training: {overlap}")
     log(f"evaluating on {len(heldout)} held-out images")
-    evaluation = evaluate_heldout(model, recipe, heldout, args.testsets, log=log)
-    ablations = attention_ablations(model, recipe, heldout, evaluation["psnr"], args.testsets, log=log)
+    evaluation = evaluate_heldout(model, recipe, heldout, testsets, log=log)
+    ablations = attention_ablations(model, recipe, heldout, evaluation["psnr"], testsets, log=log)
     task = recipe.task
     info = {
         "name": recipe.name,
@@ -690,8 +581,8 @@ def write_reference_folder(model, recipe: Recipe, record: dict, args: argparse.N
                            else {})},
         "parameters": count_parameters(model),
         "notes": recipe.notes,
-        "command": _command(args, record),
-        "argv": shlex.join(["nystra-hub", *sys.argv[1:]]) if sys.argv else None,
+        "command": command,
+        "argv": argv,
         "training": record,
         "train_images": train_names,
         "heldout_images": heldout,
@@ -701,7 +592,7 @@ def write_reference_folder(model, recipe: Recipe, record: dict, args: argparse.N
                         "platform": platform.platform(), "threads": torch.get_num_threads()},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    folder = save_reference(model, args.out_resolved, info)
+    folder = save_reference(model, folder, info)
     log(f"held-out {evaluation['protocol']['name']}: model {evaluation['psnr']:.2f} dB / SSIM "
         f"{evaluation['ssim']:.4f}, {evaluation['input_baseline']} {evaluation['input_psnr']:.2f} dB / "
         f"{evaluation['input_ssim']:.4f}")
@@ -710,5 +601,5 @@ def write_reference_folder(model, recipe: Recipe, record: dict, args: argparse.N
 
 __all__ = [
     "HELDOUT_SETS", "RECIPES", "TRAIN_SETS", "PairSampler", "Recipe", "attention_ablations", "evaluate_heldout",
-    "save_reference", "train", "write_reference_config",
+    "save_reference", "train", "write_reference_config", "write_reference_folder",
 ]
