@@ -22,8 +22,8 @@ from PIL import Image
 
 import nystra_hub
 from nystra_hub.cli import SUBCOMMANDS, build_parser, command_parser, main, parse
+from nystra_hub.cli.commands import command_options
 from nystra_hub.io import hub, variants
-from nystra_hub_cli import command_options
 
 REFERENCE = REPO / "reference_models"
 needs_reference_models = pytest.mark.skipif(not (REFERENCE / "swinir-ref-x2").is_dir(),

@@ -240,6 +240,38 @@ def test_cli_imports_only_the_subcommand_that_runs():
         assert name in proc.stdout  # the help lists every subcommand
 
 
+LAUNCHER = "nystra_hub_cli"
+
+
+def _names_the_launcher(node: ast.AST) -> bool:
+    """An import of the launcher, or its name as a string (what importlib or runpy would be given)."""
+    if isinstance(node, ast.Import):
+        return any(alias.name.split(".")[0] == LAUNCHER for alias in node.names)
+    if isinstance(node, ast.ImportFrom):
+        return (node.module or "").split(".")[0] == LAUNCHER
+    return isinstance(node, ast.Constant) and re.fullmatch(rf"{LAUNCHER}(\.\w+)*", str(node.value)) is not None
+
+
+def test_the_launcher_is_imported_by_nothing_in_the_package():
+    """Imports run one way: the console script's launcher (outside the package, torch-free) reads the package's
+    command table and hands commands to ``nystra_hub.cli``; nothing in ``nystra_hub`` reaches back for it."""
+    found = [f"{name}:{node.lineno}" for name, path in MODULES.items()
+             for node in ast.walk(ast.parse(path.read_text())) if _names_the_launcher(node)]
+    assert found == []
+    assert _names_the_launcher(ast.parse("import nystra_hub_cli").body[0])  # the check sees what it looks for
+    assert _names_the_launcher(ast.parse("importlib.import_module('nystra_hub_cli')").body[0].value.args[0])
+
+
+def test_the_command_table_imports_the_standard_library_only():
+    """The launcher runs nystra_hub/cli/commands.py by path without the package's __init__ (torch): an import of
+    anything else there would bring torch back into ``nystra-hub --help``."""
+    tree = ast.parse(MODULES[f"{PACKAGE}.cli.commands"].read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert imported - {"__future__"} <= set(sys.stdlib_module_names), imported
+
+
 def test_argparse_lives_in_cli_only():
     """One home for the command line: library modules hold the functions a command calls, never its options."""
     found = [name for name, path in MODULES.items() if not name.startswith(f"{PACKAGE}.cli")

@@ -1,8 +1,10 @@
-"""``nystra-hub`` command line: one subcommand per module, imported only when used.
+"""``nystra-hub`` command line: one module per command, imported only when that command runs.
 
-Each subcommand module provides ``add_arguments(parser)`` and ``run(args) -> int`` (the exit code). The command
-table lives in the small ``nystra_hub_cli`` package next to this one, which is the console script's entry point:
-it answers ``nystra-hub --help`` without importing torch and calls :func:`main` here for every command.
+Each command module provides ``add_arguments(parser)`` and ``run(args) -> int`` (the exit code); the library
+modules it calls hold no argparse code. The command table and the torch-free parts (top-level parser, typo
+answers) are in :mod:`nystra_hub.cli.commands`. The console script is the launcher ``nystra_hub_cli``, outside
+this package so that ``nystra-hub --help`` never imports torch: it reads that table from its file and calls
+:func:`main` here, by name, for every command. Nothing in ``nystra_hub`` imports the launcher.
 ``python -m nystra_hub.cli COMMAND ...`` (what torchrun and accelerate launch) runs the same :func:`main`.
 """
 
@@ -14,9 +16,9 @@ import sys
 from types import ModuleType
 
 from nystra_hub._version import __version__
+from nystra_hub.cli.commands import SUBCOMMANDS, refuse_typos, requested_command, unknown_options
+from nystra_hub.cli.commands import build_parser as build_command_table
 from nystra_hub.cli.options import fill_missing_help
-from nystra_hub_cli import SUBCOMMANDS, refuse_typos, requested_command, unknown_options
-from nystra_hub_cli import build_parser as build_command_table
 
 __all__ = ["SUBCOMMANDS", "build_parser", "command_parser", "load_subcommand", "main", "parse", "requested_command"]
 
