@@ -29,8 +29,8 @@ import os
 import secrets
 import sys
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -116,8 +116,7 @@ _PIL_MODES_GIVEN_BACK = ("I", "CMYK", "YCbCr")  # modes pil_to_array's array alo
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@dataclass(frozen=True)
-class ImageLayout:
+class ImageLayout(NamedTuple):  # not a dataclass: the module must load standalone (see the atomic-write kill test)
     """How a caller gave an image, so that a result goes back in the same form (:func:`from_float_batch`)."""
 
     container: str  # "pil", "numpy", "tensor"
