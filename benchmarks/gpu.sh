@@ -7,6 +7,8 @@
 #     pip download spandrel --no-deps -d .whl/
 # Writes OUT_DIR/gpu-bench.json (schema nystra_hub.gpu_bench/1) and OUT_DIR/gpu-bench.log. At most ~8 minutes with
 # the default --budget-s; --dry-run runs every code path on the CPU with tiny models in seconds (CI runs it).
+# The measurement is nystra_hub/measure/gpu.py (timing shared with nystra-hub bench: measure/timing.py);
+# gpu_bench.py only reads the options.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: benchmarks/gpu.sh OUT_DIR [--dry-run] [gpu_bench.py options]}

@@ -1,4 +1,5 @@
-"""benchmarks/gpu.sh --dry-run: every code path of the GPU measurement runs on the CPU (tiny models, 1 run)."""
+"""The GPU measurement (nystra_hub.measure.gpu) on the CPU: its harness in process with tiny inputs, and
+benchmarks/gpu.sh --dry-run as the GPU machine runs it (every code path, tiny models, 1 run)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,54 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 from conftest import REPO, TESTSETS
+
+from nystra_hub.measure import gpu
+from nystra_hub.measure.timing import rotated, timed_call
+
+TINY_SWINIR = gpu.CASES_DRY[0]
+
+
+def test_a_case_measures_its_arms_and_skips_what_needs_cuda():
+    arms = ["exact-fp32", "sdpa-bf16", "nystra-bf16", "spandrel-fp32", "graph-exact-fp32"]
+    settings = gpu.GpuBenchSettings(dry_run=True, arms=arms)
+    case = gpu.run_case(TINY_SWINIR, settings, deadline=time.perf_counter() + 600, log=lambda message: None)
+    assert case["skipped_arms"] == {"graph-exact-fp32": "the cudagraphs runner needs CUDA"}
+    assert list(case["arms"]) == ["spandrel-fp32", "exact-fp32", "sdpa-bf16", "nystra-bf16"]
+    (result,) = case["results"]
+    assert result["size"] == 32 and result["input_shape"] == [1, 3, 32, 32]
+    rows = result["arms"]
+    assert rows["exact-fp32"]["psnr_vs_exact_fp32"] == "identical"
+    assert rows["spandrel-fp32"]["psnr_vs_exact_fp32"] > 100  # the same weights through the official code
+    for name, row in rows.items():
+        assert row["error"] is None and len(row["times_s"]) == 1 and row["median_s"] > 0, name
+        assert row["nonfinite_values"] == 0 and row["peak_bytes"] is None, name  # peak memory: CUDA only
+    assert 40 < rows["sdpa-bf16"]["psnr_vs_exact_fp32"] < 100  # half precision: close, not identical
+
+
+def test_a_spent_budget_skips_the_remaining_sizes():
+    settings = gpu.GpuBenchSettings(dry_run=True, arms=["exact-fp32"])
+    case = gpu.run_case(TINY_SWINIR, settings, deadline=time.perf_counter() - 1, log=lambda message: None)
+    assert case["results"] == [{"size": 32, "skipped": "time budget of the run spent"}]
+
+
+def test_the_settings_a_dry_run_implies():
+    dry, full = gpu.GpuBenchSettings(dry_run=True, runs=5), gpu.GpuBenchSettings()
+    assert (dry.device.type, dry.rounds, dry.inflation) == ("cpu", 1, 40000.0)
+    assert (full.device.type, full.rounds, full.inflation) == ("cuda", 5, 3000.0)
+    assert gpu.GpuBenchSettings(stress_bias=7.0).inflation == 7.0
+
+
+def test_rounds_rotate_and_calls_are_timed():
+    assert [rotated(["a", "b", "c"], r) for r in range(4)] == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"],
+                                                              ["a", "b", "c"]]
+    assert rotated([], 3) == []
+    out, seconds = timed_call(lambda x: (time.sleep(0.01), x * 2)[1], torch.ones(2), torch.device("cpu"))
+    assert torch.equal(out, torch.full((2,), 2.0)) and 0.01 <= seconds < 1 and out.is_inference()
 
 
 @pytest.mark.slow

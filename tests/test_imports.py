@@ -165,11 +165,11 @@ PACKAGE_LAYERS = ["cli", "training", "measure", "integrations", "inference", "io
 
 # nystra_hub/measure/, top layer first (its __init__ documents the same order).
 MEASURE_LAYERS = [
-    ("bench", "fidelity", "calibration"),
+    ("bench", "fidelity", "calibration", "gpu"),
     ("arms",),
     ("references",),
     ("data",),
-    ("metrics", "environment"),
+    ("metrics", "environment", "timing"),
 ]
 
 

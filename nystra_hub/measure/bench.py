@@ -102,6 +102,7 @@ from nystra_hub.measure.arms import (
     standard_arms,
 )
 from nystra_hub.measure.environment import environment, load_average
+from nystra_hub.measure.timing import rotated, synchronize, timed_call
 
 SCHEMA_BENCH = "nystra_hub.bench/1"
 # The command's default is a short run (one small size, a few minutes on a CPU for SwinIR-M); the measurements in
@@ -115,11 +116,6 @@ PEER_REFERENCE = ("o", "openvino-official")
 # The GEMM roofline: SwinIR-M's qkv projection of one 64x64 image (4096 tokens x 180 channels -> 540) and a
 # square 1024 GEMM; the faster one is the attainable matmul rate on this device, threads and precision.
 ROOFLINE_SHAPES = ((4096, 180, 540), (1024, 1024, 1024))
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # -- memory and FLOPs --------------------------------------------------------------------------------------------
@@ -228,12 +224,12 @@ def measure_cpu_memory(source: ModelSource, arm: Arm, size: int, settings: Bench
 def measure_cuda_memory(fn: Callable, x: Tensor, device: torch.device, flops: bool) -> dict:
     gc.collect()
     torch.cuda.empty_cache()
-    _sync(device)
+    synchronize(device)
     before = torch.cuda.memory_allocated(device)
     torch.cuda.reset_peak_memory_stats(device)
     with torch.inference_mode():
         out = fn(x)
-    _sync(device)
+    synchronize(device)
     peak = torch.cuda.max_memory_allocated(device)
     del out
     result = {"peak_bytes": peak, "allocated_before_bytes": before, "peak_increase_bytes": peak - before,
@@ -263,10 +259,10 @@ def gemm_roofline(device: torch.device, dtype: torch.dtype, runs: int = 5) -> di
         b = torch.randn(k, n, device=device, dtype=dtype)
         times = []
         for i in range(runs + 1):
-            _sync(device)
+            synchronize(device)
             start = time.perf_counter()
             torch.mm(a, b)
-            _sync(device)
+            synchronize(device)
             if i:  # the first call is the warm-up
                 times.append(time.perf_counter() - start)
         rates[f"{m}x{k}@{k}x{n}"] = 2 * m * k * n / statistics.median(times) / 1e9
@@ -546,8 +542,7 @@ def _timed_rounds(session: BenchSession, entries: dict[str, dict], fns: dict[str
     total_rounds = settings.warmup + settings.runs
     round_start = time.perf_counter()
     for rnd in range(total_rounds):
-        order = names[rnd % len(names):] + names[: rnd % len(names)] if names else []
-        for name in order:
+        for name in rotated(names, rnd):
             entry = entries[name]
             if entry["error"]:
                 continue
@@ -573,12 +568,7 @@ def _time_one_call(session: BenchSession, name: str, fn: Callable, x: Tensor,
     """(seconds, output) of one synchronised call; None (and the error recorded in ``entry``) if it failed."""
     device = session.device
     try:
-        _sync(device)
-        with torch.inference_mode():
-            t0 = time.perf_counter()
-            out = fn(x)
-            _sync(device)
-            elapsed = time.perf_counter() - t0
+        out, elapsed = timed_call(fn, x, device)
     except Exception as err:  # noqa: BLE001 - e.g. out of memory at a large size
         entry["error"] = f"{type(err).__name__}: {err}"
         session.log(f"  {name}: failed ({entry['error'][:200]})")
