@@ -4,7 +4,9 @@ command named on a command line, and the closest spelling of a mistyped command 
 This module imports the standard library only. The console script's launcher, ``nystra_hub_cli`` (outside the
 package, see its docstring), runs this file by path, without importing ``nystra_hub``, whose ``__init__`` imports
 torch, transformers and timm; :mod:`nystra_hub.cli` imports it as usual. So the table is written once, here, and
-imports run one way: the launcher reads the package, the package never imports the launcher.
+imports run one way: the launcher reads the package, the package never imports the launcher. Run that way, the
+module has no entry in ``sys.modules``: it defines functions and constants only (a dataclass looks its module up
+there).
 
 Typos are answered from the source: an unknown command, or an option that no ``add_argument`` call of the
 command's module (or of ``nystra_hub/cli/options.py``, which the commands share) spells, fails at once with the
