@@ -18,6 +18,7 @@ from nystra_hub.attention.core import (
     set_attn_impl,
     set_position_bias,
 )
+from nystra_hub.attention.flex import FLEX_IMPL, flex_unavailable_reason, flex_window_attention
 from nystra_hub.attention.nystrom import (
     iterative_pinv,
     landmark_grid,
@@ -57,6 +58,9 @@ __all__ = [
     "capture_attention",
     "check_attn_impl",
     "cut_window_indices",
+    "FLEX_IMPL",
+    "flex_unavailable_reason",
+    "flex_window_attention",
     "iterative_pinv",
     "landmark_grid",
     "log_relative_offsets",
