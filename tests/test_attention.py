@@ -14,17 +14,21 @@ from nystra_hub.attention import (
     NystraParams,
     TableBiasWindowAttention,
     WindowMask,
+    bounded_redo,
     iterative_pinv,
     landmark_grid,
     nystrom_attention,
     pool_bias,
     pool_tokens,
+    redo_capacity,
+    redo_overflowed,
     relative_position_index,
     set_attn_impl,
     shifted_window_mask,
     window_partition,
     window_reverse,
 )
+from nystra_hub.attention import core as attention_core
 
 PNP_CASES = sorted(p.parent.name for p in (GOLDEN / "pnp_attention").glob("*/case.json"))
 
@@ -94,6 +98,40 @@ def test_untrustworthy_denominators_fall_back_to_exact():
     assert bad_windows.any(), "the construction should produce untrustworthy rows"
     assert torch.isfinite(out).all()
     assert torch.allclose(out[bad_windows], exact[bad_windows], atol=1e-5)
+
+
+def untrustworthy_qkv(bad_windows: list[int], windows: int = 8) -> tuple[torch.Tensor, ...]:
+    """q, k, v of ``windows`` windows whose ``bad_windows`` have queries ~1e19: their Nyström products overflow."""
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(windows, 2, 64, 8, generator=gen) for _ in range(3))
+    q[bad_windows] *= 1e19
+    return q, k, v
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_bounded_redo_matches_the_unbounded_one_within_capacity(monkeypatch, masked):
+    """Inside bounded_redo a layer recomputes redo_capacity windows, the untrustworthy first: with no more of
+    them than that, the same output as the eager path's redo of exactly the untrustworthy ones."""
+    monkeypatch.setattr(attention_core, "REDO_CAPACITY_SHARE", 1 / 4)  # 2 of 8 windows
+    module = ToyAttention(8, 2, 8**-0.5, attn_impl="nystra", nystra=NystraParams())
+    mask = shifted_window_mask(16, 32, (8, 8), (4, 4)) if masked else None  # 8 windows, 4 cut
+    q, k, v = untrustworthy_qkv([1, 5])
+    with torch.no_grad():
+        unbounded = module.attend(q, k, v, mask)
+        with bounded_redo() as flags:
+            bounded = module.attend(q, k, v, mask)
+    assert len(flags) == 1 and not redo_overflowed(flags)
+    assert torch.isfinite(bounded).all() and (bounded - unbounded).abs().max() <= 1e-6
+
+
+def test_bounded_redo_flags_a_layer_with_more_untrustworthy_windows_than_it_redoes():
+    assert redo_capacity(8) == 1 and redo_capacity(64) == 2 and redo_capacity(1000) == 32
+    module = ToyAttention(8, 2, 8**-0.5, attn_impl="nystra", nystra=NystraParams())
+    with torch.no_grad(), bounded_redo() as flags:
+        module.attend(*untrustworthy_qkv([1]))
+        module.attend(*untrustworthy_qkv([1, 5]))
+    assert [bool(flag) for flag in flags] == [False, True] and redo_overflowed(flags)
+    assert not redo_overflowed([])
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -105,7 +105,7 @@ def test_unknown_name_lists_the_valid_ones():
 def test_importing_baselines_registers_nothing():
     # A fresh interpreter: in this one the tests above have registered the baselines already.
     code = ("import nystra_hub.attention.baselines as b; from nystra_hub.attention import ATTENTION_REGISTRY as r; "
-            "assert r.names() == ('softmax', 'sdpa', 'nystra'), r.names(); b.register_baselines(); "
+            "assert r.names() == ('softmax', 'sdpa', 'nystra', 'flex'), r.names(); b.register_baselines(); "
             "assert set(b.BASELINE_FUNCTIONS) <= set(r.names())")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=120)
 

@@ -14,6 +14,7 @@ from test_bench import parse
 from test_fidelity import make_reference
 
 import nystra_hub
+from nystra_hub.cli import bench
 from nystra_hub.inference.backends import (
     CompiledRunner,
     CUDAGraphRunner,
@@ -24,7 +25,6 @@ from nystra_hub.inference.backends import (
 )
 from nystra_hub.inference.export import read_export
 from nystra_hub.inference.restore import plan_tiles
-from nystra_hub.measure import bench
 from nystra_hub.measure.arms import (
     Arm,
     make_arm_model,

@@ -18,7 +18,14 @@ from torch import nn
 import nystra_hub
 from nystra_hub.attention import NystraParams, TableBiasWindowAttention, shifted_window_mask
 from nystra_hub.inference.backends import make_runner
-from nystra_hub.inference.export import ExportError, export, exportable_copy, read_export, to_openvino
+from nystra_hub.inference.export import (
+    ExportError,
+    WithRedoOverflow,
+    export,
+    exportable_copy,
+    read_export,
+    to_openvino,
+)
 
 # The module (``nystra_hub.inference.export`` is also the name of its function once the package exports it).
 export_module = importlib.import_module("nystra_hub.inference.export")
@@ -131,12 +138,12 @@ class Attend(nn.Module):
         return self.attn.attend(qkv[0], qkv[1], qkv[2], mask)
 
 
-def attention_input(huge: float) -> torch.Tensor:
-    """Stacked q, k, v of eight windows; windows 1 and 5 have their queries times ``huge``. At 1e19 (logits
-    ~1e20) their Nyström products overflow: eager nystra flags them untrustworthy and redoes them exactly."""
+def attention_input(huge: float, windows: tuple[int, ...] = (1, 5)) -> torch.Tensor:
+    """Stacked q, k, v of eight windows; ``windows`` have their queries times ``huge``. At 1e19 (logits ~1e20)
+    their Nyström products overflow: eager nystra flags them untrustworthy and redoes them exactly."""
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(8, 2, 64, 8, generator=gen) for _ in range(3))
-    q[[1, 5]] *= huge
+    q[list(windows)] *= huge
     return torch.stack([q, k, v])
 
 
@@ -167,6 +174,54 @@ def test_untrustworthy_windows_are_redone_in_the_graph(tmp_path, masked):
         out = session.run(None, {session.get_inputs()[0].name: data.numpy()})[0]
         with torch.no_grad():
             assert (torch.from_numpy(out) - model(data)).abs().max() <= TOLERANCE
+
+
+@needs_onnx
+def test_exported_nystra_redoes_a_bounded_number_of_windows_and_flags_more(tmp_path):
+    """nystra_hub's exports trace nystra inside bounded_redo: a static graph that recomputes redo_capacity(8) = 1
+    window of this layer exactly, and says in its second output when there were more untrustworthy ones."""
+    ort = pytest.importorskip("onnxruntime")
+    model = Attend(masked=True).eval()
+    graph_model = WithRedoOverflow(exportable_copy(model))
+    cases = {"ordinary": (attention_input(1.0), False), "one": (attention_input(1e19, (5,)), False),
+             "two": (attention_input(1e19), True)}
+    assert untrustworthy_windows(cases["one"][0]) == [5]
+    with torch.no_grad():
+        program = torch.export.export(graph_model, (cases["two"][0],), strict=False)
+        onnx_program = torch.onnx.export(program, (cases["two"][0],), None, dynamo=True, opset_version=18,
+                                         verbose=False)
+    onnx_program.save(tmp_path / "attend.onnx")
+    session = ort.InferenceSession(str(tmp_path / "attend.onnx"), providers=["CPUExecutionProvider"])
+    for name, (data, overflows) in cases.items():
+        out, overflowed = session.run(None, {session.get_inputs()[0].name: data.numpy()})
+        assert bool(overflowed) == overflows, name
+        if not overflows:
+            with torch.no_grad():
+                assert (torch.from_numpy(out) - model(data)).abs().max() <= TOLERANCE, name
+
+
+@needs_onnx
+def test_a_graph_that_overflows_its_redo_is_answered_by_the_eager_model(tmp_path, monkeypatch, capfd):
+    model, io, _ = load_golden("swinir_sr_x2_pixelshuffle", "nystra")
+    x = padded_input(model, io)
+    runner = make_runner(model, "onnxruntime", cache_dir=tmp_path)
+    with torch.no_grad():
+        expected, graph_output = model(x), runner(x)
+    metadata = read_export(next(tmp_path.iterdir()))
+    assert metadata["overflow_output"]["name"] == "nystra_redo_overflow"
+    assert (graph_output - expected).abs().max() <= TOLERANCE
+    session = runner.sessions[tuple(x.shape)]
+    # the graph says it overflowed (and returns a wrong image): the runner must not return that image
+    monkeypatch.setattr(type(session), "__call__", lambda self, data: (data[:, :, :1, :1] * 0, True))
+    with torch.no_grad():
+        answered = runner(x)
+    assert answered.shape == expected.shape and (answered - expected).abs().max() <= TOLERANCE
+    assert "more untrustworthy windows than the exported graph recomputes" in capfd.readouterr().err
+
+
+def test_exact_exports_have_no_overflow_output(onnx_exports):
+    folder = onnx_exports("swinir_sr_x2_pixelshuffle", "softmax")[3]
+    assert read_export(folder)["overflow_output"] is None
 
 
 # -- refusals ------------------------------------------------------------------------------------------------------

@@ -75,8 +75,7 @@ def pool_tokens(x: Tensor, window: tuple[int, int], grid: tuple[int, int]) -> Te
     A product with the cached (m, N) averaging matrix: one GEMM, much faster on CPU than a mean over the
     strided block dims of a reshaped view (which measured ~half the Nyström time at window 8).
     """
-    matrix = pooling_matrix.__wrapped__ if torch.compiler.is_exporting() else pooling_matrix  # see windows.py
-    return matrix(tuple(window), tuple(grid), x.device, x.dtype) @ x
+    return pooling_matrix(tuple(window), tuple(grid), x.device, x.dtype) @ x
 
 
 def pool_bias(bias: Tensor, window: tuple[int, int], grid: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor]:
@@ -134,6 +133,10 @@ def nystrom_attention(
     unusable values and must be recomputed by the caller. Autocast is switched off inside: the kernel and the
     pseudo-inverse are computed in float32 for half-precision inputs, whatever the surrounding context.
     """
+    if not torch.is_autocast_enabled(q.device.type):
+        # (entered only when needed: a traced autocast block becomes a wrapped subgraph the converters handle
+        # slowly, and an export traces without autocast)
+        return _nystrom_attention(q, k, v, window, landmarks, iters, tau, scale, pooled_bias)
     with torch.autocast(device_type=q.device.type, enabled=False):
         return _nystrom_attention(q, k, v, window, landmarks, iters, tau, scale, pooled_bias)
 

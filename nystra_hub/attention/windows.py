@@ -8,6 +8,9 @@ every block on every forward).
 from __future__ import annotations
 
 import functools
+import threading
+from collections import OrderedDict, namedtuple
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -41,26 +44,58 @@ def window_reverse(windows: Tensor, window: tuple[int, int], h: int, w: int) -> 
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)
 
 
-def geometry_cache(maxsize: int):
-    """``functools.lru_cache`` for tensors that depend only on sizes, windows, devices and dtypes, built with
-    inference mode off: a tensor first made inside ``torch.inference_mode`` (``restore``) would otherwise fail any
-    later autograd use of the same geometry in the process (training, fine-tuning, gradients through the model)."""
-    def decorate(build):
-        @functools.wraps(build)
-        def outside_inference_mode(*args):
-            with torch.inference_mode(False):
-                return build(*args)
-
-        return functools.lru_cache(maxsize=maxsize)(outside_inference_mode)
-
-    return decorate
+CacheInfo = namedtuple("CacheInfo", "hits misses maxsize currsize")
 
 
-def uncached_while_exporting(cached):
-    """``cached`` (an lru_cache), or the function it wraps while torch.export traces: a non-strict trace runs this
-    Python on fake tensors, and a fake tensor left in a process-wide cache is what every later eager forward of
-    that size would compute with."""
-    return cached.__wrapped__ if torch.compiler.is_exporting() else cached
+class GeometryCache:
+    """A least-recently-used cache of tensors that depend only on sizes, windows, devices and dtypes.
+
+    Built with inference mode off: a tensor first made inside ``torch.inference_mode`` (``restore``) would otherwise
+    fail any later autograd use of the same geometry in the process (training, gradients through the model).
+
+    While ``torch.export`` traces, a hit returns the cached real tensor (a constant of the graph: the exporters
+    fill the caches with one eager forward first) and a miss builds the tensor in the trace without keeping it: a
+    non-strict trace runs this Python on fake tensors, and a fake tensor left in a process-wide cache is what every
+    later eager forward of that size would compute with. Built in the trace, the Nyström pooling matrices alone
+    were 3 500 slice-and-fill nodes of SwinIR's reference model and most of its 5-minute OpenVINO conversion.
+    """
+
+    def __init__(self, build: Callable, maxsize: int) -> None:
+        functools.update_wrapper(self, build)
+        self.maxsize = maxsize
+        self._entries: OrderedDict[tuple, object] = OrderedDict()
+        self._lock = threading.Lock()
+        self._hits = self._misses = 0
+
+    def __call__(self, *args):
+        with self._lock:
+            if args in self._entries:
+                self._entries.move_to_end(args)
+                self._hits += 1
+                return self._entries[args]
+        with torch.inference_mode(False):
+            value = self.__wrapped__(*args)
+        if torch.compiler.is_exporting():
+            return value
+        with self._lock:
+            self._misses += 1
+            self._entries[args] = value
+            if len(self._entries) > self.maxsize:
+                self._entries.popitem(last=False)
+        return value
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._hits = self._misses = 0
+
+    def cache_info(self) -> CacheInfo:
+        return CacheInfo(self._hits, self._misses, self.maxsize, len(self._entries))
+
+
+def geometry_cache(maxsize: int) -> Callable[[Callable], GeometryCache]:
+    """Decorate a builder of geometry tensors with a :class:`GeometryCache` of ``maxsize`` entries."""
+    return lambda build: GeometryCache(build, maxsize)
 
 
 @geometry_cache(maxsize=64)
@@ -80,7 +115,7 @@ def window_token_index(
 ) -> tuple[Tensor, Tensor]:
     """(order, inverse) gathers of :func:`partition_tokens` / :func:`merge_tokens`, cached; under torch.compile a
     constant of the graph (built once here, never traced into CPU kernels recomputed at every call)."""
-    return uncached_while_exporting(_window_token_index)(h, w, tuple(window), tuple(shift), torch.device(device))
+    return _window_token_index(h, w, tuple(window), tuple(shift), torch.device(device))
 
 
 def partition_tokens(x: Tensor, h: int, w: int, window: tuple[int, int], shift: tuple[int, int] = (0, 0)) -> Tensor:
@@ -184,7 +219,7 @@ def _shifted_window_mask_tensors(
     h: int, w: int, window: tuple[int, int], shift: tuple[int, int], device: torch.device, dtype: torch.dtype
 ) -> tuple[Tensor, Tensor, Tensor]:
     # torch.compile treats the cached tensors as constants of the graph (a dataclass cannot be one).
-    mask = uncached_while_exporting(_shifted_window_mask)(h, w, window, shift, device, dtype)
+    mask = _shifted_window_mask(h, w, window, shift, device, dtype)
     return mask.additive, mask.cut, mask.cut_additive
 
 
@@ -199,7 +234,7 @@ def relative_position_index(window: tuple[int, int]) -> Tensor:
 @torch.compiler.assume_constant_result
 def sub_window_index_on(window: tuple[int, int], table_window: tuple[int, int], device: torch.device) -> Tensor:
     """:func:`sub_window_index` on ``device``, cached (a graph constant under torch.compile)."""
-    return uncached_while_exporting(_sub_window_index_on)(tuple(window), tuple(table_window), torch.device(device))
+    return _sub_window_index_on(tuple(window), tuple(table_window), torch.device(device))
 
 
 @geometry_cache(maxsize=32)
@@ -213,7 +248,7 @@ def log_relative_offset_table(
 ) -> tuple[Tensor, Tensor]:
     """(:func:`log_relative_offsets`, flat :func:`relative_position_index`) on ``device``: DehazeFormer's bias MLP
     input per distinct offset and where each token pair reads it (graph constants under torch.compile)."""
-    return uncached_while_exporting(_log_relative_offset_table)(tuple(window), torch.device(device), dtype)
+    return _log_relative_offset_table(tuple(window), torch.device(device), dtype)
 
 
 @geometry_cache(maxsize=32)

@@ -303,8 +303,10 @@ class OnnxRuntimeSession:
         except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise ExportError(f"{folder}: ONNX Runtime cannot load the graph ({err}); export again") from err
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {INPUT_NAME: x})[0]
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, bool]:
+        """(the output, whether the graph's nystra layers overflowed their redo: see :data:`OVERFLOW_NAME`)."""
+        outputs = self.session.run(None, {INPUT_NAME: x})
+        return outputs[0], len(outputs) > 1 and bool(outputs[1])
 
 
 class OpenVINOSession:
@@ -322,9 +324,11 @@ class OpenVINOSession:
             raise ExportError(f"{folder}: OpenVINO cannot load the graph ({err}); export again") from err
         self.request = self.compiled.create_infer_request()
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, bool]:
+        """(the output, whether the graph's nystra layers overflowed their redo: see :data:`OVERFLOW_NAME`)."""
         self.request.infer({0: x})
-        return self.request.get_output_tensor(0).data.copy()  # the request reuses its buffer next call
+        out = self.request.get_output_tensor(0).data.copy()  # the request reuses its buffer next call
+        return out, len(self.compiled.outputs) > 1 and bool(self.request.get_output_tensor(1).data)
 
 
 SESSIONS = {"onnxruntime": OnnxRuntimeSession, "openvino": OpenVINOSession}
@@ -370,7 +374,13 @@ class ExportedRunner(Runner):
         if self.sessions[shape] is None:
             with torch.autocast(x.device.type, enabled=False):  # a bfloat16 route's eager shapes: float32
                 return self.model(x)
-        out = self.sessions[shape](np.ascontiguousarray(x.detach().cpu().numpy()))
+        out, overflowed = self.sessions[shape](np.ascontiguousarray(x.detach().cpu().numpy()))
+        if overflowed:
+            print(f"nystra_hub: a nystra layer had more untrustworthy windows than the exported graph recomputes "
+                  f"exactly (input {shape[-2]}x{shape[-1]}); this input runs in the eager model instead",
+                  file=sys.stderr, flush=True)
+            with torch.autocast(x.device.type, enabled=False):
+                return self.model(x)
         return torch.from_numpy(out).to(x.device)
 
     def load(self, shape: tuple[int, ...]):

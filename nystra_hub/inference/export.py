@@ -13,11 +13,12 @@ exports with dynamic height and width, correctly, but the symbolic trace took mi
 
 A folder holds the graph (``model.onnx``, or ``model.xml`` + ``model.bin``) and ``export.json``::
 
-    {schema: "nystra_hub.export/1", format: "onnx"|"openvino", files: {name: {bytes, sha256}},
+    {schema: "nystra_hub.export/2", format: "onnx"|"openvino", files: {name: {bytes, sha256}},
      model: {source: "nystra_hub"|"module", variant, arch, official_kwargs, attn_impl ("mixed" for a plan),
              nystra (parameters, null when no layer runs an approximation), nystra_plan (per-layer, or null),
              window_sizes, weights_sha256, [module]},
      opset, input: {name, shape, dtype, channels, range, dynamic: false}, output: {name, shape, channels, scale},
+     overflow_output: {name, what} or null,
      exporter, versions: {torch, nystra_hub, onnx, onnxscript, [openvino], [<module's package>]}, created}
 
 Folders are written atomically: everything goes to a temporary folder next to the target, renamed into place
@@ -25,8 +26,12 @@ when complete, so a failed export leaves nothing behind (and an overwritten fold
 
 Why the graph is traced on a copy (:func:`exportable_copy`): ``check_input``'s NaN/Inf test branches on data
 (torch.export refuses it), and ``nystra`` redoes untrustworthy windows only when there are some, another branch on
-data; the copy switches the check off, and while exporting the attention core takes its path without that branch
-(``torch.compiler.is_exporting``), the same values. ``softmax``'s in-place CPU softmax traces as it is with
+data; the copy switches the check off, and a graph with a ``nystra`` layer is traced inside
+:func:`nystra_hub.attention.bounded_redo`: each layer recomputes a fixed number of windows exactly (its
+untrustworthy ones first) and the graph has a second output, ``nystra_redo_overflow``, True when some layer had
+more (rare: 1 window in 46 368 on the reference models); the runners then recompute that input eagerly. With the
+number of redone windows known only at run time, the same export took 176 s against 26 s for exact attention
+(SwinIR reference model, 64², OpenVINO). ``softmax``'s in-place CPU softmax traces as it is with
 ``torch.export`` (the TorchScript exporter, not used here, has no ONNX symbol for ``aten::_softmax``). The copy runs
 once eagerly before the trace: its position biases (and pooled biases) become constants of the graph
 (:func:`replay_position_terms`). The package's process-wide caches are emptied around the trace, which would
@@ -56,20 +61,23 @@ import torch
 from torch import Tensor, nn
 
 from nystra_hub._version import __version__
-from nystra_hub.attention import (
-    attention_modules,
-)
+from nystra_hub.attention import attention_modules, bounded_redo, redo_overflowed
 from nystra_hub.io.hub import attention_state, jsonable
 from nystra_hub.io.images import PARTIAL_SUFFIX
 from nystra_hub.models import RestorationModel
 from nystra_hub.models.common import unwrap_model
 
-SCHEMA = "nystra_hub.export/1"
+# 2: graphs with a nystra layer have a second output, OVERFLOW_NAME (the bounded redo of untrustworthy windows)
+SCHEMA = "nystra_hub.export/2"
 METADATA_NAME = "export.json"
 FORMATS = ("onnx", "openvino")
 GRAPH_FILES = {"onnx": ("model.onnx",), "openvino": ("model.xml", "model.bin")}
 DEFAULT_OPSET = 18  # the opset the peer route exports spandrel's models at; ONNX Runtime and OpenVINO read it
 INPUT_NAME, OUTPUT_NAME = "input", "output"
+OVERFLOW_NAME = "nystra_redo_overflow"
+OVERFLOW_MEANING = ("boolean scalar: True when a nystra layer had more untrustworthy windows than the graph "
+                    "recomputes exactly (nystra_hub.attention.redo_capacity); the output is then wrong: recompute "
+                    "the input with the eager model (nystra_hub's runners do)")
 EXACT_IMPLS = ("softmax", "sdpa")  # their graphs do not depend on the Nyström parameters
 # The OpenVINO IR comes straight from torch.export's program: SwinIR-M x2 at 128² in 27 s, against 80 s through ONNX
 # (the dynamo ONNX exporter's optimisation passes), same graph to 7e-7 (2-core CPU machine, torch 2.14, OpenVINO
@@ -236,7 +244,7 @@ def package_caches() -> list:
     for name, module in list(sys.modules.items()):
         if module is not None and (name == "nystra_hub" or name.startswith("nystra_hub.")):
             for value in vars(module).values():
-                if callable(getattr(value, "cache_clear", None)):
+                if callable(getattr(value, "cache_clear", None)) and not isinstance(value, type):
                     caches[id(value)] = value
     return list(caches.values())
 
@@ -269,12 +277,33 @@ def example_input(model: nn.Module, shape: tuple[int, ...]) -> Tensor:
 def traced_program(model: nn.Module, shape: tuple[int, ...]) -> tuple[torch.export.ExportedProgram, Tensor]:
     """(``torch.export``'s program of ``model``'s forward on an input of ``shape``, that input)."""
     graph_model = exportable_copy(model)
+    if runs_nystra(graph_model):
+        graph_model = WithRedoOverflow(graph_model)
     example = example_input(model, shape)
     with float32_tracing(), emptied_caches():
         graph_model(example)  # records the position terms, fills the caches: the trace takes them as constants
         # strict=False is torch.export's tracing mode (Python-level tracing instead of TorchDynamo's), nothing to do
         # with loading weights: the model was loaded strictly before it reached here
         return torch.export.export(graph_model, (example,), strict=False), example
+
+
+def runs_nystra(model: nn.Module) -> bool:
+    return any(module.attn_impl == "nystra" for _, module in attention_modules(model))
+
+
+class WithRedoOverflow(nn.Module):
+    """A nystra model's forward with a bounded redo of untrustworthy windows (static shapes: a graph the exporter
+    and the converters handle in about the time of exact attention's) and, as a second output, whether any layer
+    had more untrustworthy windows than it redid (:data:`OVERFLOW_MEANING`)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        with bounded_redo() as flags:
+            out = self.model(x)
+        return out, redo_overflowed(flags)
 
 
 def float32_tracing() -> contextlib.AbstractContextManager:
@@ -306,9 +335,10 @@ def write_onnx(model: nn.Module, shape: tuple[int, ...], path: Path, opset: int,
     progress("tracing the forward (torch.export)")
     program, example = traced_program(model, shape)
     progress("converting the program to ONNX")
+    output_names = [OUTPUT_NAME, OVERFLOW_NAME][:len(program.graph_signature.user_outputs)]
     with float32_tracing(), quiet_exporter():
         onnx_program = torch.onnx.export(program, (example,), None, dynamo=True, opset_version=opset,
-                                         input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False)
+                                         input_names=[INPUT_NAME], output_names=output_names, verbose=False)
     onnx_program.save(path)
     return [int(d) for d in onnx_program.model.graph.outputs[0].shape]
 
@@ -326,7 +356,8 @@ def write_openvino(model: nn.Module, shape: tuple[int, ...], folder: Path, progr
         ov_model = ov.convert_model(program)
     ov_model.reshape(list(shape))  # the program's shape, static as in the ONNX graphs (converted with some dims open)
     ov_model.inputs[0].get_tensor().set_names({INPUT_NAME})
-    ov_model.outputs[0].get_tensor().set_names({OUTPUT_NAME})
+    for output, name in zip(ov_model.outputs, (OUTPUT_NAME, OVERFLOW_NAME)):
+        output.get_tensor().set_names({name})
     ov.save_model(ov_model, str(folder / GRAPH_FILES["openvino"][0]), compress_to_fp16=False)
     return [int(d) for d in ov_model.outputs[0].get_partial_shape().to_shape()]
 
@@ -476,6 +507,7 @@ def export_metadata(model: nn.Module, description: dict, format: str, opset: int
                   "what": "the raw forward's input: padded by official_pad (or a tile of it), in range"},
         "output": {"name": OUTPUT_NAME, "shape": output_shape, "channels": output_shape[1],
                    "scale": output_shape[-1] // shape[-1]},
+        "overflow_output": {"name": OVERFLOW_NAME, "what": OVERFLOW_MEANING} if runs_nystra(model) else None,
         "exporter": EXPORTERS[format],
         "versions": export_versions(format, model),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
