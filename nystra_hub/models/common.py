@@ -10,7 +10,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from nystra_hub.attention import NystraParams, attention_modules, check_attn_impl, set_attn_impl
+from nystra_hub.attention import (
+    NystraParams,
+    attention_modules,
+    bounded_redo,
+    check_attn_impl,
+    redo_overflowed,
+    set_attn_impl,
+)
 
 
 def tokens_to_image(x: Tensor, size: tuple[int, int]) -> Tensor:
@@ -210,6 +217,10 @@ class ArchitectureSpec:
         return self.paper_recipes.get(task, self.paper_recipes["default"])
 
 
+#: the values of :attr:`RestorationModel.redo`
+REDO_MODES = ("auto", "bounded", "exact-count")
+
+
 class RestorationModel(nn.Module):
     """Base of SwinIR, Uformer and DehazeFormer.
 
@@ -217,6 +228,25 @@ class RestorationModel(nn.Module):
     from them). Subclasses set ``arch``, ``spec`` (:class:`ArchitectureSpec`), ``block_types`` and
     ``default_nystra`` (the reference's parameters for that architecture), and implement the few methods below
     that differ per architecture (padding, memory stages, window changes).
+
+    ``redo`` (one of :data:`REDO_MODES`) says how ``nystra`` layers recompute exactly the windows whose Nyström
+    denominators cannot be trusted (rare: 1 of 46 368 windows on the reference models):
+
+    - ``"exact-count"``: each layer recomputes exactly those, a count the host reads back from the device: on a
+      GPU one synchronisation per nystra layer, under ``torch.compile`` a graph break per layer;
+    - ``"bounded"``: each layer recomputes a fixed number of windows, the untrustworthy first
+      (:func:`~nystra_hub.attention.bounded_redo`): static shapes, no synchronisation inside the forward; one
+      synchronisation after it reads whether a layer had more untrustworthy windows than that, and a forward
+      where one had runs again ``"exact-count"`` (its forward hooks too), so the output is the same either way
+      (within float rounding);
+    - ``"auto"`` (the default): ``"bounded"`` for inputs on a CUDA device, ``"exact-count"`` elsewhere: a CPU
+      waits for nothing when it reads a count back, and the bound's extra exact windows (about 3 % of a layer's
+      exact attention) would be pure cost there.
+
+    A model without nystra layers pays nothing more than entering a context variable. While ``torch.export``
+    traces, while ``torch.jit`` traces and while a CUDA graph is captured the forward runs ``"exact-count"``:
+    none of them can read the flags back inside the forward (exports bound the redo themselves and return the
+    flag as a second output, :class:`nystra_hub.inference.export.WithRedoOverflow`).
     """
 
     arch: str = ""
@@ -231,6 +261,31 @@ class RestorationModel(nn.Module):
         self.provenance = Provenance()
         # Input checks cost one reduction over the image; off only for tracing/compilation.
         self.validate_inputs = True
+        self.redo = "auto"  # how nystra layers recompute untrustworthy windows (class docstring)
+
+    # -- the forward, with nystra's redo bounded where ``redo`` says so ---------------------------------------------
+    def __call__(self, *args, **kwargs):
+        if not self.bounds_redo(args[0] if args else next(iter(kwargs.values()), None)):
+            return super().__call__(*args, **kwargs)
+        with bounded_redo() as flags:
+            out = super().__call__(*args, **kwargs)
+        # The one synchronisation of the forward, and only where a nystra layer ran.
+        if flags and bool(redo_overflowed(flags)):
+            # Rare. Outside the block each layer redoes all its untrustworthy windows (inside a caller's own
+            # bounded_redo, that block's flags report the overflow again).
+            out = super().__call__(*args, **kwargs)
+        return out
+
+    def bounds_redo(self, x: Tensor | None) -> bool:
+        """Whether a forward of ``x`` runs its nystra layers with a bounded redo (``redo``, class docstring)."""
+        if self.redo not in REDO_MODES:
+            raise ValueError(f"redo must be one of {REDO_MODES}, got {self.redo!r}")
+        if self.redo == "exact-count" or torch.compiler.is_exporting() or torch.jit.is_tracing():
+            return False
+        on_cuda = isinstance(x, Tensor) and x.device.type == "cuda"
+        if on_cuda and torch.cuda.is_current_stream_capturing():
+            return False
+        return self.redo == "bounded" or on_cuda
 
     # -- what restore/tiling/hub/measurement code needs to know, uniformly ----------------------------------------
     @property
