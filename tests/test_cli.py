@@ -12,8 +12,9 @@ import pytest
 from conftest import REPO
 
 import nystra_hub
+from nystra_hub.attention import ATTENTION_REGISTRY
 from nystra_hub.cli import SUBCOMMANDS, build_parser, main
-from nystra_hub.cli.options import parse_nystra
+from nystra_hub.cli.options import ATTN_CHOICES, parse_nystra
 from nystra_hub.cli.reports import default_output
 
 HELP_PROBE = """
@@ -59,14 +60,21 @@ def test_every_option_has_a_help_text(command):
     sub.format_help()  # every help string formats (no stray %)
 
 
-def test_shared_options_are_spelled_alike():
-    spellings = {name: {s for a in _subparser(name)._actions if a.help != argparse.SUPPRESS for s in a.option_strings}
-                 for name in ("restore", "convert", "eval")}
-    for name, options in spellings.items():
-        assert {"--attn", "--nystra"} <= options, name
-    attn = {name: next(a for a in _subparser(name)._actions if "--attn" in a.option_strings).choices
-            for name in spellings}
-    assert all(list(choices) == ["softmax", "sdpa", "nystra"] for choices in attn.values()), attn
+@pytest.mark.parametrize("command", ["restore", "convert", "eval", "export"])
+def test_shared_options_are_spelled_alike(command):
+    options = {s for a in _subparser(command)._actions if a.help != argparse.SUPPRESS for s in a.option_strings}
+    assert {"--attn", "--nystra"} <= options
+
+
+@pytest.mark.parametrize("command", [
+    pytest.param("restore", marks=pytest.mark.xfail(strict=True, reason="cli/restore.py spells its own --attn "
+                                                    "choices, without 'flex'")),
+    "convert", "eval", "export"])
+def test_attn_offers_every_implementation_of_the_package(command):
+    """The built-ins and 'flex', in the registry's order; the comparison baselines are measurement arms only."""
+    choices = next(a for a in _subparser(command)._actions if "--attn" in a.option_strings).choices
+    assert list(choices) == ["softmax", "sdpa", "nystra", "flex"] == list(ATTN_CHOICES)
+    assert all(name in ATTENTION_REGISTRY for name in choices)
 
 
 def test_parse_nystra_key_value_only():

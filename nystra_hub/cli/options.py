@@ -1,6 +1,6 @@
 """Command-line options shared by the ``nystra-hub`` commands: one spelling, one meaning, one help text each.
 
-- ``--attn {softmax,sdpa,nystra}``: the attention implementation (the ``attn_impl`` argument of the Python API);
+- ``--attn {softmax,sdpa,nystra,flex}``: the attention implementation (the ``attn_impl`` argument of the Python API);
 - ``--nystra KEY=VALUE`` (repeatable): one Nyström parameter each (landmarks, iters, tau, bias, mask);
 - ``--device``: auto (CUDA when available), cpu, cuda, cuda:N.
 """
@@ -11,11 +11,15 @@ import argparse
 
 import torch
 
-from nystra_hub.attention import ATTN_IMPLS, NystraParams
+from nystra_hub.attention import ATTN_IMPLS, FLEX_IMPL, NystraParams
 
 NYSTRA_PARAM_NAMES = tuple(NystraParams().as_dict())
+# The package's own implementations: the built-ins and "flex" (registered apart from them: it needs dynamo, see
+# nystra_hub.attention.flex). The comparison baselines are measurement arms, not choices for a user's images.
+ATTN_CHOICES = (*ATTN_IMPLS, FLEX_IMPL)
 
-ATTN_HELP = "attention implementation: softmax (exact, as trained), sdpa (exact, fused kernel) or nystra (PnP-Nystra)"
+ATTN_HELP = ("attention implementation: softmax (exact, as trained), sdpa (exact, fused kernel), nystra (PnP-Nystra) "
+             "or flex (exact, FlexAttention: a fused kernel under torch.compile, slow without)")
 NYSTRA_HELP = (f"one Nyström parameter, KEY=VALUE with KEY one of {', '.join(NYSTRA_PARAM_NAMES)}, e.g. "
                "--nystra landmarks=16 --nystra iters=2 (repeatable; default: the model's)")
 # Said once when --attn nystra is chosen: at the trained window it was measured slower than exact everywhere (README,
@@ -37,7 +41,7 @@ COMMON_OPTION_HELP = {
 
 def add_attention_arguments(parser, attn_default: str | None = None, attn_help: str = ATTN_HELP) -> None:
     """``--attn`` and ``--nystra KEY=VALUE`` (parsed with :func:`parse_nystra`)."""
-    parser.add_argument("--attn", choices=list(ATTN_IMPLS), default=attn_default, help=attn_help)
+    parser.add_argument("--attn", choices=list(ATTN_CHOICES), default=attn_default, help=attn_help)
     parser.add_argument("--nystra", action="append", default=[], metavar="KEY=VALUE", help=NYSTRA_HELP)
 
 
