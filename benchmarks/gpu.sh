@@ -5,8 +5,10 @@
 # machine's own torch and CUDA are kept): the checkout is put first on PYTHONPATH, and spandrel (the official
 # code-path baseline) is installed from a wheel downloaded beforehand into .whl/ of the checkout:
 #     pip download spandrel --no-deps -d .whl/
-# Writes OUT_DIR/gpu-bench.json (schema nystra_hub.gpu_bench/1) and OUT_DIR/gpu-bench.log. At most ~8 minutes with
-# the default --budget-s; --dry-run runs every code path on the CPU with tiny models in seconds (CI runs it).
+# Writes OUT_DIR/gpu-bench.json (schema nystra_hub.gpu_bench/1) and OUT_DIR/gpu-bench.log. About 8.5 minutes on an
+# H200 with the default --budget-s, 300 (the 512² cases always run: the estimate is above cases_full() in
+# nystra_hub/measure/gpu.py), so give it one device call of 10 minutes; --dry-run runs every code path on the CPU
+# with tiny models in about a minute (CI runs it).
 # The measurement is nystra_hub/measure/gpu.py (timing shared with nystra-hub bench: measure/timing.py);
 # gpu_bench.py only reads the options.
 set -euo pipefail

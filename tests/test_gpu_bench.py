@@ -20,11 +20,13 @@ TINY_SWINIR = gpu.CASES_DRY[0]
 
 
 def test_a_case_measures_its_arms_and_skips_what_needs_cuda():
-    arms = ["exact-fp32", "sdpa-bf16", "nystra-bf16", "spandrel-fp32", "graph-exact-fp32"]
+    arms = ["exact-fp32", "sdpa-bf16", "nystra-bf16", "nystra-exact-count-bf16", "spandrel-fp32", "graph-exact-fp32"]
     settings = gpu.GpuBenchSettings(dry_run=True, arms=arms)
     case = gpu.run_case(TINY_SWINIR, settings, deadline=time.perf_counter() + 600, log=lambda message: None)
     assert case["skipped_arms"] == {"graph-exact-fp32": "the cudagraphs runner needs CUDA"}
-    assert list(case["arms"]) == ["spandrel-fp32", "exact-fp32", "sdpa-bf16", "nystra-bf16"]
+    assert list(case["arms"]) == ["spandrel-fp32", "exact-fp32", "sdpa-bf16", "nystra-bf16",
+                                  "nystra-exact-count-bf16"]
+    assert case["arms"]["nystra-bf16"]["redo"] == "auto" and case["arms"]["exact-fp32"]["redo"] == "auto"
     (result,) = case["results"]
     assert result["size"] == 32 and result["input_shape"] == [1, 3, 32, 32]
     rows = result["arms"]
@@ -34,6 +36,43 @@ def test_a_case_measures_its_arms_and_skips_what_needs_cuda():
         assert row["error"] is None and len(row["times_s"]) == 1 and row["median_s"] > 0, name
         assert row["nonfinite_values"] == 0 and row["peak_bytes"] is None, name  # peak memory: CUDA only
     assert 40 < rows["sdpa-bf16"]["psnr_vs_exact_fp32"] < 100  # half precision: close, not identical
+    # the redo bounded (what "auto" runs on CUDA, and in a dry run) or counted: the same output
+    assert rows["nystra-bf16"]["psnr_vs_exact_fp32"] == pytest.approx(rows["nystra-exact-count-bf16"][
+        "psnr_vs_exact_fp32"], abs=0.01)
+
+
+def test_compiled_arms_are_built_only_where_a_case_compiles():
+    settings = gpu.GpuBenchSettings(dry_run=True, arms=["exact-fp32", "compile-bf16", "flex-compile-bf16"])
+    case = gpu.run_case({**TINY_SWINIR, "compile_sizes": []}, settings, deadline=time.perf_counter() - 1,
+                        log=lambda message: None)
+    assert list(case["arms"]) == ["exact-fp32"]
+    full = {c["name"]: c for c in gpu.cases_full() if c["sizes"] == [512]}
+    assert {name: c["compile_sizes"] for name, c in full.items()} == {
+        "swinir-x2": [512], "uformer-b-sidd": [], "dehazeformer-b-indoor": []}
+
+
+def test_the_arms_a_gpu_session_must_measure():
+    arms = {arm.name: arm for arm in gpu.arms_for("swinir", {"window": 32, "landmarks": 16, "iters": 2, "tau": 5})}
+    flex, nystra = arms["flex-compile-bf16"], arms["nystra-compile-bf16"]
+    assert (flex.attn_impl, flex.dtype, flex.compile) == ("flex", "bfloat16", True)
+    assert (nystra.attn_impl, nystra.dtype, nystra.compile, nystra.redo) == ("nystra", "bfloat16", True, "auto")
+    assert arms["nystra-exact-count-bf16"].redo == "exact-count" and not arms["nystra-exact-count-bf16"].compile
+
+
+def test_a_long_error_keeps_its_start_and_its_end():
+    message = "g++ command line " + "-D X " * 400 + "fatal error: Python.h: No such file"
+    text = gpu.error_text(RuntimeError(message))
+    assert text.startswith("RuntimeError: g++ command line") and text.endswith("Python.h: No such file")
+    assert len(text) < 1600 and gpu.error_text(ValueError("short")) == "ValueError: short"
+
+
+@pytest.mark.slow
+def test_compiled_flex_kernels_match_sdpa():
+    """The GPU run's flex kernel survey, on the CPU (inductor's C++ flex template, ~6 s per head dim here)."""
+    (row,) = gpu.flex_kernels(torch.device("cpu"), head_dims=(12,), windows=4, heads=2)
+    assert (row["head_dim"], row["flex_head_dim"]) == (12, 16) and "error" not in row
+    assert row["flex_compiled_ms"] > 0 and row["sdpa_ms"] > 0 and row["flex_first_call_s"] > 0
+    assert row["max_abs_diff_vs_sdpa"] < 0.05  # bfloat16 outputs of two exact kernels
 
 
 def test_a_spent_budget_skips_the_remaining_sizes():
@@ -80,7 +119,10 @@ def test_gpu_sh_dry_run(tmp_path):
                 assert row["nonfinite_values"] == 0
         for name in ("sdpa-bf16", "nystra-bf16"):
             assert arms[name]["psnr_vs_exact_fp32"] > 40, (case["model"], name)
-    assert "compile-bf16" in report["cases"][0]["results"][0]["arms"]
+    swinir_arms = report["cases"][0]["results"][0]["arms"]
+    for name in ("compile-bf16", "flex-compile-bf16", "nystra-compile-bf16", "nystra-exact-count-bf16"):
+        assert swinir_arms[name]["psnr_vs_exact_fp32"] > 40, name
+    assert "sdpa_kernels" not in report and "flex_kernels" not in report and "host_syncs" not in report  # CUDA
     profiled = report["profile"]
     assert profiled["exact-bf16"]["top"] and profiled["sdpa-bf16"]["wall_s"] > 0
 

@@ -8,14 +8,17 @@ each round (:mod:`.timing`, as bench does); medians are reported. Quality is PSN
 on the same input (outputs mapped to [0, 1] and clamped), plus the number of non-finite output values.
 
 The arms (:func:`arms_for`) are the routes a GPU user can take: float32, bfloat16 and float16 autocast with the
-non-finite guard, spandrel cast to half precision (the official code path), fused SDPA, ``torch.compile`` per
-block, CUDA graphs, tiles batched into one forward, and the paper's enlarged windows. Besides the cases: which
-fused SDPA kernel serves window attention (:func:`sdpa_kernels`), a float16 overflow stress (:func:`fp16_stress`)
-and a profile of where the time goes (:func:`profile_arms`).
+non-finite guard, spandrel cast to half precision (the official code path), fused SDPA, FlexAttention and
+PnP-Nystra (its redo of untrustworthy windows bounded, one host synchronisation per forward, or counted, one per
+layer) eager or ``torch.compile``-d per block, CUDA graphs, tiles batched into one forward, and the paper's
+enlarged windows. Besides the cases: which fused SDPA kernel serves window attention (:func:`sdpa_kernels`),
+compiled FlexAttention at the same shapes (:func:`flex_kernels`), the host synchronisations of a nystra forward
+(:func:`host_syncs`), a float16 overflow stress (:func:`fp16_stress`) and a profile of where the time goes
+(:func:`profile_arms`).
 
 ``GpuBenchSettings(dry_run=True)`` runs every code path on the CPU with tiny models and sizes in seconds (CI and
 ``tests/test_gpu_bench.py`` run it), except what needs CUDA: the CUDA-graph arms (listed in ``skipped_arms``), peak
-memory (null) and the SDPA kernel survey (absent).
+memory (null), the kernel surveys and the synchronisation count (absent).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.profiler import ProfilerActivity, profile
 
+from nystra_hub.attention.core import fused_attention
+from nystra_hub.attention.flex import flex_attention, flex_head_dim, window_score_mod
 from nystra_hub.inference.backends import make_runner
 from nystra_hub.inference.precision import PrecisionFallbackWarning, run_guarded
 from nystra_hub.inference.restore import restore_tensor
@@ -96,6 +101,7 @@ class GpuArm:
     runner: str = "torch"  # what runs the forward: eager "torch", or "cudagraphs" (nystra_hub.inference.backends)
     tiled: bool = False  # through restore_tensor in tiles of the case's "tile" side
     tile_batch: int | None = None  # tiles per forward (None: as many as half the free GPU memory holds)
+    redo: str = "auto"  # nystra's redo of untrustworthy windows (RestorationModel.redo): "auto" bounds it on CUDA
 
 
 CUDA_ONLY_RUNNERS = ("cudagraphs",)
@@ -126,8 +132,17 @@ def arms_for(arch: str, recipe: dict, tile: int | None = None) -> list[GpuArm]:
                dtype="float16"),
         GpuArm("compile-bf16", "ours, SDPA, torch.compile per transformer block, bf16 autocast", attn_impl="sdpa",
                dtype="bfloat16", compile=True),
+        GpuArm("flex-compile-bf16", "ours, FlexAttention (bias and shift mask in score_mod, head dim padded to a "
+               "power of two >= 16), torch.compile per transformer block, bf16 autocast", attn_impl="flex",
+               dtype="bfloat16", compile=True),
         GpuArm("nystra-bf16", "ours, PnP-Nystra at the trained window (bias pooled, cut windows exact; kernel and "
-               "pseudo-inverse fp32), bf16 autocast elsewhere", attn_impl="nystra", dtype="bfloat16"),
+               "pseudo-inverse fp32), bf16 autocast elsewhere; a bounded redo of untrustworthy windows, checked "
+               "once per forward", attn_impl="nystra", dtype="bfloat16"),
+        GpuArm("nystra-exact-count-bf16", "ours, PnP-Nystra as nystra-bf16, each layer redoing exactly its "
+               "untrustworthy windows: a host synchronisation per layer", attn_impl="nystra", dtype="bfloat16",
+               redo="exact-count"),
+        GpuArm("nystra-compile-bf16", "ours, PnP-Nystra as nystra-bf16 (bounded redo), torch.compile per "
+               "transformer block", attn_impl="nystra", dtype="bfloat16", compile=True),
         GpuArm("graph-exact-fp32", "ours, exact softmax, float32, captured once as a CUDA graph and replayed",
                runner="cudagraphs"),
         GpuArm("graph-exact-bf16", "ours, exact softmax, bf16 autocast, CUDA graph", dtype="bfloat16",
@@ -167,6 +182,8 @@ def build_arm(base: nn.Module, arm: GpuArm, device: torch.device, tile: int | No
         model = model.to(dtype)
         return lambda x: model(x.to(dtype)).float()
     model.validate_inputs = False  # the benchmark input is finite; the check is a device sync per call
+    # A dry run stands in for the GPU: on its CPU, "auto" runs what it runs on CUDA (the bounded redo).
+    model.redo = "bounded" if arm.redo == "auto" and device.type == "cpu" else arm.redo
     if arm.compile:
         # dynamic=None: the first shape compiles static, a block of another shape (another stage) triggers one
         # shape-generic compile instead of one compile per stage (Uformer has 9 stages).
@@ -199,6 +216,15 @@ def call(fn: Callable, x: Tensor, device: torch.device) -> tuple[Tensor, float, 
     return out, elapsed, fallbacks
 
 
+def error_text(err: BaseException) -> str:
+    """An error for the report: its type, its first 300 characters and, for a long one, its last 1200 (where a
+    compiler's own message is: inductor's CppCompileError starts with the command line)."""
+    text = str(err)
+    if len(text) > 1500:
+        text = f"{text[:300]} [...] {text[-1200:]}"
+    return f"{type(err).__name__}: {text}"
+
+
 # -- one model at one size --------------------------------------------------------------------------------------
 @dataclass
 class ArmResult:
@@ -224,7 +250,7 @@ def measure(fns: dict[str, Callable], x: Tensor, base: nn.Module, device: torch.
         try:
             step()
         except Exception as err:  # noqa: BLE001 - one arm failing (OOM, compile) must not end the run
-            results[name].error = f"{type(err).__name__}: {str(err)[:300]}"
+            results[name].error = error_text(err)
             log(f"    {name}: {results[name].error}")
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -275,7 +301,9 @@ def run_case(case: dict, settings: GpuBenchSettings, deadline: float, log) -> di
     base = build_model(arch, **kwargs) if "variant" not in case else build_variant(case["variant"])
     base = base.eval()
     wanted = settings.arms or case.get("arms")
-    arms = [a for a in arms_for(arch, recipe, case.get("tile")) if not wanted or a.name in wanted]
+    compiles = bool(set(case.get("compile_sizes", case["sizes"])) & set(case["sizes"]))
+    arms = [a for a in arms_for(arch, recipe, case.get("tile"))
+            if (not wanted or a.name in wanted) and (compiles or not a.compile)]
     fns, errors, skipped = {}, {}, {}
     for arm in arms:
         if arm.runner in CUDA_ONLY_RUNNERS and device.type != "cuda":
@@ -284,7 +312,7 @@ def run_case(case: dict, settings: GpuBenchSettings, deadline: float, log) -> di
         try:
             fns[arm.name] = build_arm(base, arm, device, case.get("tile"))
         except Exception as err:  # noqa: BLE001
-            errors[arm.name] = f"{type(err).__name__}: {str(err)[:300]}"
+            errors[arm.name] = error_text(err)
             log(f"    {arm.name}: cannot build ({errors[arm.name]})")
     out = {"model": case["name"], "arch": arch, "variant": case.get("variant"), "recipe": recipe,
            "parameters": sum(p.numel() for p in base.parameters()),
@@ -356,6 +384,99 @@ def sdpa_kernels(device: torch.device, head_dims=(30, 32, 16, 12, 24, 48), windo
     return rows
 
 
+def timed_ms(fn: Callable[[], Tensor], device: torch.device, calls: int = 5) -> float:
+    """Mean milliseconds of ``calls`` calls of ``fn`` after one untimed call, ``device`` synchronised around."""
+    with torch.inference_mode():
+        fn()
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        synchronize(device)
+    return round((time.perf_counter() - start) / calls * 1e3, 4)
+
+
+def flex_kernels(device: torch.device, head_dims=(30, 32, 12, 16), windows: int = 4096, heads: int = 6) -> list[dict]:
+    """Compiled FlexAttention (``attn_impl="flex"``'s call: bias in the score_mod, head dim padded) against our
+    fused SDPA (``"sdpa"``'s call, head dim padded to a multiple of 8 on CUDA) on the windows of
+    :func:`sdpa_kernels`, bfloat16, one row per head dim (:func:`flex_kernel_row`)."""
+    compiled = torch.compile(flex_attention, dynamic=False)
+    return [flex_kernel_row(compiled, device, d, windows, heads) for d in head_dims]
+
+
+def flex_kernel_row(compiled_flex: Callable, device: torch.device, head_dim: int, windows: int, heads: int) -> dict:
+    """Milliseconds per call of compiled flex and of our SDPA at ``head_dim``, flex's first call in seconds (its
+    compilation: one per head dim, whose scale is a constant of the graph) and the largest difference between the
+    two outputs."""
+    q, k, v = (torch.randn(windows, heads, 64, head_dim, device=device, dtype=torch.bfloat16) for _ in range(3))
+    bias = torch.randn(heads, 64, 64, device=device, dtype=torch.bfloat16)
+    padded = flex_head_dim(head_dim, device.type)
+    qp, kp, vp = (torch.nn.functional.pad(t, (0, padded - head_dim)) for t in (q, k, v))
+    score_mod, scale = window_score_mod(bias, None), head_dim**-0.5
+
+    def flex() -> Tensor:
+        return compiled_flex(qp, kp, vp, score_mod=score_mod, scale=scale)[..., :head_dim]
+
+    def sdpa() -> Tensor:
+        return fused_attention(q, k, v, bias, scale)
+
+    row = {"dtype": "bfloat16", "head_dim": head_dim, "flex_head_dim": padded, "windows": windows, "heads": heads}
+    try:
+        start = time.perf_counter()
+        with torch.inference_mode():
+            flex_out = flex()
+            synchronize(device)
+        row["flex_first_call_s"] = round(time.perf_counter() - start, 2)
+        row["flex_compiled_ms"] = timed_ms(flex, device)
+        row["sdpa_ms"] = timed_ms(sdpa, device)
+        with torch.inference_mode():
+            row["max_abs_diff_vs_sdpa"] = float((flex_out.float() - sdpa().float()).abs().max())
+    except Exception as err:  # noqa: BLE001 - "no kernel for these inputs" is the answer
+        row["error"] = error_text(err)
+    return row
+
+
+def host_syncs(settings: GpuBenchSettings, log, size: int = 128) -> list[dict]:
+    """Host synchronisations in one forward of SwinIR-M x2 (``size``², bf16 autocast) per attention and nystra
+    redo (:func:`count_syncs`). Expected: none for sdpa, about one per nystra layer (36) with ``"exact-count"``,
+    one per forward with the bounded redo (``"auto"`` on CUDA), whose output must match exact-count's. CUDA only."""
+    device = settings.device
+    torch.manual_seed(settings.seed)
+    base = build_variant("swinir-x2").eval()
+    x = make_input(base, size, device, settings.seed)
+    rows, outputs = [], {}
+    for attn_impl, redo in (("sdpa", "auto"), ("nystra", "exact-count"), ("nystra", "auto")):
+        model = copy.deepcopy(base).set_attn_impl(attn_impl).to(device)
+        model.validate_inputs, model.redo = False, redo
+        out, syncs = count_syncs(model, x)
+        outputs[attn_impl, redo] = out
+        rows.append({"model": "swinir-x2", "size": size, "attn_impl": attn_impl, "redo": redo,
+                     "syncs_per_forward": syncs})
+        log(f"  host syncs: {attn_impl} redo={redo}: {syncs}")
+        del model
+    bounded, counted = outputs["nystra", "auto"], outputs["nystra", "exact-count"]
+    rows[-1]["max_abs_diff_vs_exact_count"] = float((bounded - counted).abs().max())
+    return rows
+
+
+def count_syncs(model: nn.Module, x: Tensor) -> tuple[Tensor, int]:
+    """(float32 output, host synchronisations) of one bf16-autocast forward after a warm-up one (geometry caches
+    filled), counted by CUDA's sync debug mode: one warning per synchronising call."""
+    def forward() -> Tensor:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            return model(x)
+
+    timed_ms(forward, x.device, calls=1)
+    with warnings.catch_warnings(record=True) as caught, torch.inference_mode():
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            out = forward().float()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return out, sum("synchroniz" in str(w.message) for w in caught)
+
+
 def default_sdpa_kernels(q, k, v, bias) -> list[str]:
     """CUDA kernel names the default dispatch launches (profiler)."""
     with profile(activities=[ProfilerActivity.CUDA]) as prof, torch.inference_mode():
@@ -423,17 +544,29 @@ def profile_arms(settings: GpuBenchSettings, log, names=("exact-bf16", "sdpa-bf1
 
 
 # -- cases and the run ---------------------------------------------------------------------------------------------
-def _variant_case(name: str, sizes: list[int]) -> dict:
+def _variant_case(name: str, sizes: list[int], compile_sizes: tuple[int, ...] = (512,)) -> dict:
     v = get_variant(name)
     # Compiled only at 512 (the targets' size): each further shape is another compilation of minutes.
     return {"name": name, "variant": name, "arch": v.arch, "task": v.task, "kwargs": v.kwargs, "sizes": sizes,
-            "compile_sizes": [512]}
+            "compile_sizes": list(compile_sizes)}
+
+
+# Time on one H200 (2026-11-27, benchmarks/gpu/gpu-bench-h200.log; the sections and the 512² cases are what every
+# run does, whatever its --budget-s): 393 s, of which the sections 40 s, SwinIR-M 106 s, Uformer-B 69 s (its
+# compile-bf16 failed in seconds), DehazeFormer-B 178 s, 156 s of them compiling its five stages (compile-bf16,
+# 68.8 ms: slower than eager SDPA's 48.6). Estimated since, not measured: compiled arms on SwinIR-M only (two block
+# graphs each; flex, nystra and SDPA about a minute each to compile: +3 min), none on DehazeFormer-B (-2.6 min) or
+# Uformer-B; the eager nystra-exact-count arm (+10 s over the three); the flex kernel survey (four compiles, about
+# 1 min) and the synchronisation count (15 s). About 8.5 minutes in all: one device call (at most 10 minutes) in
+# the 15 minutes of device time a session is lent, the machine's start taking 1-3 of them.
+COMPILED_ARMS = ("compiled arms at 512² on SwinIR-M only: Uformer-B's nine stages and DehazeFormer-B's five take "
+                 "minutes per arm to compile")
 
 
 def cases_full() -> list[dict]:
     # The 512 runs (the issue's targets) of all three models first, so a run cut short by its budget has them.
-    swinir, uformer, dehaze = (_variant_case(n, [512]) for n in ("swinir-x2", "uformer-b-sidd",
-                                                                  "dehazeformer-b-indoor"))
+    swinir = _variant_case("swinir-x2", [512])
+    uformer, dehaze = (_variant_case(n, [512], compile_sizes=()) for n in ("uformer-b-sidd", "dehazeformer-b-indoor"))
     # At 1024² the arms that answer "whole image or tiles, eager or graph" (a full arm set there costs minutes).
     large = ["spandrel-fp32", "exact-fp32", "exact-bf16", "sdpa-bf16", "graph-exact-bf16", "graph-sdpa-bf16",
              "tiles256-exact-bf16", "tiles256x-exact-bf16", "tiles256x-graph-exact-bf16"]
@@ -486,7 +619,8 @@ def report_header(settings: GpuBenchSettings) -> dict:
                          "timer": "time.perf_counter around one call, torch.cuda.synchronize before and after",
                          "order": "per size: a warm-up round, a memory/quality round, then timed rounds "
                                   "with the arm order rotated each round",
-                         "tf32_matmul": torch.backends.cuda.matmul.allow_tf32},
+                         "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+                         "compiled_arms": COMPILED_ARMS},
             "cases": [], "errors": []}
 
 
@@ -501,7 +635,8 @@ def run_gpu_bench(settings: GpuBenchSettings, out_dir: str | os.PathLike, log=pr
     report = report_header(settings)
     sections = {"fp16_stress": lambda: fp16_stress(settings, log)}
     if device.type == "cuda":
-        sections = {"sdpa_kernels": lambda: sdpa_kernels(device), **sections}
+        sections = {"sdpa_kernels": lambda: sdpa_kernels(device), "flex_kernels": lambda: flex_kernels(device),
+                    "host_syncs": lambda: host_syncs(settings, log), **sections}
     for name, section in sections.items():
         _guarded_section(report, name, section)
         atomic_write_json(path, report, indent=1)
