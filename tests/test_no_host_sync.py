@@ -15,6 +15,7 @@ from conftest import golden_cases, load_golden
 
 from nystra_hub.attention import attention_modules, bounded_redo
 from nystra_hub.attention import core as attention_core
+from nystra_hub.inference.export import traced_program
 from nystra_hub.models.common import REDO_MODES
 
 TOLERANCE = 1e-5
@@ -134,3 +135,17 @@ def test_compiled_blocks_bound_the_redo_in_one_graph_each(monkeypatch):
         compiled = model(x)
     assert bounded_layers
     assert (compiled - eager).abs().max().item() <= TOLERANCE
+
+
+def test_an_export_bounds_the_redo_itself_and_returns_the_overflow():
+    """While torch.export traces, the model leaves the bound to the exporter (WithRedoOverflow): the flags become
+    the graph's second output instead of a check the trace cannot make."""
+    model, io, _ = load_golden("swinir_sr_x2_pixelshuffle", "nystra")
+    make_untrustworthy(model)
+    model.redo = "bounded"
+    x = golden_input(model, io)
+    program, _ = traced_program(model, tuple(x.shape))
+    out, overflowed = program.module()(x)
+    assert bool(overflowed)  # the graph's answer is wrong, and says so: its runner then asks the eager model
+    with torch.no_grad():
+        assert (out - model(x)).abs().max().item() > 0.1
