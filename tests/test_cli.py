@@ -66,10 +66,7 @@ def test_shared_options_are_spelled_alike(command):
     assert {"--attn", "--nystra"} <= options
 
 
-@pytest.mark.parametrize("command", [
-    pytest.param("restore", marks=pytest.mark.xfail(strict=True, reason="cli/restore.py spells its own --attn "
-                                                    "choices, without 'flex'")),
-    "convert", "eval", "export"])
+@pytest.mark.parametrize("command", ["restore", "convert", "eval", "export"])
 def test_attn_offers_every_implementation_of_the_package(command):
     """The built-ins and 'flex', in the registry's order; the comparison baselines are measurement arms only."""
     choices = next(a for a in _subparser(command)._actions if "--attn" in a.option_strings).choices

@@ -219,6 +219,18 @@ def test_a_graph_that_overflows_its_redo_is_answered_by_the_eager_model(tmp_path
     assert "more untrustworthy windows than the exported graph recomputes" in capfd.readouterr().err
 
 
+@needs_onnx
+def test_flex_layers_export_as_the_same_function(tmp_path):
+    """FlexAttention has no ONNX form: the graph computes flex's function with sdpa, and says it was asked flex."""
+    model, io, _ = load_golden("swinir_sr_x2_pixelshuffle", "softmax")
+    nystra_hub.attention.set_attn_impl(model, "flex")
+    x = padded_input(model, io)
+    runner = make_runner(model, "onnxruntime", cache_dir=tmp_path)
+    with torch.no_grad():
+        assert (runner(x) - model(x)).abs().max() <= TOLERANCE
+    assert read_export(next(tmp_path.iterdir()))["model"]["attn_impl"] == "flex"
+
+
 def test_exact_exports_have_no_overflow_output(onnx_exports):
     folder = onnx_exports("swinir_sr_x2_pixelshuffle", "softmax")[3]
     assert read_export(folder)["overflow_output"] is None

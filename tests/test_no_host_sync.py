@@ -118,10 +118,6 @@ def test_a_compiled_model_still_sees_the_overflow():
     assert (compiled - exact_count).abs().max().item() <= TOLERANCE
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "nystrom.pool_tokens reads its pooling matrix through a GeometryCache, whose threading.Lock dynamo cannot "
-    "enter: one graph break per Nyström product (windows.py wraps its caches in torch.compiler."
-    "assume_constant_result for this; nystrom.py does not yet)"))
 def test_compiled_blocks_bound_the_redo_in_one_graph_each(monkeypatch):
     """fullgraph=True: a block whose nystra layer read a count back (``nonzero``) would fail to compile."""
     torch._dynamo.reset()

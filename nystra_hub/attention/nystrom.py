@@ -75,7 +75,16 @@ def pool_tokens(x: Tensor, window: tuple[int, int], grid: tuple[int, int]) -> Te
     A product with the cached (m, N) averaging matrix: one GEMM, much faster on CPU than a mean over the
     strided block dims of a reshaped view (which measured ~half the Nyström time at window 8).
     """
-    return pooling_matrix(tuple(window), tuple(grid), x.device, x.dtype) @ x
+    return constant_pooling_matrix(tuple(window), tuple(grid), x.device, x.dtype) @ x
+
+
+@torch.compiler.assume_constant_result
+def constant_pooling_matrix(
+    window: tuple[int, int], grid: tuple[int, int], device: torch.device, dtype: torch.dtype
+) -> Tensor:
+    """:func:`pooling_matrix` as a constant of a torch.compile graph: dynamo cannot enter the cache's lock, and a
+    matrix traced into the graph would be rebuilt at every call."""
+    return pooling_matrix(window, grid, device, dtype)
 
 
 def pool_bias(bias: Tensor, window: tuple[int, int], grid: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor]:

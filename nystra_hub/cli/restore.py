@@ -43,7 +43,7 @@ import psutil
 import torch
 from tqdm.auto import tqdm
 
-from nystra_hub.cli.options import NYSTRA_SPEED_NOTE, parse_nystra, positive_int, resolve_device
+from nystra_hub.cli.options import ATTN_CHOICES, NYSTRA_SPEED_NOTE, parse_nystra, positive_int, resolve_device
 from nystra_hub.inference.backends import (
     BACKEND_CHOICES,
     auto_backend,
@@ -87,7 +87,7 @@ def add_arguments(parser) -> None:
     model.add_argument("--kwargs", metavar="JSON",
                        help="official constructor arguments for --arch, or those that settle what detection leaves "
                             "open, e.g. '{\"img_size\": 256}' (JSON or @file)")
-    model.add_argument("--attn", choices=["softmax", "sdpa", "nystra"], default=None,
+    model.add_argument("--attn", choices=list(ATTN_CHOICES), default=None,
                        help="attention implementation (default: the folder's config, else softmax)")
     model.add_argument("--nystra", action="append", default=[], metavar="KEY=VALUE",
                        help="Nyström parameter override (landmarks, iters, tau, bias, mask); repeatable")

@@ -61,7 +61,7 @@ import torch
 from torch import Tensor, nn
 
 from nystra_hub._version import __version__
-from nystra_hub.attention import attention_modules, bounded_redo, redo_overflowed
+from nystra_hub.attention import FLEX_IMPL, attention_modules, bounded_redo, redo_overflowed
 from nystra_hub.io.hub import attention_state, jsonable
 from nystra_hub.io.images import PARTIAL_SUFFIX
 from nystra_hub.models import RestorationModel
@@ -197,13 +197,17 @@ def exportable_copy(model: nn.Module) -> nn.Module:
     """A float32 CPU copy of ``model`` in eval mode that ``torch.export`` traces into the graph of its forward.
 
     The ``nystra`` layers trace the attention core's exporting path (no branch on how many windows are
-    untrustworthy); on our models the input checks are off (the NaN/Inf test branches on data). The caller's
-    model is left as it is."""
+    untrustworthy); on our models the input checks are off (the NaN/Inf test branches on data); ``flex`` layers
+    trace as ``sdpa``, the same function. The caller's model is left as it is."""
     graph_model = copy.deepcopy(model).eval().float().cpu()
     ours = as_restoration_model(graph_model)
     if ours is not None:
         ours.validate_inputs = False
     for _, module in attention_modules(graph_model):
+        if module.attn_impl == FLEX_IMPL:
+            # FlexAttention has no ONNX/OpenVINO form; sdpa computes the same function (both exact: the bias
+            # and the mask added to the logits) and exports
+            module.set_attn_impl("sdpa")
         replay_position_terms(module)
     return graph_model
 
