@@ -120,9 +120,10 @@ def cpu_has_native_bfloat16() -> bool:
 
 
 # How many forward calls of one input shape repay exporting that shape, by the runner's precision. Measured on this
-# project's 2-core CPU machine (benchmarks/folder_route.py -> folder-route-cpu.json): the first export and compile of
-# SwinIR-M x2 at 128² took 34.2 s and saved 0.97 s per call in float32 against eager torch (3.39 s), 2.44 s in
-# bfloat16: repaid after 35 and 14 calls; Uformer-B at 256²: 32.3 s, repaid after 40 and 24 calls. A run that calls
+# project's 2-core CPU machines (benchmarks/folder_route.py -> folder-route-cpu.json): the first export and compile
+# of SwinIR-M x2 at 128² took 28.1 s and saved 1.28 s per call in float32 against eager torch (5.70 s), 3.38 s in
+# bfloat16: repaid after 22 and 8 calls; Uformer-B at 256²: 32.4 s, repaid after 55 and 26 calls (commit 29655b6).
+# An earlier run (commit 06873e4, another instance, a costlier export) gave 35 / 14 and 40 / 24. A run that calls
 # a shape fewer times runs it eagerly.
 EXPORT_REPAID_AFTER = {"float32": 40, "bfloat16": 24}
 
