@@ -10,8 +10,8 @@ import sys
 from conftest import REPO
 
 # modules that mix tests needing ../shared (golden cases, manifests, test images) with tests that do not
-MODULES = ["tests/test_convert.py", "tests/test_hub.py", "tests/test_detect.py", "tests/test_eval.py",
-           "tests/test_uformer.py", "tests/test_dehazeformer.py"]
+MODULES = ["tests/cli/test_convert.py", "tests/io/test_hub.py", "tests/io/test_detect.py", "tests/cli/test_eval.py",
+           "tests/models/test_uformer.py", "tests/models/test_dehazeformer.py"]
 
 
 def test_tests_needing_shared_are_skipped_with_the_reason(tmp_path):

@@ -50,7 +50,7 @@ graph (``zeros().index_copy``, ``scatter`` or ``index_put``) inductor's C++ flex
 graph constant without a change to :class:`WindowMask`. The same template also refused to lower a bias gathered
 and permuted from graph *inputs* in a standalone function ("All the buffers in the score and mask subgraph should
 be in kernel_group.args.input_buffers"); the core's bias, gathered in the graph from the module's table, compiles
-and matches (tests/test_flex_attention.py: ``module.attend`` and a whole golden SwinIR compiled; Uformer and
+and matches (tests/attention/test_flex_attention.py: ``module.attend`` and a whole golden SwinIR compiled; Uformer and
 DehazeFormer golden models compiled whole also matched, 2 and 1.5 minutes to compile on a cold cache here).
 """
 

@@ -106,7 +106,7 @@ def auto_backend(device: torch.device | str) -> str:
 # stays float32 unless --dtype bfloat16 asks (2.7-3.0x OpenVINO float32 on these CPUs).
 BFLOAT16_BUDGET = {"min_psnr_vs_float32_db": 50.0, "max_heldout_delta_db": 0.01}
 BFLOAT16_MEASUREMENT = "benchmarks/openvino-bf16-quality.json"
-AUTO_BFLOAT16 = False  # whether that measurement is within the budget (tests/test_route.py reads it back)
+AUTO_BFLOAT16 = False  # whether that measurement is within the budget (tests/inference/test_route.py reads it back)
 NATIVE_BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")  # what OpenVINO's CPU plugin runs bfloat16 on natively
 
 

@@ -17,8 +17,8 @@ compiled FlexAttention at the same shapes (:func:`flex_kernels`), the host synch
 (:func:`profile_arms`).
 
 ``GpuBenchSettings(dry_run=True)`` runs every code path on the CPU with tiny models and sizes in seconds (CI and
-``tests/test_gpu_bench.py`` run it), except what needs CUDA: the CUDA-graph arms (listed in ``skipped_arms``), peak
-memory (null), the kernel surveys and the synchronisation count (absent).
+``tests/measure/test_gpu_bench.py`` run it), except what needs CUDA: the CUDA-graph arms (listed in
+``skipped_arms``), peak memory (null), the kernel surveys and the synchronisation count (absent).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 from conftest import TESTSETS, load_golden
-from test_fidelity import make_reference
+from helpers import make_reference
 
 import nystra_hub
 from nystra_hub.attention import NystraParams, attention_modules

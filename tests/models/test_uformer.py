@@ -362,7 +362,7 @@ def test_minimal_padding_restores_small_crops_better_than_the_official_zeros():
     """The reference denoiser on held-out crops whose sizes are not multiples of 128 (σ=25): the official
     protocol surrounds the crop with zeros the model never saw; the minimal one mirrors the crop into a smaller
     square. Measured on more crops in benchmarks/uformer-padding-ref-denoise25-cpu.json."""
-    model = nystra_hub.load(str(Path(__file__).resolve().parents[1] / "reference_models" / "uformer-ref-denoise25"))
+    model = nystra_hub.load(str(Path(__file__).resolve().parents[2] / "reference_models" / "uformer-ref-denoise25"))
     clean = load_rgb("Set5/HR/baby.png")[200:240, 200:256]  # 40x56
     noisy = to_tensor(gaussian_noise_input(clean, 25.0))
     gt = to_tensor(clean)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
 import torch
-from test_fidelity import make_reference
+from helpers import bench_args as parse
+from helpers import make_reference
 
 import nystra_hub
 from nystra_hub.cli import bench as bench_cli
@@ -25,14 +25,6 @@ from nystra_hub.measure.arms import (
 from nystra_hub.measure.bench import ratios
 
 DEFAULT_LETTERS = ["a", "b", "c", "c'", "d", "e", "e'", "f"]
-
-
-def parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    bench_cli.add_arguments(parser)
-    args = parser.parse_args(list(argv))
-    args.argv = list(argv)
-    return args
 
 
 def test_recipes_follow_the_paper():

@@ -3,15 +3,14 @@ the export cache, and the bench arms that run them."""
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import json
 
 import pytest
 import torch
 from conftest import load_golden, without_tile_minimum
-from test_bench import parse
-from test_fidelity import make_reference
+from helpers import EXPORT_BACKENDS, has, make_reference, skip_without
+from helpers import bench_args as parse
 
 import nystra_hub
 from nystra_hub.cli import bench
@@ -36,18 +35,6 @@ from nystra_hub.measure.arms import (
 
 CASE = "swinir_lightsr_x3_direct"  # the smallest golden model: one stage of two blocks, 16x16 input
 TOLERANCE = 1e-4
-EXPORT_BACKENDS = {"onnxruntime": ("onnx", "onnxscript", "onnxruntime"), "openvino": ("onnx", "onnxscript", "openvino")}
-
-
-def has(*modules: str) -> bool:
-    return all(importlib.util.find_spec(m) is not None for m in modules)
-
-
-def skip_without(backend: str) -> None:
-    if not has(*EXPORT_BACKENDS.get(backend, ())):
-        pytest.skip(f"the {backend} backend needs {', '.join(EXPORT_BACKENDS[backend])}")
-
-
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("exports")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import TESTSETS
+from helpers import make_reference, tiny_swinir
 
 import nystra_hub
 from nystra_hub.cli import fidelity as fidelity_cli
@@ -18,20 +19,6 @@ from nystra_hub.io.cards import build_model_card
 from nystra_hub.measure.arms import resolve_model, standard_arms
 from nystra_hub.measure.fidelity import layer_errors
 from nystra_hub.measure.metrics import PROTOCOLS, psnr, rgb_to_y, score, ssim
-from nystra_hub.training.reference import save_reference
-
-TINY_SWINIR = dict(upscale=2, in_chans=3, img_size=16, window_size=8, img_range=1.0, depths=[2], embed_dim=12,
-                   num_heads=[2], mlp_ratio=2, upsampler="pixelshuffledirect", resi_connection="1conv")
-
-
-def tiny_swinir(sharpen: float = 20.0):
-    torch.manual_seed(0)
-    model = nystra_hub.build_model("swinir", **TINY_SWINIR)
-    with torch.no_grad():  # sharper attention than at init, so approximations visibly differ
-        for name, p in model.named_parameters():
-            if "qkv.weight" in name:
-                p.mul_(sharpen)
-    return model.eval()
 
 
 # -- metrics ------------------------------------------------------------------------------------------------------
@@ -113,15 +100,6 @@ def test_layer_errors_zero_for_exact_and_positive_for_approximations():
 
 
 # -- the command ------------------------------------------------------------------------------------------------------
-def make_reference(folder, images=("Set5/HR/butterfly.png",)):
-    model = tiny_swinir()
-    info = {"name": "tiny-swinir", "arch": "swinir", "kwargs": model.official_kwargs, "task": "lightweight-sr",
-            "scale": 2, "window": 8, "heldout_images": list(images),
-            "degradation": {"name": "sr", "scale": 2, "sigma": 0.0, "protocol": "swinir-sr", "description": "x2"}}
-    save_reference(model, folder, info)
-    return folder
-
-
 @pytest.mark.skipif(not (TESTSETS / "Set5").is_dir(), reason="needs ../shared/testsets")
 def test_fidelity_command_json(tmp_path):
     folder = make_reference(tmp_path / "tiny")

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from test_backends import skip_without
+from helpers import skip_without
 from test_restore_cli import X2, _image
 
 from nystra_hub.cli import main
