@@ -56,35 +56,39 @@ def _block_bounds(size: int, blocks: int) -> list[tuple[int, int]]:
     return list(zip(edges[:-1], edges[1:]))
 
 
+def pooling_weights(window: tuple[int, int], grid: tuple[int, int]) -> list[list[float]]:
+    """The (m, N) weights averaging each landmark block's tokens (contiguous, possibly unequal blocks), as lists:
+    a constant that torch.compile and torch.export take as it is."""
+    wh, ww = window
+    rows = []
+    for r0, r1 in _block_bounds(wh, grid[0]):
+        for c0, c1 in _block_bounds(ww, grid[1]):
+            weight = 1.0 / ((r1 - r0) * (c1 - c0))
+            rows.append([weight if r0 <= r < r1 and c0 <= c < c1 else 0.0 for r in range(wh) for c in range(ww)])
+    return rows
+
+
 @geometry_cache(maxsize=64)
 def pooling_matrix(
     window: tuple[int, int], grid: tuple[int, int], device: torch.device, dtype: torch.dtype
 ) -> Tensor:
-    """(m, N) matrix averaging each landmark block's tokens (contiguous, possibly unequal blocks)."""
-    wh, ww = window
-    matrix = torch.zeros(grid[0], grid[1], wh, ww, dtype=torch.float64)
-    for i, (r0, r1) in enumerate(_block_bounds(wh, grid[0])):
-        for j, (c0, c1) in enumerate(_block_bounds(ww, grid[1])):
-            matrix[i, j, r0:r1, c0:c1] = 1.0 / ((r1 - r0) * (c1 - c0))
-    return matrix.reshape(grid[0] * grid[1], wh * ww).to(device=device, dtype=dtype)
+    """(m, N) matrix averaging each landmark block's tokens (:func:`pooling_weights`), cached."""
+    return torch.tensor(pooling_weights(window, grid), dtype=torch.float64).to(device=device, dtype=dtype)
 
 
 def pool_tokens(x: Tensor, window: tuple[int, int], grid: tuple[int, int]) -> Tensor:
     """Average (..., N, d) window tokens over the blocks of ``grid``: (..., m, d), landmarks in row-major order.
 
     A product with the cached (m, N) averaging matrix: one GEMM, much faster on CPU than a mean over the
-    strided block dims of a reshaped view (which measured ~half the Nyström time at window 8).
+    strided block dims of a reshaped view (which measured ~half the Nyström time at window 8). Under
+    torch.compile the matrix is a constant built from the weights: dynamo cannot enter the cache's lock, and
+    ``assume_constant_result`` fails when a graph asks for it twice (inductor: "ConstantSource already in
+    seen_sources").
     """
-    return constant_pooling_matrix(tuple(window), tuple(grid), x.device, x.dtype) @ x
-
-
-@torch.compiler.assume_constant_result
-def constant_pooling_matrix(
-    window: tuple[int, int], grid: tuple[int, int], device: torch.device, dtype: torch.dtype
-) -> Tensor:
-    """:func:`pooling_matrix` as a constant of a torch.compile graph: dynamo cannot enter the cache's lock, and a
-    matrix traced into the graph would be rebuilt at every call."""
-    return pooling_matrix(window, grid, device, dtype)
+    window, grid = tuple(window), tuple(grid)
+    if torch.compiler.is_compiling() and not torch.compiler.is_exporting():
+        return torch.tensor(pooling_weights(window, grid), dtype=x.dtype, device=x.device) @ x
+    return pooling_matrix(window, grid, x.device, x.dtype) @ x
 
 
 def pool_bias(bias: Tensor, window: tuple[int, int], grid: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor]:
