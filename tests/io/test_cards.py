@@ -1,113 +1,255 @@
-"""Model cards rendered from the committed measurements (benchmarks/*.json): a two-line summary first, no repeated
-heading or metric, no -0.0, no spandrel headline, plots without empty panels."""
+"""Model cards rendered from the committed measurements (benchmarks/*.json, reference_models/*/reference.json):
+valid Hub front matter without speed in the model-index, at most 150 lines, the summary table first, no dirty
+hashes, machine paths or error dumps, every summary number equal to its JSON, the committed cards and run pages
+equal to what the renderer makes of today's JSON, plots of one run each in one palette."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pytest
 from conftest import REPO
-from huggingface_hub import ModelCard
+from huggingface_hub import EvalResult, ModelCard
+from huggingface_hub.repocard_data import model_index_to_eval_results
+from matplotlib.colors import to_hex
 
 from nystra_hub.cli import main
-from nystra_hub.io.cards import build_model_card, check_card
-from nystra_hub.io.plots import draw_bench, draw_fidelity
+from nystra_hub.io.cards import MAX_CARD_LINES, PNP_NYSTRA_ARXIV, build_model_card, check_card, render_run_page
+from nystra_hub.io.plots import PALETTE, arm_colour, draw_bench, draw_fidelity, draw_gpu_bars, draw_route_bars
 
 BENCH = REPO / "benchmarks"
-# what benchmarks/make_cards.sh renders (the files that exist)
+GPU = "benchmarks/gpu/gpu-bench-h200.json"
+# what benchmarks/make_cards.sh renders: variant -> (bench runs, fidelity runs, reference model)
 CARDS = {
     "swinir-x2": (["timing-swinir-x2-128-cpu", "bench-swinir-x2-cpu", "bench-swinir-x2-512-cpu",
-                   "bench-swinir-x2-enlarged-cpu", "bench-swinir-x2-routes-cpu"], ["fidelity-swinir-ref-x2"]),
-    "swinir-x4": (["bench-swinir-x4-cpu"], ["fidelity-swinir-ref-x2"]),
+                   "bench-swinir-x2-enlarged-cpu", "bench-swinir-x2-routes-cpu"], ["fidelity-swinir-ref-x2"],
+                  "swinir-ref-x2"),
+    "swinir-x4": (["bench-swinir-x4-cpu"], ["fidelity-swinir-ref-x2"], "swinir-ref-x2"),
     "uformer-b-sidd": (["bench-uformer-b-sidd-cpu", "bench-uformer-b-sidd-512-cpu", "bench-uformer-b-sidd-routes-cpu"],
-                       ["fidelity-uformer-ref-denoise25"]),
+                       ["fidelity-uformer-ref-denoise25", "fidelity-uformer-ref-denoise25-calibrated"],
+                       "uformer-ref-denoise25"),
     "dehazeformer-b-indoor": (["bench-dehazeformer-b-indoor-cpu", "bench-dehazeformer-b-indoor-512-cpu",
-                               "bench-dehazeformer-b-indoor-routes-cpu"], ["fidelity-dehazeformer-ref-t"]),
+                               "bench-dehazeformer-b-indoor-routes-cpu"], ["fidelity-dehazeformer-ref-t"],
+                              "dehazeformer-ref-t"),
 }
-GPU = BENCH / "gpu" / "gpu-bench-h200.json"
-WITH_GPU = {"swinir-x2", "uformer-b-sidd", "dehazeformer-b-indoor"}
+REFERENCES = {"swinir-ref-x2": ["fidelity-swinir-ref-x2"],
+              "uformer-ref-denoise25": ["fidelity-uformer-ref-denoise25", "fidelity-uformer-ref-denoise25-calibrated"],
+              "dehazeformer-ref-t": ["fidelity-dehazeformer-ref-t"]}
+# the summary's CPU run, its input side, our fastest exported route there, the GPU input side (None: no GPU case)
+SUMMARY = {"swinir-x2": ("bench-swinir-x2-routes-cpu", 256, "openvino", 512),
+           "swinir-x4": ("bench-swinir-x4-cpu", 128, None, None),
+           "uformer-b-sidd": ("bench-uformer-b-sidd-routes-cpu", 512, "openvino", 512),
+           "dehazeformer-b-indoor": ("bench-dehazeformer-b-indoor-routes-cpu", 512, "openvino", 512)}
+COMMITTED = [REPO / "model_cards" / f"{v}.md" for v in CARDS] + \
+            [REPO / "reference_models" / r / "README.md" for r in REFERENCES]
+MACHINE_PATH = re.compile(r"(?<![\w.])/(tmp|work|root|home)/")
+ERROR_DUMP = re.compile(r"Error\b|Traceback|not measured: ")
 
 
-def _existing(stems: list[str]) -> list[str]:
-    return [str(BENCH / f"{s}.json") for s in stems if (BENCH / f"{s}.json").is_file()]
+def _json(stem: str) -> dict:
+    return json.loads((BENCH / f"{stem}.json").read_text())
+
+
+def _paths(stems: list[str]) -> list[str]:
+    return [f"benchmarks/{s}.json" for s in stems]
+
+
+def _run_pages() -> list[Path]:
+    stems = {s for bench, fidelity, _ in CARDS.values() for s in (*bench, *fidelity)}
+    return [BENCH / f"{s}.md" for s in sorted(stems)] + [REPO / Path(GPU).with_suffix(".md")]
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory) -> dict[str, ModelCard]:
+def rendered(tmp_path_factory) -> dict[str, str]:
+    """Every card as the renderer makes it today from the committed JSON (written under a temporary folder, the
+    paths it records made relative to the repository, as make_cards.sh runs it)."""
     out = tmp_path_factory.mktemp("cards")
-    cards = {}
-    for variant, (bench, fidelity) in CARDS.items():
-        argv = ["cards", variant, "--out-dir", str(out)]
-        argv += ["--bench", *_existing(bench)] if _existing(bench) else []
-        argv += ["--fidelity", *_existing(fidelity)] if _existing(fidelity) else []
-        argv += ["--gpu", str(GPU)] if variant in WITH_GPU and GPU.is_file() else []
-        assert main(argv) == 0
-        cards[variant] = ModelCard.load(out / f"{variant}.md")
-        cards[variant].folder = out
-    return cards
+    texts, cwd = {}, os.getcwd()
+    os.chdir(REPO)
+    try:
+        for variant, (bench, fidelity, reference) in CARDS.items():
+            assert main(["cards", variant, "--out-dir", str(out), "--gpu", GPU, "--bench", *_paths(bench),
+                         "--fidelity", *_paths(fidelity), "--reference", f"reference_models/{reference}"]) == 0
+            texts[variant] = (out / f"{variant}.md").read_text()
+        for reference, fidelity in REFERENCES.items():
+            assert main(["cards", "--reference-model", f"reference_models/{reference}", "--out-dir",
+                         str(out / reference), "--fidelity", *_paths(fidelity)]) == 0
+            texts[reference] = (out / reference / "README.md").read_text()
+    finally:
+        os.chdir(cwd)
+    texts["folder"] = str(out)
+    return texts
 
 
-def _body_after_title(card: ModelCard) -> list[str]:
-    lines = card.text.splitlines()
+def _first_lines(text: str) -> list[str]:
+    lines = text.split("\n---\n", 1)[1].splitlines()
     title = next(i for i, line in enumerate(lines) if line.startswith("# "))
     return [line for line in lines[title + 1:] if line.strip()]
 
 
+# -- 1. the committed cards are today's rendering of today's JSON -------------------------------------------------
+def _without_inputs(text: str, folder: str) -> str:
+    """A card without the options naming where it was written (the only difference of a test rendering)."""
+    text = re.sub(r" --out-dir \S+", "", text.replace(folder, "OUT"))
+    return text.replace(" --run-pages", "")
+
+
+@pytest.mark.parametrize("name", [*CARDS, *REFERENCES])
+def test_committed_cards_are_what_the_renderer_makes_of_the_json(rendered, name):
+    path = REPO / ("model_cards" if name in CARDS else f"reference_models/{name}") / \
+        (f"{name}.md" if name in CARDS else "README.md")
+    folder = rendered["folder"]
+    assert _without_inputs(path.read_text(), folder) == _without_inputs(rendered[name], folder), \
+        f"{path.relative_to(REPO)} is stale: run benchmarks/make_cards.sh"
+
+
+@pytest.mark.parametrize("page", _run_pages(), ids=lambda p: p.stem)
+def test_committed_run_pages_are_what_the_renderer_makes_of_the_json(page):
+    report = json.loads(page.with_suffix(".json").read_text())
+    assert page.read_text() == render_run_page(report, page.with_suffix(".json").name), \
+        f"{page.relative_to(REPO)} is stale: run benchmarks/make_cards.sh"
+
+
+# -- 2. valid Hub metadata -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.parent.name if p.name == "README.md" else p.stem)
+def test_front_matter_loads_with_huggingface_hub(path):
+    card = ModelCard.load(path)
+    data = card.data
+    assert data.library_name == "nystra_hub" and data.pipeline_tag == "image-to-image" and data.license
+    arch = data.architecture
+    paper = {"swinir": "2108.10257", "uformer": "2106.03106", "dehazeformer": "2204.03883"}[arch]
+    assert {f"arxiv:{paper}", f"arxiv:{PNP_NYSTRA_ARXIV}"} <= set(data.tags)
+    index = data.to_dict().get("model-index")
+    if path.name != "README.md":  # a variant card: no quality of its own weights exists, so no model-index
+        assert index is None and data.eval_results is None
+        return
+    name, results = model_index_to_eval_results(index)
+    info = json.loads((path.parent / "reference.json").read_text())
+    assert name == info["name"] and {r.metric_type for r in results} == {"psnr", "ssim"}
+    for result in results:
+        assert result.metric_value == round(info["heldout"][result.metric_type], 3)
+        assert result.dataset_name == "Set5 + Set14 (held out)" and result.task_type == "image-to-image"
+
+
+def test_no_speed_metric_in_a_model_index():
+    speed = EvalResult(task_type="image-to-image", dataset_type="random-input", dataset_name="CPU 256",
+                       metric_type="speedup", metric_value=0.9, metric_name="nystra speedup vs exact")
+    with pytest.raises(ValueError, match="speed figure"):
+        check_card("# card\n", [speed])
+    for path in COMMITTED:
+        for result in ModelCard.load(path).data.eval_results or []:
+            assert result.metric_type in ("psnr", "ssim") and not re.search("speed|time", result.metric_name)
+
+
+# -- 3. short, clean --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.parent.name if p.name == "README.md" else p.stem)
+def test_cards_fit_in_150_lines(path):
+    assert len(path.read_text().splitlines()) <= MAX_CARD_LINES
+
+
+@pytest.mark.parametrize("path", COMMITTED + _run_pages(), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_no_dirty_hashes_machine_paths_or_error_dumps(path):
+    text = path.read_text()
+    assert "+dirty" not in text and not re.search(r"[0-9a-f]{40}", text)
+    assert not MACHINE_PATH.search(text), MACHINE_PATH.search(text)
+    assert not ERROR_DUMP.search(text), ERROR_DUMP.search(text)
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.parent.name if p.name == "README.md" else p.stem)
+def test_links_of_the_cards_resolve(path):
+    for target in re.findall(r"\]\(([^)]+)\)", path.read_text()):
+        if not target.startswith("http"):
+            assert (path.parent / target).is_file(), target
+
+
+# -- 4. the first screen answers ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("variant", sorted(CARDS))
-def test_card_opens_with_what_was_measured(rendered, variant):
-    first, second, third = _body_after_title(rendered[variant])[:3]
-    assert first.startswith("**Speed, PnP-Nystra vs exact attention:**") and "× on CPU" in first
-    assert ("on GPU (NVIDIA" in first) if variant in WITH_GPU and GPU.is_file() else ("GPU not measured" in first)
-    assert second.startswith("**Quality:** PnP-Nystra changes PSNR") and "held-out images" in second
-    assert third.startswith("**Fastest exact route measured on CPU:**") and "largest output difference" in third
+def test_summary_table_comes_first_then_quality_install_usage(variant):
+    text = (REPO / "model_cards" / f"{variant}.md").read_text()
+    lines = _first_lines(text)
+    assert lines[0] == "| route | how | device | input | median time | vs spandrel | vs our exact |"
+    rows = [line.split(" | ")[0].lstrip("| ") for line in lines[2:] if line.startswith("| ")]
+    assert rows[:3] == ["our exact, eager", rows[1], "`nystra` (PnP-Nystra)"] and rows[1].startswith("our fastest")
+    assert rows[3] == "our exact, bfloat16"
+    order = [text.index(key) for key in ("| route |", "**Quality:**", "**Install**", "nystra-hub convert",
+                                         f'nystra_hub.load("{variant}/")', "## PnP-Nystra against exact")]
+    assert order == sorted(order)
+    assert f"`nystra/{variant}` (**not published yet**" in text
+    assert f"--variant {variant} --out {variant}/" in text
+
+
+def _cell(seconds: float) -> str:
+    return f"{seconds:.2f} s" if seconds >= 1 else f"{seconds * 1e3:.1f} ms"
 
 
 @pytest.mark.parametrize("variant", sorted(CARDS))
-def test_card_has_no_duplicate_contradictory_or_broken_entries(rendered, variant):
-    card = rendered[variant]
-    keys = [(r.dataset_name, r.metric_name) for r in card.data.eval_results]
-    assert len(keys) == len(set(keys))
-    names = [r.metric_name for r in card.data.eval_results]
-    assert len(names) == len(set(names))  # one value per metric, whatever the runs
-    assert not any("spandrel" in name for name in names)  # the code path's ratio is no headline
-    for result in card.data.eval_results:  # each metric under its own dataset (size, run), as reloaded
-        size = re.search(r"\d+×\d+|\d+ images", result.dataset_name).group()
-        assert result.metric_type == "psnr" or size in result.metric_name, (result.dataset_name, result.metric_name)
-    assert not re.search(r"(?<![\w.-])-0(\.0+)?(?![\d.])", card.content)
-    check_card(card.text, card.data.eval_results)  # headings unique
-    for image in re.findall(r"\]\(([^)]+\.png)\)", card.text):
-        assert (card.folder / image).is_file()
-    assert "None" not in "".join(re.findall(r"^#+ .*$", card.text, flags=re.M))
+def test_summary_numbers_equal_the_json(variant):
+    text = (REPO / "model_cards" / f"{variant}.md").read_text()
+    stem, size, route, gpu_size = SUMMARY[variant]
+    run = _json(stem)
+    result = next(r for r in run["results"] if r["size"] == size)
+    spandrel = "f" in run["references"]
+    for label, arm in (("our exact, eager", "exact"), ("`nystra` (PnP-Nystra)", "nystra"),
+                       *([(f"our fastest CPU route: `{route}`", route)] if route else [])):
+        entry = result["arms"][arm]
+        vs_f = f"{entry['speedup']['f:spandrel']:.2f}×" if spandrel else "–"
+        assert (f"| {label} | " in text and f"| {size}² | {_cell(entry['median_s'])} | {vs_f} | "
+                f"{entry['speedup']['a:exact']:.2f}× |" in text), (label, arm)
+    if gpu_size is None:
+        assert "not measured on GPU (the NVIDIA H200 run of 2026-11-27 did not include" in text
+        return
+    gpu = json.loads((REPO / GPU).read_text())
+    arms = next(r for c in gpu["cases"] if c["variant"] == variant for r in c["results"] if "arms" in r)["arms"]
+    for label, arm in (("our exact, bfloat16", "exact-bf16"), ("`nystra`, bfloat16", "nystra-bf16")):
+        t = arms[arm]["median_s"]
+        vs_f = f"{arms['spandrel-fp32']['median_s'] / t:.2f}×" if "spandrel-fp32" in arms else "–"
+        assert (f"| {label} | " in text and f"| {gpu_size}² | {_cell(t)} | {vs_f} | "
+                f"{arms['exact-fp32']['median_s'] / t:.2f}× |" in text), (label, arm)
 
 
-PREVIOUS = BENCH / "previous-reference-models"  # runs on the reference models before their retraining
+def test_run_by_run_rows_equal_the_json():
+    text = (REPO / "model_cards" / "swinir-x2.md").read_text()
+    for stem in CARDS["swinir-x2"][0]:
+        for result in _json(stem)["results"]:
+            arms = result["arms"]
+            if "nystra" in arms and arms["exact"].get("median_s"):
+                assert (f"| {result['size']}² | {_cell(arms['exact']['median_s'])} | "
+                        f"{_cell(arms['nystra']['median_s'])} | {arms['nystra']['speedup']['a:exact']:.2f}× |") in text
 
 
-def test_repeated_measurements_keep_the_larger_run():
-    def report(name):
-        return json.loads((PREVIOUS / f"{name}.json").read_text())
-
-    card = build_model_card("uformer-b-sidd", {"fidelity": [report("fidelity-uformer-ref-denoise25"),
-                                                            report("fidelity-uformer-ref-denoise25-calibrated")]})
-    metrics = {r.metric_name: r for r in card.data.eval_results}
-    nystra = metrics["PSNR vs exact output (nystra)"]
-    assert "19 images" in nystra.dataset_name and nystra.metric_value == 44.862  # not the 5-image run's 45.044
-    assert "5 images" in metrics["PSNR vs exact output (nystra-w64-paper)"].dataset_name  # only that run has it
-    assert "##### 5 held-out images" in card.text and "##### 19 held-out images" in card.text
-    swinir = build_model_card("swinir-x2", {"fidelity": [report("fidelity-swinir-ref-x2"),
-                                                         report("fidelity-swinir-ref-x2-enlarged")]}).text
-    assert "not repeated (nystra-w32-paper, nystra-w32)" in swinir
-
-
-def test_repeated_input_sizes_are_numbered(rendered):
-    swinir = rendered["swinir-x2"].text
-    assert "##### Input 256×256, run 1 of 3" in swinir and "##### Input 256×256, run 3 of 3" in swinir
+@pytest.mark.parametrize("variant", sorted(CARDS))
+def test_quality_line_names_the_reference_model_and_its_caveat(variant):
+    text = (REPO / "model_cards" / f"{variant}.md").read_text()
+    _, fidelity, reference = CARDS[variant]
+    info = json.loads((REPO / "reference_models" / reference / "reference.json").read_text())
+    line = next(line for line in text.splitlines() if line.startswith("**Quality:**"))
+    report = max((_json(s) for s in fidelity if "nystra" in _json(s)["arms"]), key=lambda r: len(r["images"]))
+    delta = round(report["arms"]["nystra"]["delta_psnr_gt"], 3)
+    assert f"`{reference}`" in line and f"{len(report['images'])} held-out images" in line
+    assert (f"by {delta:+.3f} dB" if delta else "by less than 0.001 dB") in line
+    passed = sum(info["ablations"][k]["matters"] for k in ("position_bias_dropped", "window_x2"))
+    expected = {0: "fails both attention-matters checks", 1: "fails 1 of 2 attention-matters checks",
+                2: "attention matters by both checks"}[passed]
+    assert expected in line
 
 
-def test_unmeasured_card_says_so_in_its_first_lines():
-    first, second = _body_after_title(build_model_card("swinir-x4"))[:2]
-    assert first.endswith("not measured.") and second.startswith("**Quality:** not measured")
+def test_spandrel_and_gpu_gaps_are_said_in_words():
+    dehaze = (REPO / "model_cards" / "dehazeformer-b-indoor.md").read_text()
+    assert "spandrel does not support DehazeFormer" in dehaze
+    x4 = (REPO / "model_cards" / "swinir-x4.md").read_text()
+    assert "No GPU was available" not in x4 and "not measured on GPU" in x4
+    assert "no compiled or exported route was run for this variant" in x4
+
+
+def test_unmeasured_card_says_so_first():
+    card = build_model_card("swinir-x4")
+    first = _first_lines(str(card))[0]
+    assert first.startswith("**Speed:** not measured.") and "**Quality:** not measured" in first
+    assert card.data.eval_results is None
 
 
 def test_check_card_refuses_what_must_not_happen():
@@ -118,26 +260,37 @@ def test_check_card_refuses_what_must_not_happen():
     check_card("```python\n# a comment\n# a comment\n```\n| -0.002 | 2026-01-05 |", None)
 
 
+# -- 5. plots: one run each, one colour per arm ----------------------------------------------------------------------
+def test_one_colour_per_arm_everywhere():
+    assert len(set(PALETTE.values())) == len(PALETTE)
+    assert arm_colour("nystra-w32-paper") == arm_colour("nystra-w64-paper") == PALETTE["nystra-wW-paper"]
+    assert arm_colour("nystra-m8") == arm_colour("nystra") and arm_colour("calibrated-x") == PALETTE["calibrated"]
+    fig = draw_route_bars(_json("bench-swinir-x2-routes-cpu"))
+    bars = fig.axes[0].patches
+    assert to_hex(bars[0].get_facecolor()) == PALETTE["exact"] and to_hex(bars[1].get_facecolor()) == PALETTE["nystra"]
+
+
 @pytest.mark.parametrize("path", sorted(BENCH.glob("*.json")), ids=lambda p: p.stem)
 def test_plots_have_no_empty_or_unnamed_panels(path):
     report = json.loads(path.read_text())
     kind = str(report.get("schema", ""))
     if kind.startswith("nystra_hub.bench/"):
-        fig = draw_bench([report])
+        figs = [draw_bench([report]), draw_route_bars(report)]
     elif kind.startswith("nystra_hub.fidelity/"):
-        fig = draw_fidelity([report])
+        figs = [draw_fidelity([report])]
     else:
         pytest.skip(f"{path.name} is not a bench or fidelity report")
-    assert fig.axes
-    for ax in fig.axes:
-        assert ax.has_data(), ax.get_title()
-        assert "None" not in ax.get_title()
+    for fig in figs:
+        assert fig.axes
+        for ax in fig.axes:
+            assert ax.has_data(), ax.get_title()
+            assert "None" not in ax.get_title()
+        plt.close(fig)
 
 
-def test_summary_takes_the_gpu_run_when_given():
-    gpu = json.loads((BENCH / "gpu" / "gpu-bench-h200.json").read_text())
-    cpu = json.loads((BENCH / "bench-swinir-x2-cpu.json").read_text())
-    card = build_model_card("swinir-x2", {"bench": [cpu], "gpu": [gpu, gpu]})
-    first = _body_after_title(card)[0]
-    assert "on GPU (NVIDIA H200, bfloat16)" in first and "GPU not measured" not in first
-    check_card(card.text, card.data.eval_results)  # two reports of one GPU: numbered headings
+def test_gpu_plot_shows_one_variant_of_one_run():
+    fig = draw_gpu_bars(json.loads((REPO / GPU).read_text()), "uformer-b-sidd")
+    title = fig.axes[0].get_title().replace("\n", " ")
+    assert len(fig.axes) == 1 and "uformer-b-sidd on NVIDIA H200, run of 2026-11-27: input 512×512" == title
+    with pytest.raises(ValueError, match="no timed arm"):
+        draw_gpu_bars(json.loads((REPO / GPU).read_text()), "swinir-x4")
