@@ -294,3 +294,96 @@ def test_gpu_plot_shows_one_variant_of_one_run():
     assert len(fig.axes) == 1 and "uformer-b-sidd on NVIDIA H200, run of 2026-11-27: input 512×512" == title
     with pytest.raises(ValueError, match="no timed arm"):
         draw_gpu_bars(json.loads((REPO / GPU).read_text()), "swinir-x4")
+
+
+# -- 6. the README's "Measured" figures come from the same JSON ------------------------------------------------------
+README_TABLE = {"SwinIR-M x2, 128²": "timing-swinir-x2-128-cpu", "SwinIR-M x2, 256²": "bench-swinir-x2-cpu",
+                "SwinIR-M x2, 512² (3 runs, no warm-up)": "bench-swinir-x2-512-cpu",
+                "Uformer-T, 256²": "timing-uformer-t-256-cpu", "Uformer-B, 256²": "bench-uformer-b-sidd-cpu",
+                "Uformer-B, 512² (3 runs, no warm-up)": "bench-uformer-b-sidd-512-cpu",
+                "DehazeFormer-t, 256²": "timing-dehazeformer-t-256-cpu",
+                "DehazeFormer-B, 256²": "bench-dehazeformer-b-indoor-cpu",
+                "DehazeFormer-B, 512²": "bench-dehazeformer-b-indoor-512-cpu"}
+ROUTES = ("bench-swinir-x2-routes-cpu", "bench-uformer-b-sidd-routes-cpu", "bench-dehazeformer-b-indoor-routes-cpu")
+
+
+def _measured_section() -> str:
+    text = (REPO / "README.md").read_text()
+    return re.sub(r"\s+", " ", text[text.index("## Measured, not assumed"):text.index("### Reference models")])
+
+
+def _span(values, digits: int = 2) -> str:
+    low, high = (f"{f(values):.{digits}f}" for f in (min, max))
+    return low if low == high else f"{low}–{high}"
+
+
+def _arm(arms: dict, pattern: str) -> dict:
+    return next((a for n, a in arms.items() if re.fullmatch(pattern, n) and a.get("median_s")), {})
+
+
+def _ms(arms: dict, pattern: str, missing: str = "not run") -> str:
+    arm = _arm(arms, pattern)
+    return f"{arm['median_s'] * 1e3:.0f} ms" if arm else missing
+
+
+def test_readme_measured_table_equals_the_json():
+    readme = (REPO / "README.md").read_text()
+    for label, stem in README_TABLE.items():
+        arms = _json(stem)["results"][0]["arms"]
+        cells = [_ms(arms, p) for p in ("exact", "sdpa", "nystra", r"nystra-w[0-9]+-paper")]
+        cells.append(_ms(arms, "spandrel", "no spandrel model" if label.startswith("Dehaze") else "not run"))
+        row = f"| {label} | " + " | ".join(cells) + " |"
+        assert row in readme, row
+
+
+def test_readme_measured_sentences_equal_the_json():
+    table = [_json(stem)["results"][0]["arms"] for stem in README_TABLE.values()]
+    routes = [(r["size"], r["arms"]) for stem in ROUTES for r in _json(stem)["results"]]
+    swinir_256 = _json("bench-swinir-x2-cpu")["results"][0]["arms"]
+    paper = [a for arms in table for n, a in arms.items() if re.fullmatch(r"nystra-w[0-9]+-paper", n)]
+    fidelity = _json("fidelity-uformer-ref-denoise25")["arms"]
+    claims = [
+        f"our exact path is {_span([a['exact']['speedup']['f:spandrel'] for a in table if 'spandrel' in a])}× "
+        "faster than the official code path",
+        f"({_span([a['nystra']['speedup']['a:exact'] for a in table])}× in these runs, "
+        f"{_span([a['nystra']['speedup']['a:exact'] for _, a in routes])}× in the route runs",
+        f"{swinir_256['nystra']['flops'] / 1e9:.0f} vs {swinir_256['exact']['flops'] / 1e9:.0f} GFLOP for SwinIR-M",
+        f"recipe is {_span([a['speedup'][k] for a in paper for k in a['speedup'] if k.startswith('c:')], 1)}× faster "
+        "than exact attention at the same enlarged window",
+        f"at most {max(a['speedup']['a:exact'] for a in paper):.2f}× faster than the model as trained "
+        f"({_json('bench-swinir-x2-enlarged-cpu')['results'][0]['arms']['nystra-w32-paper']['speedup']['a:exact']:.2f}×",
+        f"costs {-fidelity['nystra-w64-paper']['delta_psnr_gt']:.1f} dB on the Uformer reference model",
+    ]
+    (_, swinir), (_, uformer_256), (_, uformer), (_, _), (_, dehaze) = routes
+    claims += [
+        f"SwinIR-M x2 at 256² {swinir['openvino']['median_s']:.1f} s against spandrel's "
+        f"{swinir['spandrel']['median_s']:.1f} s ({swinir['openvino']['speedup']['f:spandrel']:.2f}×) and our eager "
+        f"{swinir['exact']['median_s']:.1f} s",
+        f"Uformer-B at 512² {uformer['openvino']['median_s']:.2f} s against {uformer['spandrel']['median_s']:.1f} s "
+        f"({uformer['openvino']['speedup']['f:spandrel']:.2f}×)",
+        f"DehazeFormer-B at 512² {dehaze['openvino']['median_s']:.2f} s against our eager "
+        f"{dehaze['exact']['median_s']:.2f} s ({dehaze['openvino']['speedup']['a:exact']:.2f}×)",
+        f"(ours {swinir['openvino']['speedup']['o:openvino-official']:.2f}× on SwinIR-M, "
+        f"{_span([a['openvino']['speedup']['o:openvino-official'] for a in (uformer_256, uformer)])}× on Uformer-B)",
+    ]
+    gpu = {c["variant"]: r["arms"] for c in json.loads((REPO / GPU).read_text())["cases"] for r in c["results"]
+           if "arms" in r}
+    sw, uf = gpu["swinir-x2"], gpu["uformer-b-sidd"]
+
+    def t(arms, name):
+        return arms[name]["median_s"]
+    paper_gpu = {v: [t(a, f"exact-w{w}-paper-{p}") / t(a, f"nystra-w{w}-paper-{p}") for p in ("fp32", "bf16")]
+                 for v, a, w in (("swinir-x2", sw, 32), ("uformer-b-sidd", uf, 64),
+                                 ("dehazeformer-b-indoor", gpu["dehazeformer-b-indoor"], 32))}
+    claims += [
+        f"our exact path is {t(sw, 'spandrel-fp32') / t(sw, 'exact-fp32'):.2f}× spandrel on SwinIR-M x2 in float32 "
+        f"({t(sw, 'exact-fp32') * 1e3:.0f} vs {t(sw, 'spandrel-fp32') * 1e3:.0f} ms) and "
+        f"{t(sw, 'spandrel-fp32') / t(sw, 'exact-fp16'):.2f}× in float16",
+        f"on Uformer-B {t(uf, 'spandrel-fp32') / t(uf, 'exact-fp32'):.2f}× ({t(uf, 'exact-fp32') * 1e3:.1f} vs "
+        f"{t(uf, 'spandrel-fp32') * 1e3:.1f} ms)",
+        f"gives {_span(paper_gpu['swinir-x2'])}× on SwinIR-M but "
+        f"{_span(paper_gpu['uformer-b-sidd'] + paper_gpu['dehazeformer-b-indoor'])}× on Uformer-B and DehazeFormer-B",
+    ]
+    section = _measured_section()
+    missing = [claim for claim in claims if claim not in section]
+    assert not missing, missing
