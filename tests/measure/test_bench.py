@@ -11,7 +11,7 @@ from helpers import make_reference
 
 import nystra_hub
 from nystra_hub.cli import bench as bench_cli
-from nystra_hub.io.cards import build_model_card
+from nystra_hub.io.cards import build_model_card, fmt_time, render_run_page
 from nystra_hub.measure import bench
 from nystra_hub.measure.arms import (
     Arm,
@@ -141,11 +141,14 @@ def test_bench_json_all_default_arms(tmp_path):
     assert out.with_suffix(".png").stat().st_size > 10_000
     # the model card renders the same JSON: one table per size, named baselines, no invented GPU numbers
     card = build_model_card("swinir-s-x2", {"bench": [report]}).text
-    exact_ms = report["results"][0]["arms"]["exact"]["median_s"] * 1e3
-    assert f"| (a) exact | {exact_ms:.0f} | 1.00× |" in card
-    assert "speedup vs (f) spandrel" in card and "speedup vs (c) exact-w32-paper" in card
-    assert "GPU: not measured on GPU" in card and "Split of (d) nystra vs (f) spandrel" in card
-    assert "not measured: ValueError" in card  # the 24 px window-32 arms
+    exact = report["results"][0]["arms"]["exact"]["median_s"]
+    assert "| our exact, eager | default |" in card and f"| {fmt_time(exact)} |" in card
+    assert "GPU: not measured on GPU" in card
+    # the run's own page: one table per size, named baselines, a failed arm is one line
+    page = render_run_page(report, "bench.json")
+    assert f"| (a) exact | {exact * 1e3:.0f} | 1.00× |" in page
+    assert "speedup vs (f) spandrel" in page and "speedup vs (c) exact-w32-paper" in page
+    assert "Split of (d) nystra vs (f) spandrel" in page and "not measured on this device" in page
     # redraw from JSON only
     plot = tmp_path / "again.png"
     assert bench_cli.run(parse("--plot-only", str(out), "--plot", str(plot))) == 0
