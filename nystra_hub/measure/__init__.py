@@ -4,7 +4,9 @@
 
 Imports run one way, down this list (and into the layers below: inference, io, models, attention):
 
-- the commands ``bench``, ``fidelity``, ``calibration`` (each ``add_arguments``/``run``);
+- the measurements ``bench`` (CPU speed, :func:`bench.run_bench`), ``gpu`` (the GPU run of ``benchmarks/gpu.sh``),
+  ``fidelity`` (quality), ``calibration`` (per-layer plans); their commands live in :mod:`nystra_hub.cli`;
+- ``timing``: one timed call and the rotated order of arms, shared by ``bench`` and ``gpu``;
 - ``arms``: the model under test and the attention arms it is run with;
 - ``references``: reading reference-model folders;
 - ``data``: test images, degradations, tasks;
