@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import GOLDEN, MANIFESTS, SHARED_MISSING
+from conftest import GOLDEN, SHARED_MISSING, read_manifest
 from safetensors.torch import load_file
 
 import nystra_hub
@@ -85,16 +85,6 @@ def test_window_round_trip_restores_parity():
 
 
 # -- keys, shapes and sizes of the full variants -----------------------------------------------------------
-def read_manifest(name: str) -> dict[str, tuple[str, str, str]]:
-    rows = {}
-    for line in (MANIFESTS / f"{name}.tsv").read_text().splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        key, shape, dtype, kind = line.split("\t")
-        rows[key] = (shape, dtype, kind)
-    return rows
-
-
 @pytest.mark.parametrize("size", ["t", "b", "m"])
 def test_variant_matches_manifest(size):
     expected = read_manifest(f"dehazeformer_{size}")
