@@ -129,7 +129,8 @@ def test_the_graph_reader_sees_relative_imports_at_any_depth():
     imports = package_imports()
     edges = {(i.importer, i.imported) for i in imports}
     assert ("nystra_hub.measure.bench", "nystra_hub.measure.arms") in edges  # from nystra_hub.measure.arms import
-    assert ("nystra_hub.io.hub", "nystra_hub.io.cards") in edges
+    assert ("nystra_hub.io.hub", "nystra_hub.io.cards") in edges  # the card renderer sits beside hub in io/
+    assert ("nystra_hub.io.cards.variant", "nystra_hub.io.cards.format") in edges
     assert ("nystra_hub.measure.environment", "nystra_hub._version") in edges
     assert ("nystra_hub", "nystra_hub.models") in edges  # the package's own __init__
     # a cycle through a function-level import is a cycle
@@ -196,6 +197,26 @@ def test_measurement_modules_import_downwards_only():
     assert sideways_or_up == []
     init = ast.parse(MODULES[f"{PACKAGE}.measure"].read_text())
     assert not any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in ast.walk(init))  # a docstring only
+
+
+# nystra_hub/io/cards/, top layer first: the renderers, the variant card's measured sections, what all share.
+CARDS_LAYERS = [
+    ("variant", "runs", "reference"),
+    ("measurements",),
+    ("format",),
+]
+
+
+def test_card_modules_import_downwards_only():
+    """The renderers (variant card, run pages, reference card) build on ``format``, the variant card also on
+    ``measurements``; no card module imports the package ``__init__`` that re-exports them."""
+    layer_of = {f"{PACKAGE}.io.cards.{m}": depth for depth, layer in enumerate(CARDS_LAYERS) for m in layer}
+    assert {m for m in MODULES if m.startswith(f"{PACKAGE}.io.cards.")} == set(layer_of)  # every module placed
+    sideways_or_up = [f"{i.importer} imports {i.imported}" for i in package_imports()
+                      if i.importer in layer_of and i.imported in layer_of
+                      and layer_of[i.imported] <= layer_of[i.importer]]
+    assert sideways_or_up == []
+    assert not [i for i in package_imports() if i.importer in layer_of and i.imported == f"{PACKAGE}.io.cards"]
 
 
 def test_no_deprecation_shims_remain():
