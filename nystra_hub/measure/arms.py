@@ -2,9 +2,10 @@
 
 An :class:`Arm` is one way of running the same trained weights: an attention implementation, a window, PnP-Nystra
 parameters, the paper's bias/mask/modulator choices, a per-layer plan, another library (spandrel), or another
-runtime (torch.compile, ONNX Runtime, OpenVINO: :func:`runtime_arms`). The arm table (letters (a)-(f), the
-paper's recipe per architecture) is documented in :mod:`nystra_hub.measure.bench`; bench times the arms, fidelity
-scores them, the GPU script runs them in half precision.
+runtime (torch.compile, ONNX Runtime, OpenVINO: :func:`runtime_arms`; CUDA graphs), compiled per block, or in
+tiles. The arm table (letters (a)-(f), the paper's recipe per architecture) is documented in
+:mod:`nystra_hub.measure.bench`, the GPU run's arms in :func:`nystra_hub.measure.gpu.arms_for`; bench and the GPU
+run time the arms (:func:`~nystra_hub.measure.timing.run_rounds`), fidelity scores them.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import torch
 from torch import Tensor, nn
 
 from nystra_hub.attention.baselines import register_baselines, set_performer_features
-from nystra_hub.inference.backends import make_runner
+from nystra_hub.inference.backends import Runner, make_runner
+from nystra_hub.inference.export import as_restoration_model
 from nystra_hub.inference.precision import run_guarded
+from nystra_hub.inference.restore import restore_tensor
 from nystra_hub.io.loading import load
 from nystra_hub.io.plan import apply_plan
 from nystra_hub.io.variants import build_variant, get_variant
@@ -114,8 +117,19 @@ class Arm:
     performer_features: int | None = None
     plan: dict | None = None  # a per-layer plan (nystra_hub.calibrate), applied last
     dtype: str | None = None  # compute precision (see PRECISION_NOTE); None: the run's (bench --dtype, or float32)
-    runtime: str = "torch"  # "torch" (eager) or an inference.backends runner (runtime_arms)
+    # "torch" (eager) or an inference.backends runner: compile, onnxruntime, openvino (runtime_arms), cudagraphs
+    runtime: str = "torch"
     runtime_precision: str = "float32"  # the runner's own precision (openvino: "bfloat16" runs its bf16 kernels)
+    compile_blocks: bool = False  # torch.compile per transformer block (RestorationModel.compile_blocks)
+    redo: str = "auto"  # nystra's redo of untrustworthy windows (RestorationModel.redo; "auto": the model's default)
+    tiled: bool = False  # through restore_tensor in tiles (the run names the tile side: forward_fn's tile)
+    tile_batch: int | None = None  # tiles per forward (None: as many as half the free GPU memory holds)
+
+    @property
+    def precision(self) -> str:
+        """How :func:`forward_fn` runs half precision: ours under autocast with the non-finite guard, spandrel's
+        model and input cast (:data:`PRECISION_NOTE`)."""
+        return "cast" if self.backend == "spandrel" else "autocast"
 
     def config(self) -> dict:
         return dataclasses.asdict(self)
@@ -278,11 +292,17 @@ def _drop_modulators(model: nn.Module) -> None:
             module.modulator = None
 
 
-def make_arm_model(base: nn.Module, arm: Arm) -> nn.Module:
-    """A model running ``arm``: a deep copy of ``base`` switched (window, attention) or a spandrel model; for an
-    arm with a ``runtime``, that model's runner (:func:`~nystra_hub.inference.backends.make_runner`, default export
-    cache)."""
+def make_arm_model(base: nn.Module, arm: Arm, device: torch.device | str | None = None) -> nn.Module:
+    """A model running ``arm``: a deep copy of ``base`` switched (window, attention, redo) or a spandrel model, on
+    ``device`` (None: where ``base`` is), its blocks compiled for ``compile_blocks``; for an arm with a
+    ``runtime``, that model's runner (:func:`~nystra_hub.inference.backends.make_runner`, default export cache)."""
     model = spandrel_model(base) if arm.backend == "spandrel" else _switched_copy(base, arm)
+    if device is not None:
+        model = model.to(device)  # before the runner: a CUDA graph captures the model where it is
+    if arm.compile_blocks:
+        # dynamic=None: the first shape compiles static, a block of another shape (another stage) triggers one
+        # shape-generic compile instead of one compile per stage (Uformer has 9 stages).
+        model.compile_blocks(dynamic=None)
     return model if arm.runtime == "torch" else make_runner(model, arm.runtime, precision=arm.runtime_precision)
 
 
@@ -298,6 +318,7 @@ def _switched_copy(base: nn.Module, arm: Arm) -> nn.Module:
         set_performer_features(model, arm.performer_features)
     if arm.plan:
         apply_plan(model, arm.plan)
+    model.redo = arm.redo
     return model.eval()
 
 
@@ -320,13 +341,17 @@ PRECISION_NOTE = ("ours: float32 weights, half precision under autocast (residua
                   "precision)")
 
 
-def forward_fn(model: nn.Module, source: ModelSource, protocol: str,
-               dtype: torch.dtype = torch.float32) -> Callable[[Tensor], Tensor]:
-    """How an arm is called on the (float32) benchmark input, returning float32.
+def forward_fn(model: nn.Module, source: ModelSource | None, protocol: str, dtype: torch.dtype = torch.float32, *,
+               tile: int | None = None, tile_batch: int | None = None) -> Callable[[Tensor], Tensor]:
+    """How an arm (``model``: :func:`make_arm_model`'s) is called on the (float32) benchmark input, returning float32.
 
     "forward": the raw model on the (already ranged) input; "official": the official test protocol on a [0, 1]
-    image (spandrel models get our padding and crop around their forward). ``dtype``: see :data:`PRECISION_NOTE`;
-    a spandrel model is cast in place."""
+    image (spandrel models get our padding and crop around their forward, from ``source``). ``dtype``: see
+    :data:`PRECISION_NOTE`; a spandrel model is cast in place. ``tile``: the raw forward's input restored through
+    :func:`~nystra_hub.inference.restore.restore_tensor` in tiles of that side, ``tile_batch`` per forward."""
+    ours = as_restoration_model(model)
+    if tile is not None:
+        return _tiled(model, ours, dtype, tile, tile_batch)
     if protocol == "forward":
         call = model
     elif isinstance(model, RestorationModel):
@@ -335,10 +360,18 @@ def forward_fn(model: nn.Module, source: ModelSource, protocol: str,
         call = functools.partial(source.protocol_model.official_inference, forward=model)
     if dtype == torch.float32:
         return call
-    if isinstance(model, RestorationModel):
+    if ours is not None:  # our model or a runner of it
         return functools.partial(run_guarded, call, dtype=dtype, what="bench arm")
     model.to(dtype)
     return lambda x: call(x.to(dtype)).float()
+
+
+def _tiled(model: nn.Module, ours: RestorationModel, dtype: torch.dtype, tile: int,
+           tile_batch: int | None) -> Callable[[Tensor], Tensor]:
+    """The raw forward's input (model range) restored in tiles, through ``model``'s runner when it is one."""
+    backend = model if isinstance(model, Runner) else "torch"
+    return lambda x: ours.to_model_range(restore_tensor(
+        ours, ours.from_model_range(x), tile=tile, dtype=dtype, backend=backend, tile_batch=tile_batch))
 
 
 def make_input(source: ModelSource, size: int, batch: int, protocol: str, device, dtype, seed: int) -> Tensor:

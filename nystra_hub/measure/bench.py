@@ -29,14 +29,14 @@ graphs (no
 
 Method: all arms of a size live in one process and are run interleaved round-robin (``--warmup`` rounds, then
 ``--runs`` timed rounds; the arm order rotates every round), so machine drift hits every arm alike; CUDA is
-synchronised around each call. Medians, per-run times and per-round paired ratios are recorded. Ratios are
-reported against (a), (f) and (c). Memory and FLOPs are measured first, so an arm whose forward cannot fit in
-memory is recorded as an error and left out of the timing instead of ending the run. Peak memory: CUDA
-``max_memory_allocated`` over one forward; CPU: the peak resident set size (VmHWM, reset through
-/proc/self/clear_refs) of one first forward in a fresh subprocess per arm, which builds the same model and input
-(``peak_rss_bytes``, and ``peak_increase_bytes`` above the RSS just before the forward). FLOPs:
-``torch.utils.flop_counter.FlopCounterMode`` over one forward (matmuls, convolutions and fused attention;
-elementwise ops, softmax and copies are not counted).
+synchronised around each call; the rounds are :func:`.timing.run_rounds`, the loop of the GPU run too. Medians,
+per-run times and per-round paired ratios are recorded. Ratios are reported against (a), (f) and (c). Memory and
+FLOPs are measured first, so an arm whose forward cannot fit in memory is recorded as an error and left out of the
+timing instead of ending the run. Peak memory: CUDA ``max_memory_allocated`` over one forward; CPU: the peak
+resident set size (VmHWM, reset through /proc/self/clear_refs) of one first forward in a fresh subprocess per arm,
+which builds the same model and input (``peak_rss_bytes``, and ``peak_increase_bytes`` above the RSS just before the
+forward). FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` over one forward (matmuls, convolutions and fused
+attention; elementwise ops, softmax and copies are not counted).
 
 JSON (``schema: "nystra_hub.bench/1"``; times in seconds, memory in bytes)::
 
@@ -51,7 +51,8 @@ JSON (``schema: "nystra_hub.bench/1"``; times in seconds, memory in bytes)::
                 flops},
      arms: {<name>: {name, letter: "a".."f" | "", description, attn_impl, window (null: trained), nystra
                      (overrides or null), window_method, drop_modulator, backend: "nystra_hub"|"spandrel",
-                     performer_features, plan, dtype, runtime: "torch"|"compile"|"onnxruntime"|"openvino"}},
+                     performer_features, plan, dtype, runtime: "torch"|"compile"|"onnxruntime"|"openvino",
+                     runtime_precision, compile_blocks, redo, tiled, tile_batch}},  # .arms.Arm
      references: {"a": <name>, "f": <name>, "c": <name>, ["o": "openvino-official"]},  # ratios are against these
      roofline: {gflops_per_s: {"MxK@KxN": rate}, best_gflops_per_s, method},  # torch.mm on this device
      results: [{size, input_shape,
@@ -102,7 +103,16 @@ from nystra_hub.measure.arms import (
     standard_arms,
 )
 from nystra_hub.measure.environment import environment, load_average
-from nystra_hub.measure.timing import rotated, synchronize, timed_call
+from nystra_hub.measure.timing import (
+    ArmRecord,
+    compare_outputs,
+    error_text,
+    peak_call,
+    run_rounds,
+    summarise,
+    synchronize,
+    try_call,
+)
 
 SCHEMA_BENCH = "nystra_hub.bench/1"
 # The command's default is a short run (one small size, a few minutes on a CPU for SwinIR-M); the measurements in
@@ -222,15 +232,7 @@ def measure_cpu_memory(source: ModelSource, arm: Arm, size: int, settings: Bench
 
 
 def measure_cuda_memory(fn: Callable, x: Tensor, device: torch.device, flops: bool) -> dict:
-    gc.collect()
-    torch.cuda.empty_cache()
-    synchronize(device)
-    before = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    with torch.inference_mode():
-        out = fn(x)
-    synchronize(device)
-    peak = torch.cuda.max_memory_allocated(device)
+    out, _, peak, before = peak_call(fn, x, device)
     del out
     result = {"peak_bytes": peak, "allocated_before_bytes": before, "peak_increase_bytes": peak - before,
               "memory_method": CUDA_MEMORY_METHOD}
@@ -240,16 +242,6 @@ def measure_cuda_memory(fn: Callable, x: Tensor, device: torch.device, flops: bo
 
 
 # -- statistics --------------------------------------------------------------------------------------------------
-def summarise(times: list[float]) -> dict:
-    if not times:
-        return {}
-    ordered = sorted(times)
-    q = statistics.quantiles(ordered, n=4) if len(ordered) >= 2 else [ordered[0]] * 3
-    return {"median_s": statistics.median(ordered), "mean_s": statistics.fmean(ordered), "min_s": ordered[0],
-            "max_s": ordered[-1], "iqr_s": q[2] - q[0],
-            "stdev_s": statistics.stdev(ordered) if len(ordered) > 1 else 0.0}
-
-
 def gemm_roofline(device: torch.device, dtype: torch.dtype, runs: int = 5) -> dict:
     """The matmul rate this device reaches (GFLOP/s, median of ``runs`` timed calls after one warm-up) on
     :data:`ROOFLINE_SHAPES`: the ceiling the arms' achieved GFLOP/s (``flops / median_s``) are compared with."""
@@ -413,9 +405,9 @@ def _build_arm_models(base: nn.Module, arms: list[Arm], device, log) -> tuple[di
     build_errors: dict[str, str] = {}
     for arm in arms:
         try:
-            models[arm.name] = make_arm_model(base, arm).to(device=device)  # float32: see PRECISION_NOTE
+            models[arm.name] = make_arm_model(base, arm, device)  # float32: see PRECISION_NOTE
         except Exception as err:  # noqa: BLE001 - an arm that cannot be built is reported, not fatal
-            build_errors[arm.name] = f"{type(err).__name__}: {err}"
+            build_errors[arm.name] = error_text(err)
             log(f"  {arm.name}: cannot build ({build_errors[arm.name]})")
     return models, build_errors
 
@@ -454,144 +446,105 @@ def _report_header(session: BenchSession, base: nn.Module, recipe: dict) -> dict
 
 
 def _measure_size(session: BenchSession, size: int) -> dict:
-    """One entry of ``results``: memory and FLOPs per arm, then the interleaved timing rounds, then the ratios."""
+    """One entry of ``results``: memory and FLOPs per arm, then the interleaved rounds
+    (:func:`.timing.run_rounds`), then the differences to arm (a), the statistics and the ratios."""
     settings = session.settings
     session.log(f"size {size}: {len(session.models)} arms, {settings.warmup} warm-up + {settings.runs} timed rounds")
     x = make_input(session.source, size, settings.batch, settings.protocol, session.device, torch.float32,
                    settings.seed)
-    entries: dict[str, dict] = {}
-    fns: dict[str, Callable] = {}
-    for arm in session.arms:
-        entries[arm.name] = {"times_s": [], "warmup_times_s": [], "error": session.build_errors.get(arm.name)}
-        if arm.name in session.models:
-            dtype = getattr(torch, arm.dtype) if arm.dtype else session.dtype
-            fns[arm.name] = forward_fn(session.models[arm.name], session.source, settings.protocol, dtype)
-    _prepare_runtime_arms(session, entries, fns, x)
-    # Memory and FLOPs first: an arm whose forward cannot fit is found in a subprocess (CPU) or caught (CUDA)
-    # and left out of the timing instead of taking the whole run down.
-    if session.memory_on or session.flops_on:
-        for arm in session.arms:
-            if arm.name in fns and not entries[arm.name]["error"]:
-                _measure_memory_and_flops(session, arm, fns[arm.name], x, size, entries[arm.name])
-    if session.device.type == "cpu" and session.memory_on:
-        _skip_arms_that_cannot_fit(entries, session.log)
-    reference_out = _timed_rounds(session, entries, fns, x)
+    fns = {arm.name: forward_fn(session.models[arm.name], session.source, settings.protocol,
+                                getattr(torch, arm.dtype) if arm.dtype else session.dtype)
+           for arm in session.arms if arm.name in session.models}
+    records = {arm.name: ArmRecord(error=session.build_errors.get(arm.name)) for arm in session.arms}
+    measured: dict[str, dict] = {arm.name: {} for arm in session.arms}  # prepare_s, memory, FLOPs
+    _prepare_runtime_arms(session, records, measured, fns, x)
+    _measure_before_timing(session, records, measured, fns, x, size)
+    run_rounds(fns, x, session.device, warmup=settings.warmup, runs=settings.runs, records=records,
+               log=session.log)
     low, high = session.source.protocol_model.spec.value_range if settings.protocol == "forward" else (0.0, 1.0)
-    _summarise_arms(entries, reference_out, session.log, high - low)
+    diffs = compare_outputs(records, session.references.get("a"), high - low)
+    entries = {name: _entry(name, record, measured[name], diffs.get(name), session.log)
+               for name, record in records.items()}
     ratios(entries, session.references)
     borrow_flops(entries, session.arms)
     achieved_rates(entries, session.roofline)
     return {"size": size, "input_shape": list(x.shape), "arms": entries}
 
 
-def _prepare_runtime_arms(session: BenchSession, entries: dict[str, dict], fns: dict[str, Callable],
-                          x: Tensor) -> None:
+def _prepare_runtime_arms(session: BenchSession, records: dict[str, ArmRecord], measured: dict[str, dict],
+                          fns: dict[str, Callable], x: Tensor) -> None:
     """One untimed call of each runtime arm (compile, export and load its graph for this input), its time
     recorded as ``prepare_s``: the rounds then time the graph, not its making."""
     for arm in session.arms:
-        entry = entries[arm.name]
-        if arm.runtime != "torch" and arm.name in fns and not entry["error"]:
-            timed = _time_one_call(session, arm.name, fns[arm.name], x, entry)
+        if arm.runtime != "torch" and arm.name in fns and not records[arm.name].error:
+            timed = try_call(records[arm.name], arm.name, fns[arm.name], x, session.device, session.log)
             if timed is not None:
-                entry["prepare_s"] = timed[0]
-                session.log(f"  {arm.name}: prepared in {timed[0]:.1f}s ({arm.runtime})")
+                measured[arm.name]["prepare_s"] = timed[1]
+                session.log(f"  {arm.name}: prepared in {timed[1]:.1f}s ({arm.runtime})")
 
 
-def _measure_memory_and_flops(session: BenchSession, arm: Arm, fn: Callable, x: Tensor, size: int, entry: dict) -> None:
-    """Peak memory (CUDA: in process; CPU: a subprocess) and FLOPs of one forward of ``arm``, into ``entry``."""
+def _measure_before_timing(session: BenchSession, records: dict[str, ArmRecord], measured: dict[str, dict],
+                           fns: dict[str, Callable], x: Tensor, size: int) -> None:
+    """Memory and FLOPs first: an arm whose forward cannot fit is found in a subprocess (CPU) or caught (CUDA)
+    and left out of the timing instead of taking the whole run down."""
+    if session.memory_on or session.flops_on:
+        for arm in session.arms:
+            if arm.name in fns and not records[arm.name].error:
+                _measure_memory_and_flops(session, arm, fns[arm.name], x, size, measured[arm.name], records[arm.name])
+    if session.device.type == "cpu" and session.memory_on:
+        _skip_arms_that_cannot_fit(records, measured, session.log)
+
+
+def _measure_memory_and_flops(session: BenchSession, arm: Arm, fn: Callable, x: Tensor, size: int, entry: dict,
+                              record: ArmRecord) -> None:
+    """Peak memory (CUDA: in process; CPU: a subprocess) and FLOPs of one forward of ``arm``, into ``entry``; an
+    arm that cannot run gets its error in ``record``."""
     device = session.device
     flops = session.flops_on and arm.runtime == "torch"  # the counter sees no op inside a compiled/exported graph
     if device.type == "cuda" and session.memory_on:
         try:
             entry.update(measure_cuda_memory(fn, x, device, flops))
         except Exception as err:  # noqa: BLE001 - typically out of memory
-            entry["error"] = f"{type(err).__name__}: {err}"
+            record.error = error_text(err)
             torch.cuda.empty_cache()
     elif session.memory_on:
         entry.update(measure_cpu_memory(session.source, arm, size, session.settings, flops))
         if entry.get("memory_killed"):
-            entry["error"] = entry["memory_error"]
+            record.error = entry["memory_error"]
     elif flops:
         try:
             entry.update(count_flops(fn, x))
         except Exception as err:  # noqa: BLE001
-            entry["error"] = f"{type(err).__name__}: {err}"
+            record.error = error_text(err)
     session.log(f"  {arm.name}: peak {_fmt_bytes(entry.get('peak_rss_bytes', entry.get('peak_bytes')))}, "
-            f"{(entry.get('flops') or 0) / 1e9:.2f} GFLOP"
-            + (f"  [{entry['error'][:120]}]" if entry["error"] else ""))
+                f"{(entry.get('flops') or 0) / 1e9:.2f} GFLOP"
+                + (f"  [{record.error[:120]}]" if record.error else ""))
 
 
-def _skip_arms_that_cannot_fit(entries: dict[str, dict], log) -> None:
+def _skip_arms_that_cannot_fit(records: dict[str, ArmRecord], measured: dict[str, dict], log) -> None:
     """Mark as skipped the arms whose measured forward needs more than 90 % of the memory available now."""
     available = _mem_available()
-    for name, entry in entries.items():
-        need = entry.get("peak_increase_bytes")
-        if not entry["error"] and need and available and need > 0.9 * available:
-            entry["error"] = (f"skipped: its forward needs {_fmt_bytes(need)} more than the "
-                              f"{_fmt_bytes(available)} available")
-            log(f"  {name}: {entry['error']}")
+    for name, record in records.items():
+        need = measured[name].get("peak_increase_bytes")
+        if not record.error and need and available and need > 0.9 * available:
+            record.error = (f"skipped: its forward needs {_fmt_bytes(need)} more than the "
+                            f"{_fmt_bytes(available)} available")
+            log(f"  {name}: {record.error}")
 
 
-def _timed_rounds(session: BenchSession, entries: dict[str, dict], fns: dict[str, Callable],
-                  x: Tensor) -> Tensor | None:
-    """Warm-up then timed rounds, every arm once per round, the order rotated by one each round. Records times,
-    the output shape and (in ``_out``) the first output of each arm; returns the reference arm (a)'s output."""
-    settings = session.settings
-    reference_out = None
-    names = [a.name for a in session.arms if a.name in fns]
-    total_rounds = settings.warmup + settings.runs
-    round_start = time.perf_counter()
-    for rnd in range(total_rounds):
-        for name in rotated(names, rnd):
-            entry = entries[name]
-            if entry["error"]:
-                continue
-            timed = _time_one_call(session, name, fns[name], x, entry)
-            if timed is None:
-                continue
-            elapsed, out = timed
-            (entry["warmup_times_s"] if rnd < settings.warmup else entry["times_s"]).append(elapsed)
-            if "output_shape" not in entry:
-                entry["output_shape"] = list(out.shape)
-                if name == session.references.get("a"):
-                    reference_out = out.detach().float().cpu()
-                entry["_out"] = out.detach().float().cpu()
-            del out
-        if rnd == 0:
-            spent = time.perf_counter() - round_start
-            session.log(f"  round 1 took {spent:.1f}s; about {spent * (total_rounds - 1):.0f}s more for timing")
-    return reference_out
-
-
-def _time_one_call(session: BenchSession, name: str, fn: Callable, x: Tensor,
-                   entry: dict) -> tuple[float, Tensor] | None:
-    """(seconds, output) of one synchronised call; None (and the error recorded in ``entry``) if it failed."""
-    device = session.device
-    try:
-        out, elapsed = timed_call(fn, x, device)
-    except Exception as err:  # noqa: BLE001 - e.g. out of memory at a large size
-        entry["error"] = f"{type(err).__name__}: {err}"
-        session.log(f"  {name}: failed ({entry['error'][:200]})")
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        return None
-    return elapsed, out
-
-
-def _summarise_arms(entries: dict[str, dict], reference_out: Tensor | None, log, value_span: float = 1.0) -> None:
-    """Per arm: the difference of its first output to arm (a)'s (max, mean, and PSNR over the output's value
-    range ``value_span``; null when identical), and the statistics of its times."""
-    for name, entry in entries.items():
-        out = entry.pop("_out", None)
-        if out is not None and reference_out is not None and out.shape == reference_out.shape:
-            diff = (out.double() - reference_out.double())
-            entry["max_abs_diff_vs_a"] = float(diff.abs().max())
-            entry["mean_abs_diff_vs_a"] = float(diff.abs().mean())
-            mse = float(diff.square().mean())
-            entry["psnr_vs_a_db"] = 10 * math.log10(value_span**2 / mse) if mse > 0 else None
-        entry.update(summarise(entry["times_s"]))
-        if entry["times_s"]:
-            log(f"  {name}: median {entry['median_s'] * 1e3:.1f} ms over {len(entry['times_s'])} runs")
+def _entry(name: str, record: ArmRecord, measured: dict, diff: dict | None, log) -> dict:
+    """One arm's entry of a result: its times, error and measurements, the difference of its first output to
+    arm (a)'s (max, mean, and PSNR over the output's value range; null when identical), its statistics."""
+    entry = {"times_s": record.times_s, "warmup_times_s": record.warmup_times_s, "error": record.error, **measured}
+    if record.output_shape is not None:
+        entry["output_shape"] = record.output_shape
+    if diff is not None:
+        entry.update(max_abs_diff_vs_a=diff["max_abs_diff"], mean_abs_diff_vs_a=diff["mean_abs_diff"],
+                     psnr_vs_a_db=None if diff["psnr_db"] == math.inf else diff["psnr_db"])
+    entry.update(summarise(record.times_s))
+    if record.times_s:
+        log(f"  {name}: median {entry['median_s'] * 1e3:.1f} ms over {len(record.times_s)} runs")
+    return entry
 
 
 def _fmt_bytes(value) -> str:

@@ -4,8 +4,9 @@
 One process, random (seeded) weights, synthetic inputs, no network, nothing from ``../shared``. For each model and
 size, every arm is built from the same weights and run interleaved: one untimed warm-up round (compilation happens
 there), one round measuring peak memory and output quality, then ``runs`` timed rounds with the arm order rotated
-each round (:mod:`.timing`, as bench does); medians are reported. Quality is PSNR against our float32 exact output
-on the same input (outputs mapped to [0, 1] and clamped), plus the number of non-finite output values.
+each round (:func:`.timing.run_rounds`, the loop bench runs too); medians are reported. Quality is PSNR against our
+float32 exact output on the same input (outputs mapped to [0, 1] and clamped), plus the number of non-finite output
+values.
 
 The arms (:func:`arms_for`) are the routes a GPU user can take: float32, bfloat16 and float16 autocast with the
 non-finite guard, spandrel cast to half precision (the official code path), fused SDPA, FlexAttention and
@@ -24,15 +25,15 @@ compiled FlexAttention at the same shapes (:func:`flex_kernels`), the host synch
 from __future__ import annotations
 
 import copy
+import dataclasses
 import gc
 import math
 import os
-import statistics
 import time
 import traceback
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -42,15 +43,22 @@ from torch.profiler import ProfilerActivity, profile
 
 from nystra_hub.attention.core import fused_attention
 from nystra_hub.attention.flex import flex_attention, flex_head_dim, window_score_mod
-from nystra_hub.inference.backends import make_runner
-from nystra_hub.inference.precision import PrecisionFallbackWarning, run_guarded
-from nystra_hub.inference.restore import restore_tensor
+from nystra_hub.inference.export import as_restoration_model
+from nystra_hub.inference.precision import run_guarded
 from nystra_hub.io.images import atomic_write_json
 from nystra_hub.io.variants import build_variant, get_variant
 from nystra_hub.measure import environment as measure_environment
-from nystra_hub.measure.arms import Arm, make_arm_model, paper_recipe
+from nystra_hub.measure.arms import Arm, forward_fn, make_arm_model, paper_recipe
 from nystra_hub.measure.metrics import psnr
-from nystra_hub.measure.timing import rotated, synchronize, timed_call
+from nystra_hub.measure.timing import (
+    ArmRecord,
+    call_with_fallbacks,
+    compare_outputs,
+    error_text,
+    run_rounds,
+    summarise,
+    synchronize,
+)
 from nystra_hub.models import ARCHITECTURES, build_model
 
 SCHEMA = "nystra_hub.gpu_bench/1"
@@ -86,113 +94,99 @@ class GpuBenchSettings:
         return 40000.0 if self.dry_run else 3000.0
 
 
-@dataclass(frozen=True)
-class GpuArm:
-    name: str
-    description: str
-    backend: str = "nystra_hub"  # or "spandrel"
-    attn_impl: str = "softmax"
-    dtype: str = "float32"
-    precision: str = "autocast"  # ours: float32 weights under autocast + non-finite guard; spandrel: "cast"
-    compile: bool = False
-    window: int | None = None
-    nystra: dict | None = None
-    drop_modulator: bool = False
-    runner: str = "torch"  # what runs the forward: eager "torch", or "cudagraphs" (nystra_hub.inference.backends)
-    tiled: bool = False  # through restore_tensor in tiles of the case's "tile" side
-    tile_batch: int | None = None  # tiles per forward (None: as many as half the free GPU memory holds)
-    redo: str = "auto"  # nystra's redo of untrustworthy windows (RestorationModel.redo): "auto" bounds it on CUDA
+def gpu_arm(name: str, description: str, **fields) -> Arm:
+    """An arm of the GPU run: no letter, float32 unless it names its dtype (the report records every arm's)."""
+    return Arm(name, "", description, **{"dtype": "float32", **fields})
+
+
+def arm_config(arm: Arm) -> dict:
+    """An arm as the GPU report writes it: the keys of ``gpu_bench/1`` (``runner``: its runtime, ``compile``:
+    compiled per block, ``precision``: autocast or cast) and the other fields of :class:`.arms.Arm`."""
+    config = arm.config()
+    config["runner"], config["compile"] = config.pop("runtime"), config.pop("compile_blocks")
+    return {**config, "precision": arm.precision}
 
 
 CUDA_ONLY_RUNNERS = ("cudagraphs",)
 
 
-def arms_for(arch: str, recipe: dict, tile: int | None = None) -> list[GpuArm]:
+def arms_for(arch: str, recipe: dict, tile: int | None = None) -> list[Arm]:
+    """The GPU run's arms for ``arch`` (W: the recipe's enlarged window); ``tile``: the side of the tiled arms
+    (None: none)."""
     w = recipe["window"]
     paper = {k: recipe[k] for k in ("landmarks", "iters", "tau")} | {"bias": "drop", "mask": "drop"}
     modulators = ARCHITECTURES[arch].spec.modulators  # the paper's recipe drops them too (Uformer's decoder)
     arms = []
     if ARCHITECTURES[arch].spec.spandrel:
         arms += [
-            GpuArm("spandrel-fp32", "spandrel (official code path), float32", "spandrel", precision="cast"),
-            GpuArm("spandrel-bf16", "spandrel, model and input cast to bfloat16 (chaiNNer's half mode)",
-                   "spandrel", dtype="bfloat16", precision="cast"),
-            GpuArm("spandrel-fp16", "spandrel, model and input cast to float16 (what gives black images)",
-                   "spandrel", dtype="float16", precision="cast"),
+            gpu_arm("spandrel-fp32", "spandrel (official code path), float32", backend="spandrel"),
+            gpu_arm("spandrel-bf16", "spandrel, model and input cast to bfloat16 (chaiNNer's half mode)",
+                    backend="spandrel", dtype="bfloat16"),
+            gpu_arm("spandrel-fp16", "spandrel, model and input cast to float16 (what gives black images)",
+                    backend="spandrel", dtype="float16"),
         ]
     arms += [
-        GpuArm("exact-fp32", "ours, exact softmax attention, float32 (the model as trained)"),
-        GpuArm("sdpa-fp32", "ours, exact fused SDPA (bias as additive mask), float32", attn_impl="sdpa"),
-        GpuArm("exact-bf16", "ours, exact softmax, bf16 autocast (fp32 residual stream, norms, softmax)",
-               dtype="bfloat16"),
-        GpuArm("sdpa-bf16", "ours, exact fused SDPA, bf16 autocast", attn_impl="sdpa", dtype="bfloat16"),
-        GpuArm("exact-fp16", "ours, exact softmax, fp16 autocast + per-call non-finite check (fp32 redo)",
-               dtype="float16"),
-        GpuArm("sdpa-fp16", "ours, exact fused SDPA, fp16 autocast + non-finite check", attn_impl="sdpa",
-               dtype="float16"),
-        GpuArm("compile-bf16", "ours, SDPA, torch.compile per transformer block, bf16 autocast", attn_impl="sdpa",
-               dtype="bfloat16", compile=True),
-        GpuArm("flex-compile-bf16", "ours, FlexAttention (bias and shift mask in score_mod, head dim padded to a "
-               "power of two >= 16), torch.compile per transformer block, bf16 autocast", attn_impl="flex",
-               dtype="bfloat16", compile=True),
-        GpuArm("nystra-bf16", "ours, PnP-Nystra at the trained window (bias pooled, cut windows exact; kernel and "
-               "pseudo-inverse fp32), bf16 autocast elsewhere; a bounded redo of untrustworthy windows, checked "
-               "once per forward", attn_impl="nystra", dtype="bfloat16"),
-        GpuArm("nystra-exact-count-bf16", "ours, PnP-Nystra as nystra-bf16, each layer redoing exactly its "
-               "untrustworthy windows: a host synchronisation per layer", attn_impl="nystra", dtype="bfloat16",
-               redo="exact-count"),
-        GpuArm("nystra-compile-bf16", "ours, PnP-Nystra as nystra-bf16 (bounded redo), torch.compile per "
-               "transformer block", attn_impl="nystra", dtype="bfloat16", compile=True),
-        GpuArm("graph-exact-fp32", "ours, exact softmax, float32, captured once as a CUDA graph and replayed",
-               runner="cudagraphs"),
-        GpuArm("graph-exact-bf16", "ours, exact softmax, bf16 autocast, CUDA graph", dtype="bfloat16",
-               runner="cudagraphs"),
-        GpuArm("graph-sdpa-bf16", "ours, exact fused SDPA, bf16 autocast, CUDA graph", attn_impl="sdpa",
-               dtype="bfloat16", runner="cudagraphs"),
+        gpu_arm("exact-fp32", "ours, exact softmax attention, float32 (the model as trained)"),
+        gpu_arm("sdpa-fp32", "ours, exact fused SDPA (bias as additive mask), float32", attn_impl="sdpa"),
+        gpu_arm("exact-bf16", "ours, exact softmax, bf16 autocast (fp32 residual stream, norms, softmax)",
+                dtype="bfloat16"),
+        gpu_arm("sdpa-bf16", "ours, exact fused SDPA, bf16 autocast", attn_impl="sdpa", dtype="bfloat16"),
+        gpu_arm("exact-fp16", "ours, exact softmax, fp16 autocast + per-call non-finite check (fp32 redo)",
+                dtype="float16"),
+        gpu_arm("sdpa-fp16", "ours, exact fused SDPA, fp16 autocast + non-finite check", attn_impl="sdpa",
+                dtype="float16"),
+        gpu_arm("compile-bf16", "ours, SDPA, torch.compile per transformer block, bf16 autocast", attn_impl="sdpa",
+                dtype="bfloat16", compile_blocks=True),
+        gpu_arm("flex-compile-bf16", "ours, FlexAttention (bias and shift mask in score_mod, head dim padded to a "
+                "power of two >= 16), torch.compile per transformer block, bf16 autocast", attn_impl="flex",
+                dtype="bfloat16", compile_blocks=True),
+        gpu_arm("nystra-bf16", "ours, PnP-Nystra at the trained window (bias pooled, cut windows exact; kernel and "
+                "pseudo-inverse fp32), bf16 autocast elsewhere; a bounded redo of untrustworthy windows, checked "
+                "once per forward", attn_impl="nystra", dtype="bfloat16"),
+        gpu_arm("nystra-exact-count-bf16", "ours, PnP-Nystra as nystra-bf16, each layer redoing exactly its "
+                "untrustworthy windows: a host synchronisation per layer", attn_impl="nystra", dtype="bfloat16",
+                redo="exact-count"),
+        gpu_arm("nystra-compile-bf16", "ours, PnP-Nystra as nystra-bf16 (bounded redo), torch.compile per "
+                "transformer block", attn_impl="nystra", dtype="bfloat16", compile_blocks=True),
+        gpu_arm("graph-exact-fp32", "ours, exact softmax, float32, captured once as a CUDA graph and replayed",
+                runtime="cudagraphs"),
+        gpu_arm("graph-exact-bf16", "ours, exact softmax, bf16 autocast, CUDA graph", dtype="bfloat16",
+                runtime="cudagraphs"),
+        gpu_arm("graph-sdpa-bf16", "ours, exact fused SDPA, bf16 autocast, CUDA graph", attn_impl="sdpa",
+                dtype="bfloat16", runtime="cudagraphs"),
     ]
     if tile:
         arms += [
-            GpuArm(f"tiles{tile}-exact-bf16", f"ours, restore in {tile}-px tiles, one tile per forward, exact, bf16",
-                   dtype="bfloat16", tiled=True, tile_batch=1),
-            GpuArm(f"tiles{tile}x-exact-bf16", f"ours, restore in {tile}-px tiles, as many per forward as half the "
-                   "free memory holds, exact, bf16", dtype="bfloat16", tiled=True),
-            GpuArm(f"tiles{tile}x-graph-exact-bf16", f"ours, {tile}-px tiles batched, exact, bf16, CUDA graph of "
-                   "the tile batch", dtype="bfloat16", tiled=True, runner="cudagraphs"),
+            gpu_arm(f"tiles{tile}-exact-bf16", f"ours, restore in {tile}-px tiles, one tile per forward, exact, bf16",
+                    dtype="bfloat16", tiled=True, tile_batch=1),
+            gpu_arm(f"tiles{tile}x-exact-bf16", f"ours, restore in {tile}-px tiles, as many per forward as half the "
+                    "free memory holds, exact, bf16", dtype="bfloat16", tiled=True),
+            gpu_arm(f"tiles{tile}x-graph-exact-bf16", f"ours, {tile}-px tiles batched, exact, bf16, CUDA graph of "
+                    "the tile batch", dtype="bfloat16", tiled=True, runtime="cudagraphs"),
         ]
     for dtype, tag in (("float32", "fp32"), ("bfloat16", "bf16")):
         arms += [
-            GpuArm(f"exact-w{w}-paper-{tag}", f"exact softmax at window {w}, bias and masks"
-                   f"{' and modulators' if modulators else ''} dropped: the paper's 'Original' baseline, {dtype}",
-                   attn_impl="exact-paper", dtype=dtype, window=w, drop_modulator=modulators),
-            GpuArm(f"nystra-w{w}-paper-{tag}", f"PnP-Nystra at window {w} with the paper's recipe and choices, "
-                   f"{dtype}", attn_impl="nystra", dtype=dtype, window=w, nystra=paper, drop_modulator=modulators),
+            gpu_arm(f"exact-w{w}-paper-{tag}", f"exact softmax at window {w}, bias and masks"
+                    f"{' and modulators' if modulators else ''} dropped: the paper's 'Original' baseline, {dtype}",
+                    attn_impl="exact-paper", dtype=dtype, window=w, drop_modulator=modulators),
+            gpu_arm(f"nystra-w{w}-paper-{tag}", f"PnP-Nystra at window {w} with the paper's recipe and choices, "
+                    f"{dtype}", attn_impl="nystra", dtype=dtype, window=w, nystra=paper, drop_modulator=modulators),
         ]
     return arms
 
 
 # -- building and calling ---------------------------------------------------------------------------------------
-def build_arm(base: nn.Module, arm: GpuArm, device: torch.device, tile: int | None = None
+def build_arm(base: nn.Module, arm: Arm, device: torch.device, tile: int | None = None
               ) -> Callable[[Tensor], Tensor]:
-    """The arm's callable: float32 input in the model's range -> float32 output."""
-    spec = Arm(arm.name, "", arm.description, attn_impl=arm.attn_impl, window=arm.window, nystra=arm.nystra,
-               drop_modulator=arm.drop_modulator, backend="spandrel" if arm.backend == "spandrel" else "nystra_hub")
-    model = make_arm_model(base, spec).to(device)
-    dtype = getattr(torch, arm.dtype)
-    if arm.precision == "cast":
-        model = model.to(dtype)
-        return lambda x: model(x.to(dtype)).float()
-    model.validate_inputs = False  # the benchmark input is finite; the check is a device sync per call
-    # A dry run stands in for the GPU: on its CPU, "auto" runs what it runs on CUDA (the bounded redo).
-    model.redo = "bounded" if arm.redo == "auto" and device.type == "cpu" else arm.redo
-    if arm.compile:
-        # dynamic=None: the first shape compiles static, a block of another shape (another stage) triggers one
-        # shape-generic compile instead of one compile per stage (Uformer has 9 stages).
-        model.compile_blocks(dynamic=None)
-    runner = make_runner(model, arm.runner)
-    if arm.tiled:
-        return lambda x: model.to_model_range(restore_tensor(
-            model, model.from_model_range(x), tile=tile, dtype=dtype, backend=runner, tile_batch=arm.tile_batch))
-    return lambda x: run_guarded(runner, x, dtype, what=arm.name)
+    """The arm's callable (:func:`.arms.forward_fn`): float32 input in the model's range -> float32 output."""
+    if arm.redo == "auto" and device.type == "cpu":  # a dry run stands in for the GPU: what "auto" runs on CUDA
+        arm = dataclasses.replace(arm, redo="bounded")
+    model = make_arm_model(base, arm, device)
+    ours = as_restoration_model(model)
+    if ours is not None:
+        ours.validate_inputs = False  # the benchmark input is finite; the check is a device sync per call
+    return forward_fn(model, None, "forward", getattr(torch, arm.dtype), tile=tile if arm.tiled else None,
+                      tile_batch=arm.tile_batch)
 
 
 def make_input(model: nn.Module, size: int, device: torch.device, seed: int) -> Tensor:
@@ -206,140 +200,100 @@ def to_unit(model: nn.Module, y: Tensor) -> Tensor:
     return model.from_model_range(y).float().clamp(0, 1)
 
 
-def call(fn: Callable, x: Tensor, device: torch.device) -> tuple[Tensor, float, int]:
-    """(output, seconds, fp32 fallbacks) of one synchronised call (:func:`.timing.timed_call`); a fallback is a
-    half-precision call redone in float32 because it produced a NaN/Inf."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", PrecisionFallbackWarning)
-        out, elapsed = timed_call(fn, x, device)
-    fallbacks = sum(issubclass(w.category, PrecisionFallbackWarning) for w in caught)
-    return out, elapsed, fallbacks
-
-
-def error_text(err: BaseException) -> str:
-    """An error for the report: its type, its first 300 characters and, for a long one, its last 1200 (where a
-    compiler's own message is: inductor's CppCompileError starts with the command line)."""
-    text = str(err)
-    if len(text) > 1500:
-        text = f"{text[:300]} [...] {text[-1200:]}"
-    return f"{type(err).__name__}: {text}"
-
-
 # -- one model at one size --------------------------------------------------------------------------------------
-@dataclass
-class ArmResult:
-    times_s: list[float] = field(default_factory=list)
-    warmup_s: float | None = None
-    peak_bytes: int | None = None
-    psnr_vs_exact_fp32: float | None = None
-    max_abs_diff_vs_exact_fp32: float | None = None
-    nonfinite_values: int | None = None
-    fp32_fallbacks: int = 0
-    error: str | None = None
-
-
 def measure(fns: dict[str, Callable], x: Tensor, base: nn.Module, device: torch.device, runs: int, log) -> dict:
-    """{arm: its row} for one input: a warm-up round, a round for peak memory and quality (PSNR against the
-    ``exact-fp32`` arm's output, non-finite values), then ``runs`` timed rounds in rotated order. An arm that
-    fails keeps its error and is left out of the later rounds."""
-    results = {name: ArmResult() for name in fns}
+    """{arm: its row} for one input (:func:`.timing.run_rounds`): a warm-up round, a round for peak memory and
+    quality (PSNR against the ``exact-fp32`` arm's output mapped to [0, 1], non-finite values), then ``runs``
+    timed rounds in rotated order. An arm that fails keeps its error and is left out of the later rounds."""
+    def keep(out: Tensor) -> Tensor:
+        return to_unit(base, torch.nan_to_num(out, nan=0.0)).cpu()
 
-    def guarded(name: str, step: Callable[[], None]) -> None:
-        if results[name].error:
-            return
-        try:
-            step()
-        except Exception as err:  # noqa: BLE001 - one arm failing (OOM, compile) must not end the run
-            results[name].error = error_text(err)
-            log(f"    {name}: {results[name].error}")
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+    records = run_rounds(fns, x, device, warmup=1, runs=runs, quality_round=True, keep=keep, log=log)
+    diffs = compare_outputs(records, "exact-fp32", data_range=1.0)
+    return {name: _row(record, diffs.get(name)) for name, record in records.items()}
 
-    for name, fn in fns.items():  # warm-up (compilation happens here)
-        guarded(name, lambda n=name, f=fn: setattr(results[n], "warmup_s", call(f, x, device)[1]))
-    outputs: dict[str, Tensor] = {}
-    for name, fn in fns.items():  # memory and quality
-        def quality(n=name, f=fn):
-            gc.collect()
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            out, _, fallbacks = call(f, x, device)
-            if device.type == "cuda":
-                results[n].peak_bytes = torch.cuda.max_memory_allocated(device)
-            results[n].nonfinite_values = int((~torch.isfinite(out)).sum())
-            results[n].fp32_fallbacks += fallbacks
-            outputs[n] = to_unit(base, torch.nan_to_num(out, nan=0.0)).cpu()
-        guarded(name, quality)
-    reference = outputs.get("exact-fp32")
-    for name, unit in outputs.items():
-        if reference is not None and unit.shape == reference.shape:
-            results[name].psnr_vs_exact_fp32 = psnr(unit, reference, data_range=1.0)
-            results[name].max_abs_diff_vs_exact_fp32 = float((unit - reference).abs().max())
-    outputs.clear()
-    names = list(fns)
-    for rnd in range(runs):
-        for name in rotated(names, rnd):
-            guarded(name, lambda n=name: results[n].times_s.append(call(fns[n], x, device)[1]))
-    table = {}
-    for name, res in results.items():
-        row = asdict(res)
-        if res.times_s:
-            row["median_s"] = statistics.median(res.times_s)
-        if row.get("psnr_vs_exact_fp32") == math.inf:
-            row["psnr_vs_exact_fp32"] = "identical"
-        table[name] = row
-    return table
+
+def _row(record: ArmRecord, diff: dict | None) -> dict:
+    """One arm's row of a GPU result (``psnr_vs_exact_fp32``: "identical" for the reference itself)."""
+    psnr_db = diff["psnr_db"] if diff else None
+    return {"times_s": record.times_s, "warmup_s": record.warmup_times_s[0] if record.warmup_times_s else None,
+            "peak_bytes": record.peak_bytes, "psnr_vs_exact_fp32": "identical" if psnr_db == math.inf else psnr_db,
+            "max_abs_diff_vs_exact_fp32": diff["max_abs_diff"] if diff else None,
+            "nonfinite_values": record.nonfinite_values, "fp32_fallbacks": record.fp32_fallbacks,
+            "error": record.error, **summarise(record.times_s)}
 
 
 def run_case(case: dict, settings: GpuBenchSettings, deadline: float, log) -> dict:
     """One model's entry of ``cases``: its arms built once, then measured at each of its sizes until the
     ``deadline`` (a ``time.perf_counter`` value) has passed."""
     device = settings.device
-    arch, kwargs = case["arch"], case["kwargs"]
-    recipe = paper_recipe(arch, case["task"])
+    arch, recipe = case["arch"], paper_recipe(case["arch"], case["task"])
     torch.manual_seed(settings.seed)
-    base = build_model(arch, **kwargs) if "variant" not in case else build_variant(case["variant"])
+    base = build_model(arch, **case["kwargs"]) if "variant" not in case else build_variant(case["variant"])
     base = base.eval()
-    wanted = settings.arms or case.get("arms")
-    compiles = bool(set(case.get("compile_sizes", case["sizes"])) & set(case["sizes"]))
-    arms = [a for a in arms_for(arch, recipe, case.get("tile"))
-            if (not wanted or a.name in wanted) and (compiles or not a.compile)]
-    fns, errors, skipped = {}, {}, {}
-    for arm in arms:
-        if arm.runner in CUDA_ONLY_RUNNERS and device.type != "cuda":
-            skipped[arm.name] = f"the {arm.runner} runner needs CUDA"
-            continue
-        try:
-            fns[arm.name] = build_arm(base, arm, device, case.get("tile"))
-        except Exception as err:  # noqa: BLE001
-            errors[arm.name] = error_text(err)
-            log(f"    {arm.name}: cannot build ({errors[arm.name]})")
+    arms = _case_arms(case, settings, recipe)
+    fns, errors, skipped = _build_case_arms(base, arms, device, case.get("tile"), log)
     out = {"model": case["name"], "arch": arch, "variant": case.get("variant"), "recipe": recipe,
            "parameters": sum(p.numel() for p in base.parameters()),
-           "arms": {a.name: asdict(a) for a in arms if a.name not in skipped}, "skipped_arms": skipped,
+           "arms": {a.name: arm_config(a) for a in arms if a.name not in skipped}, "skipped_arms": skipped,
            "results": []}
+    by_name = {a.name: a for a in arms}
     for size in case["sizes"]:
-        sized = {n: f for n, f in fns.items() if (size in case.get("compile_sizes", case["sizes"])
-                 or not out["arms"][n]["compile"]) and (size in case.get("tile_sizes", []) or not
-                 out["arms"][n]["tiled"])}
         if time.perf_counter() > deadline:
             out["results"].append({"size": size, "skipped": "time budget of the run spent"})
             log(f"  {case['name']} {size}: skipped (time budget)")
             continue
-        t_size = time.perf_counter()
-        x = make_input(base, size, device, settings.seed)
-        table = measure(sized, x, base, device, settings.rounds, log)
-        for name, err in errors.items():
-            table[name] = {"error": err}
-        out["results"].append({"size": size, "input_shape": list(x.shape), "arms": table,
-                               "seconds": round(time.perf_counter() - t_size, 1)})
-        log_table(case["name"], size, table, log)
-        del x
+        sized = {n: f for n, f in fns.items() if _runs_at(case, by_name[n], size)}
+        out["results"].append(_measure_size(case, base, sized, errors, size, settings, log))
     del fns, base
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return out
+
+
+def _case_arms(case: dict, settings: GpuBenchSettings, recipe: dict) -> list[Arm]:
+    """The arms a case runs: the wanted ones (the run's --arms, else the case's), compiled ones only where the
+    case compiles at one of its sizes."""
+    wanted = settings.arms or case.get("arms")
+    compiles = bool(set(case.get("compile_sizes", case["sizes"])) & set(case["sizes"]))
+    return [a for a in arms_for(case["arch"], recipe, case.get("tile"))
+            if (not wanted or a.name in wanted) and (compiles or not a.compile_blocks)]
+
+
+def _runs_at(case: dict, arm: Arm, size: int) -> bool:
+    """Compiled arms run at the case's compile sizes, tiled ones at its tile sizes."""
+    return ((size in case.get("compile_sizes", case["sizes"]) or not arm.compile_blocks)
+            and (size in case.get("tile_sizes", []) or not arm.tiled))
+
+
+def _build_case_arms(base: nn.Module, arms: list[Arm], device: torch.device, tile: int | None,
+                     log) -> tuple[dict, dict, dict]:
+    """({arm: its callable}, {arm: why it could not be built}, {arm: why it is skipped on this device})."""
+    fns, errors, skipped = {}, {}, {}
+    for arm in arms:
+        if arm.runtime in CUDA_ONLY_RUNNERS and device.type != "cuda":
+            skipped[arm.name] = f"the {arm.runtime} runner needs CUDA"
+            continue
+        try:
+            fns[arm.name] = build_arm(base, arm, device, tile)
+        except Exception as err:  # noqa: BLE001 - an arm that cannot be built is reported, not fatal
+            errors[arm.name] = error_text(err)
+            log(f"    {arm.name}: cannot build ({errors[arm.name]})")
+    return fns, errors, skipped
+
+
+def _measure_size(case: dict, base: nn.Module, fns: dict, errors: dict, size: int, settings: GpuBenchSettings,
+                  log) -> dict:
+    """One entry of a case's ``results``: the arms measured on one input (arms that could not be built: their
+    error)."""
+    started = time.perf_counter()
+    x = make_input(base, size, settings.device, settings.seed)
+    table = measure(fns, x, base, settings.device, settings.rounds, log)
+    table.update({name: {"error": err} for name, err in errors.items()})
+    log_table(case["name"], size, table, log)
+    return {"size": size, "input_shape": list(x.shape), "arms": table,
+            "seconds": round(time.perf_counter() - started, 1)}
 
 
 def log_table(name: str, size: int, table: dict, log) -> None:
@@ -508,7 +462,7 @@ def fp16_stress(settings: GpuBenchSettings, log) -> dict:
     with torch.inference_mode():
         ref = base(x).float().clamp(0, 1)
         plain = plain_model(x.half()).float()
-    safe, _, fallbacks = call(lambda t: run_guarded(base, t, torch.float16, "stress"), x, device)
+    safe, _, fallbacks = call_with_fallbacks(lambda t: run_guarded(base, t, torch.float16, "stress"), x, device)
     res = {"model": "tiny swinir" if dry_run else "swinir-x2",
            "inflation": f"every mlp.fc2 bias + {settings.inflation:g}",
            "plain_fp16_nonfinite": int((~torch.isfinite(plain)).sum()),
@@ -532,9 +486,9 @@ def profile_arms(settings: GpuBenchSettings, log, names=("exact-bf16", "sdpa-bf1
     out = {"model": case["name"], "size": case["sizes"][0]}
     for name in names:
         fn = build_arm(base, arms[name], device)
-        call(fn, x, device)  # warm-up
+        call_with_fallbacks(fn, x, device)  # warm-up
         with profile(activities=activities) as prof:
-            _, seconds, _ = call(fn, x, device)
+            _, seconds, _ = call_with_fallbacks(fn, x, device)
         key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
         rows = sorted(prof.key_averages(), key=lambda e: getattr(e, key, 0), reverse=True)[:20]
         out[name] = {"wall_s": seconds, "sort_key": key, "top": [

@@ -12,7 +12,7 @@ from helpers import make_reference
 import nystra_hub
 from nystra_hub.cli import bench as bench_cli
 from nystra_hub.io.cards import build_model_card, fmt_time, render_run_page
-from nystra_hub.measure import bench
+from nystra_hub.measure import bench, timing
 from nystra_hub.measure.arms import (
     Arm,
     make_arm_model,
@@ -99,7 +99,7 @@ def test_ratios_and_summary():
     ratios(results, {"a": "exact"})
     assert results["fast"]["speedup"] == {"a:exact": 3.0}
     assert results["fast"]["paired_speedup"] == {"a:exact": 3.0}  # median of 2 and 4
-    summary = bench.summarise([3.0, 1.0, 2.0])
+    summary = timing.summarise([3.0, 1.0, 2.0])
     assert summary["median_s"] == 2.0 and summary["min_s"] == 1.0 and summary["max_s"] == 3.0
 
 

@@ -4,6 +4,7 @@ benchmarks/gpu.sh --dry-run as the GPU machine runs it (every code path, tiny mo
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -13,8 +14,8 @@ import pytest
 import torch
 from conftest import REPO, TESTSETS
 
-from nystra_hub.measure import gpu
-from nystra_hub.measure.timing import rotated, timed_call
+from nystra_hub.measure import bench, gpu, timing
+from nystra_hub.measure.timing import ArmRecord, compare_outputs, rotated, run_rounds, timed_call
 
 TINY_SWINIR = gpu.CASES_DRY[0]
 
@@ -54,16 +55,22 @@ def test_compiled_arms_are_built_only_where_a_case_compiles():
 def test_the_arms_a_gpu_session_must_measure():
     arms = {arm.name: arm for arm in gpu.arms_for("swinir", {"window": 32, "landmarks": 16, "iters": 2, "tau": 5})}
     flex, nystra = arms["flex-compile-bf16"], arms["nystra-compile-bf16"]
-    assert (flex.attn_impl, flex.dtype, flex.compile) == ("flex", "bfloat16", True)
-    assert (nystra.attn_impl, nystra.dtype, nystra.compile, nystra.redo) == ("nystra", "bfloat16", True, "auto")
-    assert arms["nystra-exact-count-bf16"].redo == "exact-count" and not arms["nystra-exact-count-bf16"].compile
+    assert (flex.attn_impl, flex.dtype, flex.compile_blocks) == ("flex", "bfloat16", True)
+    assert (nystra.attn_impl, nystra.dtype, nystra.compile_blocks, nystra.redo) == ("nystra", "bfloat16", True, "auto")
+    assert arms["nystra-exact-count-bf16"].redo == "exact-count" and not arms["nystra-exact-count-bf16"].compile_blocks
+    # the report keeps gpu_bench/1's keys for them: runner, compile, precision
+    graph, spandrel = gpu.arm_config(arms["graph-exact-bf16"]), gpu.arm_config(arms["spandrel-fp16"])
+    assert (graph["runner"], graph["compile"], graph["precision"], graph["dtype"]) == (
+        "cudagraphs", False, "autocast", "bfloat16")
+    assert (spandrel["backend"], spandrel["precision"]) == ("spandrel", "cast")
+    assert gpu.arm_config(arms["exact-fp32"])["dtype"] == "float32" and gpu.arm_config(flex)["compile"]
 
 
 def test_a_long_error_keeps_its_start_and_its_end():
     message = "g++ command line " + "-D X " * 400 + "fatal error: Python.h: No such file"
-    text = gpu.error_text(RuntimeError(message))
+    text = timing.error_text(RuntimeError(message))
     assert text.startswith("RuntimeError: g++ command line") and text.endswith("Python.h: No such file")
-    assert len(text) < 1600 and gpu.error_text(ValueError("short")) == "ValueError: short"
+    assert len(text) < 1600 and timing.error_text(ValueError("short")) == "ValueError: short"
 
 
 @pytest.mark.slow
@@ -94,6 +101,52 @@ def test_rounds_rotate_and_calls_are_timed():
     assert rotated([], 3) == []
     out, seconds = timed_call(lambda x: (time.sleep(0.01), x * 2)[1], torch.ones(2), torch.device("cpu"))
     assert torch.equal(out, torch.full((2,), 2.0)) and 0.01 <= seconds < 1 and out.is_inference()
+
+
+def test_bench_and_the_gpu_run_share_one_round_loop():
+    assert bench.run_rounds is gpu.run_rounds is run_rounds
+    assert bench.compare_outputs is gpu.compare_outputs is compare_outputs
+    assert bench.summarise is gpu.summarise is timing.summarise
+
+
+def _arms_calling(calls: list[str], fail_on_call: int = 2) -> dict:
+    """Three arms adding 0, 0.1 and 0.5 to the input, the last failing on its ``fail_on_call``-th call."""
+    def arm(name: str, offset: float, fails: int | None = None):
+        def fn(x):
+            calls.append(name)
+            if fails is not None and calls.count(name) == fails:
+                raise RuntimeError("out of memory")
+            return x + offset
+        return fn
+
+    return {"ref": arm("ref", 0.0), "near": arm("near", 0.1), "bad": arm("bad", 0.5, fail_on_call)}
+
+
+def test_the_round_loop_rotates_keeps_errors_and_compares_to_the_reference():
+    calls: list[str] = []
+    x = torch.zeros(1, 1, 2, 2)
+    records = run_rounds(_arms_calling(calls), x, torch.device("cpu"), warmup=1, runs=2, quality_round=True,
+                         log=lambda message: None)
+    # warm-up, quality, two timed rounds, each rotated by one; "bad" fails in the quality round, then is left out
+    assert calls == ["ref", "near", "bad", "near", "bad", "ref", "ref", "near", "ref", "near"]
+    ref, near, bad = records["ref"], records["near"], records["bad"]
+    assert len(ref.warmup_times_s) == 1 and len(ref.times_s) == 2 and near.output_shape == [1, 1, 2, 2]
+    assert bad.error == "RuntimeError: out of memory" and bad.output is None and len(bad.warmup_times_s) == 1
+    assert (bad.times_s, near.nonfinite_values, near.fp32_fallbacks, near.peak_bytes) == ([], 0, 0, None)
+    diffs = compare_outputs(records, "ref", data_range=1.0)
+    assert set(diffs) == {"ref", "near"} and diffs["ref"]["psnr_db"] == math.inf
+    assert diffs["near"]["psnr_db"] == pytest.approx(20.0) and diffs["near"]["max_abs_diff"] == pytest.approx(0.1)
+    assert compare_outputs(records, "bad", data_range=1.0) == {}  # no reference output: no comparison
+
+
+def test_without_a_quality_round_the_first_call_is_kept_and_a_known_error_is_not_called():
+    calls: list[str] = []
+    records = {"near": ArmRecord(error="skipped: cannot fit")}
+    records = run_rounds(_arms_calling(calls, fail_on_call=9), torch.zeros(1, 1, 2, 2), torch.device("cpu"),
+                         warmup=0, runs=2, records=records, log=lambda message: None)
+    assert calls == ["ref", "bad", "bad", "ref"] and records["near"].times_s == []
+    assert records["bad"].output is not None and len(records["bad"].times_s) == 2 and records["bad"].error is None
+    assert compare_outputs(records, "ref", 2.0)["bad"]["mean_abs_diff"] == pytest.approx(0.5)
 
 
 @pytest.mark.slow
