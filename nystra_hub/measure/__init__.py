@@ -6,7 +6,8 @@ Imports run one way, down this list (and into the layers below: inference, io, m
 
 - the measurements ``bench`` (CPU speed, :func:`bench.run_bench`), ``gpu`` (the GPU run of ``benchmarks/gpu.sh``),
   ``fidelity`` (quality), ``calibration`` (per-layer plans); their commands live in :mod:`nystra_hub.cli`;
-- ``timing``: one timed call and the rotated order of arms, shared by ``bench`` and ``gpu``;
+- ``timing``: the one round loop (``run_rounds``: arms in rotated order, one timed call each per round, their
+  outputs compared, the times summarised), shared by ``bench`` and ``gpu``;
 - ``arms``: the model under test and the attention arms it is run with;
 - ``references``: reading reference-model folders;
 - ``data``: test images, degradations, tasks;
