@@ -96,7 +96,9 @@ def add_arguments(parser) -> None:
     model.add_argument("--threads", type=int, default=None, metavar="N",
                        help="torch CPU threads (default: torch's choice, usually one per core)")
     model.add_argument("--dtype", choices=DTYPE_NAMES, default="auto",
-                       help="compute precision: auto (bfloat16 on a GPU that supports it, float32 otherwise), "
+                       help="compute precision: auto (bfloat16 on a GPU that supports it; on the OpenVINO CPU "
+                            "route bfloat16 where the CPU has it natively and the architecture was measured within "
+                            "the quality budget, SwinIR and DehazeFormer; float32 otherwise), "
                             "float32, bfloat16 or float16; half precision keeps the weights float32 and redoes any "
                             "tile that gives NaN/Inf in float32 (default: auto)")
     model.add_argument("--backend", choices=BACKEND_CHOICES, default=os.environ.get("NYSTRA_HUB_BACKEND") or "auto",
@@ -104,8 +106,9 @@ def add_arguments(parser) -> None:
                             "cudagraphs (CUDA: the eager model captured once per tile shape and replayed), "
                             "onnxruntime or openvino (the model exported once per tile shape into "
                             "$NYSTRA_HUB_CACHE; the extras nystra_hub[onnxruntime] / [openvino]). auto: on a CPU "
-                            "with OpenVINO installed, OpenVINO for more than one image (bfloat16 with --dtype auto "
-                            "where the CPU has it natively), eager torch for one image and on a GPU; the chosen "
+                            "with OpenVINO installed, OpenVINO for the input shapes exported before or called often "
+                            "enough to repay their export (precision: see --dtype), eager torch otherwise and on a "
+                            "GPU; the chosen "
                             "route and why is printed first (default: $NYSTRA_HUB_BACKEND, else auto)")
     run = parser.add_argument_group("processing")
     run.add_argument("--tile", type=int, default=None,
@@ -481,7 +484,7 @@ def _setup(args, procs: Processes) -> tuple[list[Item], object, str | None]:
         else:
             if args.backend in ("onnxruntime", "openvino") and device.type != "cpu":
                 raise ValueError(f"--backend {args.backend} runs on the CPU; add --device cpu")
-            precision = "bfloat16" if args.backend == "openvino" and args.dtype == "bfloat16" else "float32"
+            precision = route_precision(args.dtype, model) if args.backend == "openvino" else "float32"
             args.runner = "torch" if args.backend == "torch" else make_runner(
                 model, args.backend, threads=args.threads, precision=precision)
         return items, model, None if items else "no input images found"
@@ -493,15 +496,16 @@ def _auto_runner(model, items: list[Item], args, device, procs: Processes):
     """``--backend auto``: the route :func:`choose_route` picks for the forward calls this run will make (the
     images' sizes read from their headers, tiled as they will be), said in one line."""
     if device.type != "cpu" or auto_backend(device) != "openvino":
-        route, runner = choose_route(device, calls={}, dtype=args.dtype), "torch"
+        route, runner = choose_route(device, calls={}, dtype=args.dtype, model=model), "torch"
     else:
         sizes = [read_image_size(item.source) for item in items]
         calls = forward_shapes(model, sizes, tile=args.tile, tile_overlap=args.tile_overlap,
                                memory_budget_mb=args.memory_budget_mb, dtype=args.dtype, protocol=args.protocol,
                                tile_batch=args.tile_batch)
-        runner = make_runner(model, "openvino", threads=args.threads, precision=route_precision(args.dtype),
+        runner = make_runner(model, "openvino", threads=args.threads, precision=route_precision(args.dtype, model),
                              export_shapes=())
-        route = choose_route(device, calls=calls, cached=[s for s in calls if runner.is_cached(s)], dtype=args.dtype)
+        route = choose_route(device, calls=calls, cached=[s for s in calls if runner.is_cached(s)], dtype=args.dtype,
+                             model=model)
         runner.export_shapes = set(route.export_shapes)
         runner = runner if route.backend == "openvino" else "torch"
     if procs.rank == 0:

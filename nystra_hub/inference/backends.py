@@ -60,6 +60,7 @@ from nystra_hub.inference.export import (
     read_export,
     require,
 )
+from nystra_hub.models.common import unwrap_model
 
 BACKENDS = ("torch", "compile", "cudagraphs", "onnxruntime", "openvino")
 BACKEND_CHOICES = (*BACKENDS, "auto")  # "auto": see auto_backend
@@ -99,14 +100,13 @@ def auto_backend(device: torch.device | str) -> str:
     return "torch"
 
 
-# The budget within which the CLI's automatic route would run OpenVINO in bfloat16 on a CPU with native bfloat16:
-# the worst held-out image of the three reference models at least 50 dB from the same graph in float32, and each
-# model's held-out PSNR moved by at most 0.01 dB. Measured (benchmarks/openvino_bf16_quality.py, 4 held-out images
-# per model): 52.4 dB worst, but -0.012 dB on SwinIR and Uformer (-0.004 on DehazeFormer): outside, so the route
-# stays float32 unless --dtype bfloat16 asks (2.7-3.0x OpenVINO float32 on these CPUs).
+# The budget within which the automatic route runs OpenVINO in bfloat16 on a CPU with native bfloat16, per
+# architecture: its reference model's worst held-out image at least 50 dB from the same graph in float32, its held-out
+# PSNR moved by at most 0.01 dB, and the architecture's golden cases at least 50 dB from float32 too. Measured by
+# benchmarks/openvino_bf16_quality.py (4 held-out images per model); each architecture's verdict is its spec's
+# ``cpu_bfloat16_within_budget`` (tests/inference/test_route.py reads the JSON back).
 BFLOAT16_BUDGET = {"min_psnr_vs_float32_db": 50.0, "max_heldout_delta_db": 0.01}
 BFLOAT16_MEASUREMENT = "benchmarks/openvino-bf16-quality.json"
-AUTO_BFLOAT16 = False  # whether that measurement is within the budget (tests/inference/test_route.py reads it back)
 NATIVE_BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")  # what OpenVINO's CPU plugin runs bfloat16 on natively
 
 
@@ -139,38 +139,39 @@ class Route:
     export_shapes: frozenset = frozenset()
 
 
-def route_precision(dtype: str = "auto") -> str:
+def route_precision(dtype: str = "auto", model: nn.Module | None = None) -> str:
     """The OpenVINO route's precision for ``dtype``: bfloat16 when asked, or for "auto" where the CPU has it natively
-    and :data:`AUTO_BFLOAT16` says it was measured within budget; float32 otherwise."""
-    if dtype == "bfloat16" or (dtype == "auto" and AUTO_BFLOAT16 and cpu_has_native_bfloat16()):
-        return "bfloat16"
-    return "float32"
+    and ``model``'s architecture was measured within :data:`BFLOAT16_BUDGET`; float32 otherwise."""
+    spec = getattr(unwrap_model(model), "spec", None) if model is not None else None
+    auto = dtype == "auto" and spec is not None and spec.cpu_bfloat16_within_budget and cpu_has_native_bfloat16()
+    return "bfloat16" if dtype == "bfloat16" or auto else "float32"
 
 
 def choose_route(device: torch.device | str, *, calls: dict[tuple, int], cached: Collection[tuple] = (),
-                 dtype: str = "auto") -> Route:
-    """The fastest installed route for a run whose raw forward sees the input shapes ``calls`` (shape → number of
-    calls: whole images and tiles, :func:`~nystra_hub.inference.restore.forward_shapes`), of which ``cached``
-    have an export on disk. On a CPU with OpenVINO: the exported graph for each shape that is cached or called
-    often enough to repay its export (:data:`EXPORT_REPAID_AFTER`), eager torch for the others; eager torch
-    elsewhere."""
+                 dtype: str = "auto", model: nn.Module | None = None) -> Route:
+    """The fastest installed route for ``model``'s run whose raw forward sees the input shapes ``calls`` (shape →
+    number of calls: whole images and tiles, :func:`~nystra_hub.inference.restore.forward_shapes`), of which
+    ``cached`` have an export on disk. On a CPU with OpenVINO: the exported graph for each shape that is cached or
+    called often enough to repay its export (:data:`EXPORT_REPAID_AFTER`), in the precision of
+    :func:`route_precision`, eager torch for the others; eager torch elsewhere."""
     device = torch.device(device)
     if device.type != "cpu":
         return Route("torch", "float32", f"eager torch on {device.type} (the exported graphs run on the CPU)")
     if auto_backend(device) != "openvino":
         return Route("torch", "float32", 'eager torch (OpenVINO, the fastest CPU route, is not installed: '
                                          'pip install "nystra_hub[openvino]")')
-    precision = route_precision(dtype)
+    precision = route_precision(dtype, model)
     repays = EXPORT_REPAID_AFTER[precision]
     fresh = {shape for shape, count in calls.items() if count >= repays and shape not in cached}
     ready = set(cached) & set(calls)
     total, shapes = sum(calls.values()), len(calls)
-    if not fresh and not ready and precision == "float32":
+    if not fresh and not ready and (precision == "float32" or dtype == "auto"):
         return Route("torch", "float32", f"eager torch: {total} forward call(s) over {shapes} input shape(s), none "
                                          f"cached or called {repays} times, which repays its export (about half a "
                                          f"minute each); --backend openvino exports anyway")
     runs, eager = sum(calls[shape] for shape in fresh | ready), shapes - len(fresh | ready)
-    hint = (" (--dtype bfloat16: 2.7-3.0x faster on this CPU, held-out PSNR -0.012 dB on the reference models)"
+    hint = (" (--dtype bfloat16: about 2.5x faster on this CPU, but this architecture's bfloat16 output was not "
+            f"measured within the quality budget, {BFLOAT16_MEASUREMENT})"
             if precision == "float32" and cpu_has_native_bfloat16() else "")
     return Route("openvino", precision, f"OpenVINO {precision} for {runs} of {total} forward call(s): "
                                         f"{len(ready)} input shape(s) exported before, {len(fresh)} exported now "

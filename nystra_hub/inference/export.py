@@ -13,12 +13,12 @@ exports with dynamic height and width, correctly, but the symbolic trace took mi
 
 A folder holds the graph (``model.onnx``, or ``model.xml`` + ``model.bin``) and ``export.json``::
 
-    {schema: "nystra_hub.export/2", format: "onnx"|"openvino", files: {name: {bytes, sha256}},
+    {schema: "nystra_hub.export/3", format: "onnx"|"openvino", files: {name: {bytes, sha256}},
      model: {source: "nystra_hub"|"module", variant, arch, official_kwargs, attn_impl ("mixed" for a plan),
              nystra (parameters, null when no layer runs an approximation), nystra_plan (per-layer, or null),
              window_sizes, weights_sha256, [module]},
      opset, input: {name, shape, dtype, channels, range, dynamic: false}, output: {name, shape, channels, scale},
-     overflow_output: {name, what} or null,
+     overflow_output: {name, what} or null, float32_tail: {from: submodule, layers: IR layers marked} or null,
      exporter, versions: {torch, nystra_hub, onnx, onnxscript, [openvino], [<module's package>]}, created}
 
 Folders are written atomically: everything goes to a temporary folder next to the target, renamed into place
@@ -62,13 +62,15 @@ from torch import Tensor, nn
 
 from nystra_hub._version import __version__
 from nystra_hub.attention import FLEX_IMPL, attention_modules, bounded_redo, redo_overflowed
+from nystra_hub.inference.float32_tail import keep_float32, tail_node_names
 from nystra_hub.io.hub import attention_state, jsonable
 from nystra_hub.io.images import PARTIAL_SUFFIX
 from nystra_hub.models import RestorationModel
 from nystra_hub.models.common import unwrap_model
 
 # 2: graphs with a nystra layer have a second output, OVERFLOW_NAME (the bounded redo of untrustworthy windows)
-SCHEMA = "nystra_hub.export/2"
+# 3: OpenVINO IR keeps the architecture's float32 tail under bfloat16 (float32_tail); older folders export again
+SCHEMA = "nystra_hub.export/3"
 METADATA_NAME = "export.json"
 FORMATS = ("onnx", "openvino")
 GRAPH_FILES = {"onnx": ("model.onnx",), "openvino": ("model.xml", "model.bin")}
@@ -84,6 +86,7 @@ EXACT_IMPLS = ("softmax", "sdpa")  # their graphs do not depend on the Nyström 
 # 2026.4). OpenVINO's TorchScript route fails on these models (no rule for aten::_softmax).
 EXPORTERS = {"onnx": "torch.export.export (non-strict), then torch.onnx.export(dynamo=True, optimize=True)",
              "openvino": "torch.export.export (non-strict), then openvino.convert_model(ExportedProgram)"}
+OPENVINO_FX_DECODER = "openvino.frontend.pytorch.fx_decoder"  # part of the openvino package, loaded with it
 
 # The optional dependency behind each import, and what installs it.
 INSTALL_HINTS = {
@@ -348,30 +351,42 @@ def write_onnx(model: nn.Module, shape: tuple[int, ...], path: Path, opset: int,
 
 
 def write_openvino(model: nn.Module, shape: tuple[int, ...], folder: Path, progress: Progress = _silent
-                   ) -> list[int]:
+                   ) -> tuple[list[int], dict | None]:
     """Trace ``model`` on an input of ``shape`` into OpenVINO IR (``model.xml`` + ``model.bin``) in ``folder``,
-    weights in float32 (``save_model`` would halve them to float16 by default: not the same function); returns
-    the output shape."""
+    weights in float32 (``save_model`` would halve them to float16 by default: not the same function), the
+    architecture's float32 tail marked (:mod:`~nystra_hub.inference.float32_tail`); returns (the output shape,
+    ``{"from": submodule, "layers": marked}`` or None)."""
     ov = require("openvino", "exporting to OpenVINO")
     progress("tracing the forward (torch.export)")
     program, _ = traced_program(model, shape)
     progress("converting the program to OpenVINO IR")
     with float32_tracing(), quiet_exporter():
-        ov_model = ov.convert_model(program)
+        # what convert_model(program) does, in two steps: the decoder's decomposed graph names the IR's layers
+        decoder = importlib.import_module(OPENVINO_FX_DECODER).TorchFXPythonDecoder.from_exported_program(program)
+        ov_model = ov.convert_model(decoder)
     ov_model.reshape(list(shape))  # the program's shape, static as in the ONNX graphs (converted with some dims open)
     ov_model.inputs[0].get_tensor().set_names({INPUT_NAME})
     for output, name in zip(ov_model.outputs, (OUTPUT_NAME, OVERFLOW_NAME)):
         output.get_tensor().set_names({name})
-    ov.save_model(ov_model, str(folder / GRAPH_FILES["openvino"][0]), compress_to_fp16=False)
-    return [int(d) for d in ov_model.outputs[0].get_partial_shape().to_shape()]
+    xml_path = folder / GRAPH_FILES["openvino"][0]
+    ov.save_model(ov_model, str(xml_path), compress_to_fp16=False)
+    ours = as_restoration_model(model)
+    tail = ours.float32_tail() if ours is not None else None
+    marked = keep_float32(xml_path, tail_node_names(decoder.pt_module.graph, tail))
+    return [int(d) for d in ov_model.outputs[0].get_partial_shape().to_shape()], (
+        {"from": tail, "layers": marked} if tail else None)
 
 
 @contextmanager
 def quiet_exporter() -> Iterator[None]:
-    """The exporters' own chatter (deprecation notices, "Skipping constant folding for op ..." dozens of times)
-    kept off the user's screen: their loggers raised to errors and their warnings not shown."""
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir", "torch.export")]
+    """The exporters' own chatter (deprecation notices, "Skipping constant folding for op ..." dozens of times,
+    OpenVINO's decomposition-table tracebacks on the root logger) kept off the user's screen: their loggers raised
+    to errors, a silent handler on the root logger (which would otherwise configure itself to print), warnings not
+    shown; all restored afterwards."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir", "torch.export", None)]
     levels = [logger.level for logger in loggers]
+    silent = logging.NullHandler()
+    logging.getLogger().addHandler(silent)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for logger in loggers:
@@ -381,6 +396,7 @@ def quiet_exporter() -> Iterator[None]:
         finally:
             for logger, level in zip(loggers, levels):
                 logger.setLevel(level)
+            logging.getLogger().removeHandler(silent)
 
 
 def onnx_to_openvino(onnx_path: Path, folder: Path) -> None:
@@ -463,11 +479,11 @@ def export(model: nn.Module, path: str | os.PathLike, format: str = "onnx", *, s
     stage = timed_stages(progress or _silent)
     with staged_folder(target, overwrite) as staging:
         if format == "openvino":
-            output_shape = write_openvino(model, shape, staging, stage)
+            output_shape, float32_tail = write_openvino(model, shape, staging, stage)
         else:
-            output_shape = write_onnx(model, shape, staging / GRAPH_FILES["onnx"][0], opset, stage)
+            output_shape, float32_tail = write_onnx(model, shape, staging / GRAPH_FILES["onnx"][0], opset, stage), None
         stage("writing export.json (file sizes and hashes)")
-        metadata = export_metadata(model, description, format, opset, shape, output_shape, staging)
+        metadata = export_metadata(model, description, format, opset, shape, output_shape, staging, float32_tail)
         write_metadata(staging, metadata)
     stage(f"done: {target}")
     return target
@@ -496,7 +512,7 @@ def write_metadata(folder: Path, metadata: dict) -> None:
 
 
 def export_metadata(model: nn.Module, description: dict, format: str, opset: int, shape: tuple[int, ...],
-                    output_shape: list[int], folder: Path) -> dict:
+                    output_shape: list[int], folder: Path, float32_tail: dict | None = None) -> dict:
     """The content of ``export.json`` (module doc) for a graph just written to ``folder``."""
     ours = as_restoration_model(model)
     value_range = list(ours.spec.value_range) if ours is not None else None
@@ -512,6 +528,7 @@ def export_metadata(model: nn.Module, description: dict, format: str, opset: int
         "output": {"name": OUTPUT_NAME, "shape": output_shape, "channels": output_shape[1],
                    "scale": output_shape[-1] // shape[-1]},
         "overflow_output": {"name": OVERFLOW_NAME, "what": OVERFLOW_MEANING} if runs_nystra(model) else None,
+        "float32_tail": float32_tail,
         "exporter": EXPORTERS[format],
         "versions": export_versions(format, model),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -91,7 +91,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from nystra_hub.inference.backends import Runner, auto_backend, make_runner, shared_runner
+from nystra_hub.inference.backends import Runner, auto_backend, make_runner, route_precision, shared_runner
 from nystra_hub.inference.precision import resolve_dtype, run_guarded
 from nystra_hub.io.images import from_float_batch, luma, split_alpha, to_float_batch, to_model_channels
 from nystra_hub.models.common import RestorationModel, unwrap_model
@@ -470,6 +470,16 @@ def _precision(model: RestorationModel, dtype, backend: str | Runner = "torch"
     return compute, lambda fn, t: run_guarded(fn, t, compute, what="restored image or tile")
 
 
+def _openvino_auto_dtype(model: RestorationModel, dtype, backend: str | Runner):
+    """``dtype``, except that "auto" on the OpenVINO route is bfloat16 where the architecture's bfloat16 was measured
+    within budget and the CPU has it natively (:func:`~nystra_hub.inference.backends.route_precision`)."""
+    device, weights = _model_device_dtype(model)
+    name = auto_backend(device) if backend == "auto" else backend
+    if dtype in (None, "auto") and name == "openvino" and weights == torch.float32:
+        return route_precision("auto", model)
+    return dtype
+
+
 def restore_tensor(
     model, x: Tensor, *, tile: int | None = None, tile_overlap: int | None = None,
     memory_budget_mb: float | None = None, progress: bool | Callable[[int, int], None] = False,
@@ -484,6 +494,7 @@ def restore_tensor(
         raise ValueError("restore_tensor expects a float (B, C, H, W) tensor")
     _check_not_meta(x, model)
     device, weights = _model_device_dtype(model)
+    dtype = _openvino_auto_dtype(model, dtype, backend)
     compute_dtype, compute = _precision(model, dtype, backend)
     forward = _runner(model, backend, cache_dir, compute_dtype)
     was_training = model.training
@@ -607,7 +618,9 @@ def restore(
             the eager model captured once per tile shape and precision, then replayed), "onnxruntime" or
             "openvino" (the exported graph, exported on first use of a shape into ``cache_dir``; float32 on the
             CPU, and for openvino ``dtype="bfloat16"`` runs its bfloat16 kernels: 1.9-2.1x its float32 on an
-            AVX-512 BF16 CPU, 62.7 dB from the exact output on random Uformer-B weights), "auto" (OpenVINO,
+            AVX-512 BF16 CPU; ``dtype="auto"`` does too where the CPU has them and the architecture's bfloat16 was
+            measured within the quality budget, SwinIR and DehazeFormer:
+            ``nystra_hub.inference.backends.BFLOAT16_BUDGET``), "auto" (OpenVINO,
             else ONNX Runtime, on a CPU where installed: the fastest routes measured; eager torch on a GPU), or
             a runner from ``make_runner(model, ...)``. A runner made by name is kept for the next calls on the
             same model while its weights and attention settings are unchanged (its graphs stay compiled).

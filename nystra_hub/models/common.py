@@ -196,6 +196,10 @@ class ArchitectureSpec:
     metric_protocol: the name of the architecture's own evaluation protocol (a key of
         ``nystra_hub.measure.metrics.PROTOCOLS``) where its test script scores differently from its task's
         usual protocol; None otherwise.
+    cpu_bfloat16_within_budget: its reference model's OpenVINO bfloat16 output (float32 tail kept, see
+        :meth:`RestorationModel.float32_tail`) measured within ``nystra_hub.inference.backends.BFLOAT16_BUDGET``
+        of float32 (benchmarks/openvino-bf16-quality.json; a test reads it back): ``dtype="auto"`` then runs the
+        OpenVINO route in bfloat16 on a CPU that has it natively.
     """
 
     title: str
@@ -212,6 +216,7 @@ class ArchitectureSpec:
     shift_masks: bool = True  # shifted windows masked across the cyclic-shift seam (DehazeFormer reflect-pads)
     metric_protocol: str | None = None
     min_tile_multiples: int | None = None
+    cpu_bfloat16_within_budget: bool = False
 
     def paper_recipe(self, task: str) -> EnlargedWindowRecipe:
         return self.paper_recipes.get(task, self.paper_recipes["default"])
@@ -315,6 +320,11 @@ class RestorationModel(nn.Module):
     def official_pad(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """(the input padded as the official test script pads it, (top, left) offset of the image in it)."""
         return self.spec.padding.pad(x, self.official_multiple)
+
+    def float32_tail(self) -> str | None:
+        """The submodule from whose first operation on an exported graph stays float32 when OpenVINO runs it in
+        bfloat16 (the last layers' rounding reaches the output undamped), or None to run it all in bfloat16."""
+        return None
 
     def activation_stages(self) -> list[tuple[int, int, int, int, float]]:
         """(downsampling level, width, heads, window, mlp_ratio) of the stages the memory estimate counts."""

@@ -17,6 +17,7 @@ from nystra_hub.inference import backends
 from nystra_hub.inference.backends import Runner, choose_route, make_runner
 from nystra_hub.inference.restore import forward_shapes, restore_tensor
 from nystra_hub.io.images import read_image, write_image
+from nystra_hub.models import ARCHITECTURES
 
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
 X2 = REPO / "reference_models" / "swinir-ref-x2"
@@ -34,25 +35,39 @@ TILED = {(1, 3, 96, 96): 48, (1, 3, 104, 136): 1}  # a tiled image, and one smal
 
 
 @pytest.mark.skipif(not HAS_OPENVINO, reason="OpenVINO is not installed")
-def test_route_on_a_cpu(native_bf16, monkeypatch):
+def test_route_on_a_cpu(native_bf16):
     """OpenVINO for the shapes whose export is cached or repaid by the run's calls; eager torch when none is."""
     native_bf16(True)
-    one = choose_route("cpu", calls=ONE_IMAGE)
+    uformer = nystra_hub.load(REPO / "reference_models" / "uformer-ref-denoise25")
+    one = choose_route("cpu", calls=ONE_IMAGE, model=uformer)
     assert (one.backend, one.precision) == ("torch", "float32") and "none cached or called 40 times" in one.reason
-    tiled = choose_route("cpu", calls=TILED)  # bfloat16 measured outside its budget: float32, and how to ask
+    tiled = choose_route("cpu", calls=TILED, model=uformer)  # bfloat16 measured outside its budget: float32
     assert (tiled.backend, tiled.precision) == ("openvino", "float32") and "--dtype bfloat16" in tiled.reason
     assert tiled.export_shapes == {(1, 3, 96, 96)} and "OpenVINO float32 for 48 of 49 forward call(s)" in tiled.reason
-    cached = choose_route("cpu", calls=ONE_IMAGE, cached=[(1, 3, 208, 304), (1, 3, 64, 64)])
+    assert choose_route("cpu", calls=TILED).precision == "float32"  # a model of unknown architecture
+    cached = choose_route("cpu", calls=ONE_IMAGE, cached=[(1, 3, 208, 304), (1, 3, 64, 64)], model=uformer)
     assert cached.backend == "openvino" and cached.export_shapes == {(1, 3, 208, 304)}
     assert "1 input shape(s) exported before, 0 exported now" in cached.reason
     asked = choose_route("cpu", calls=ONE_IMAGE, dtype="bfloat16")  # OpenVINO's kernels, the one shape eager
     assert (asked.backend, asked.precision, asked.export_shapes) == ("openvino", "bfloat16", frozenset())
     assert choose_route("cpu", calls={(1, 3, 96, 96): 24}, dtype="bfloat16").export_shapes == {(1, 3, 96, 96)}
-    monkeypatch.setattr(backends, "AUTO_BFLOAT16", True)  # were it within budget
-    assert choose_route("cpu", calls=TILED).precision == "bfloat16"
-    assert choose_route("cpu", calls=TILED, dtype="float32").precision == "float32"
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason="OpenVINO is not installed")
+def test_bfloat16_by_default_where_the_architecture_was_measured_within_budget(native_bf16):
+    """SwinIR (its float32 tail kept) and DehazeFormer run OpenVINO in bfloat16 under dtype "auto" on a CPU with
+    native bfloat16; float32 when asked, on a CPU without it, or eager when no shape repays its export."""
+    native_bf16(True)
+    swinir = nystra_hub.load(X2)
+    assert swinir.spec.cpu_bfloat16_within_budget
+    tiled = choose_route("cpu", calls={(1, 3, 96, 96): 24, (1, 3, 104, 136): 1}, model=swinir)
+    assert (tiled.backend, tiled.precision) == ("openvino", "bfloat16") and "--dtype bfloat16" not in tiled.reason
+    assert tiled.export_shapes == {(1, 3, 96, 96)}
+    one = choose_route("cpu", calls=ONE_IMAGE, model=swinir)
+    assert (one.backend, one.precision) == ("torch", "float32") and "none cached or called 24 times" in one.reason
+    assert choose_route("cpu", calls=TILED, dtype="float32", model=swinir).precision == "float32"
     native_bf16(False)
-    assert choose_route("cpu", calls=TILED).precision == "float32"
+    assert choose_route("cpu", calls=TILED, model=swinir).precision == "float32"
 
 
 def test_route_without_openvino_or_on_a_gpu(monkeypatch):
@@ -96,10 +111,13 @@ def test_a_shape_not_worth_exporting_runs_eagerly(tmp_path):
 
 
 def test_the_bfloat16_budget_rests_on_a_measurement():
-    """The automatic route's bfloat16 is backed by benchmarks/openvino_bf16_quality.py's numbers for this budget."""
+    """Each architecture's bfloat16 verdict is benchmarks/openvino_bf16_quality.py's, for this budget, on the
+    reference models of this tree."""
     report = json.loads((REPO / backends.BFLOAT16_MEASUREMENT).read_text())
-    assert report["budget"] == backends.BFLOAT16_BUDGET and report["within_budget"] == backends.AUTO_BFLOAT16
+    assert report["budget"] == backends.BFLOAT16_BUDGET and report["native_bfloat16"]
     assert {row["model"] for row in report["references"]} == {p.name for p in (REPO / "reference_models").iterdir()}
+    verdicts = {arch: cls.spec.cpu_bfloat16_within_budget for arch, cls in ARCHITECTURES.items()}
+    assert report["within_budget_by_arch"] == verdicts
 
 
 def test_a_backend_from_the_environment_is_checked(tmp_path, monkeypatch, capsys):
@@ -114,7 +132,8 @@ def test_a_backend_from_the_environment_is_checked(tmp_path, monkeypatch, capsys
 def test_a_folder_takes_openvino_where_it_repays(tmp_path, monkeypatch, capsys, native_bf16):
     """Default options on a folder of two images of one size: eager torch on a cold cache (two calls do not repay
     an export), OpenVINO once the shape's export is cached, said in one line each time, the exporter's chatter
-    kept off the screen; 8-bit outputs within 2 levels of eager float32 (and so with --dtype bfloat16)."""
+    kept off the screen; bfloat16 by default (SwinIR's was measured within budget), float32 when asked; 8-bit
+    outputs within 2 levels of eager float32."""
     monkeypatch.delenv("NYSTRA_HUB_BACKEND", raising=False)
     monkeypatch.setenv("NYSTRA_HUB_CACHE", str(tmp_path / "cache"))
     native_bf16(True)
@@ -130,11 +149,26 @@ def test_a_folder_takes_openvino_where_it_repays(tmp_path, monkeypatch, capsys, 
     assert "Skipping constant folding" not in err and err.count("exporting the graph") == 1
     assert main([*common, "--out", str(tmp_path / "auto")]) == 0
     err = capsys.readouterr().err
-    assert "route: OpenVINO float32 for 2 of 2 forward call(s): 1 input shape(s) exported before" in err
+    # SwinIR's bfloat16 was measured within budget: the default on a CPU with native bfloat16
+    assert "route: OpenVINO bfloat16 for 2 of 2 forward call(s): 1 input shape(s) exported before" in err
     assert "exporting" not in err
-    assert main([*common, "--out", str(tmp_path / "bf16"), "--dtype", "bfloat16"]) == 0
-    assert "route: OpenVINO bfloat16 for 2 of 2" in capsys.readouterr().err
+    assert main([*common, "--out", str(tmp_path / "f32"), "--dtype", "float32"]) == 0
+    assert "route: OpenVINO float32 for 2 of 2" in capsys.readouterr().err
     for name in ("a.png", "b.png"):
         eager = read_image(tmp_path / "eager" / name).astype(int)
-        for route in ("forced", "auto", "bf16"):
+        for route in ("forced", "auto", "f32"):
             assert np.abs(read_image(tmp_path / route / name).astype(int) - eager).max() <= 2
+
+
+@pytest.mark.skipif(not HAS_OPENVINO or not backends.cpu_has_native_bfloat16(),
+                    reason="needs OpenVINO and a CPU with native bfloat16")
+def test_restore_on_openvino_takes_the_measured_precision_by_default(tmp_path, native_bf16):
+    """restore(..., backend="openvino") with dtype "auto": bfloat16 for SwinIR (measured within budget), float32
+    where the CPU lacks it natively or when asked."""
+    model = nystra_hub.load(X2)
+    image = torch.rand(3, 24, 32, generator=torch.Generator().manual_seed(0))
+    run = lambda **options: nystra_hub.restore(model, image, tile=0, backend="openvino", cache_dir=tmp_path, **options)  # noqa: E731
+    auto, bf16, f32 = run(), run(dtype="bfloat16"), run(dtype="float32")
+    assert torch.equal(auto, bf16) and not torch.equal(auto, f32) and (auto - f32).abs().max() < 0.02
+    native_bf16(False)
+    assert torch.equal(run(), f32)
