@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from nystra_hub.inference.backends import make_runner
 from nystra_hub.inference.export import example_input
 from nystra_hub.io.hub import save_hub_folder
 from nystra_hub.io.images import read_image, write_image
+from nystra_hub.measure.environment import environment
 
 RUNS = 5
 THREADS = 2
@@ -105,7 +105,7 @@ def folder(variant: str = "swinir-x2") -> dict:
 if __name__ == "__main__":
     torch.set_num_threads(THREADS)
     report = dict(schema="nystra_hub.folder_route/1", command="python benchmarks/folder_route.py",
-                  machine=f"this project's 2-core CPU machine ({platform.machine()}), {THREADS} threads",
+                  machine=environment(torch.device("cpu")),
                   torch=torch.__version__, openvino=ov.__version__,
                   repay=[repay("swinir-x2", 128), repay("uformer-b-sidd", 256)], folder=folder())
     print(json.dumps(report, indent=1))
