@@ -85,7 +85,6 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from nystra_hub.inference.precision import resolve_dtype
 from nystra_hub.measure.arms import (
@@ -105,12 +104,14 @@ from nystra_hub.measure.arms import (
 from nystra_hub.measure.environment import environment, load_average
 from nystra_hub.measure.timing import (
     ArmRecord,
+    achieved_rates,
     compare_outputs,
+    count_flops,
     error_text,
+    gemm_roofline,
     peak_call,
     run_rounds,
     summarise,
-    synchronize,
     try_call,
 )
 
@@ -129,13 +130,6 @@ ROOFLINE_SHAPES = ((4096, 180, 540), (1024, 1024, 1024))
 
 
 # -- memory and FLOPs --------------------------------------------------------------------------------------------
-def count_flops(fn: Callable[[Tensor], Tensor], x: Tensor) -> dict:
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        fn(x)
-    by_op = {str(op): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
-    return {"flops": int(counter.get_total_flops()), "flops_by_op": by_op}
-
-
 def _proc_status_kib(field_name: str) -> int | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -242,26 +236,6 @@ def measure_cuda_memory(fn: Callable, x: Tensor, device: torch.device, flops: bo
 
 
 # -- statistics --------------------------------------------------------------------------------------------------
-def gemm_roofline(device: torch.device, dtype: torch.dtype, runs: int = 5) -> dict:
-    """The matmul rate this device reaches (GFLOP/s, median of ``runs`` timed calls after one warm-up) on
-    :data:`ROOFLINE_SHAPES`: the ceiling the arms' achieved GFLOP/s (``flops / median_s``) are compared with."""
-    rates = {}
-    for m, k, n in ROOFLINE_SHAPES:
-        a = torch.randn(m, k, device=device, dtype=dtype)
-        b = torch.randn(k, n, device=device, dtype=dtype)
-        times = []
-        for i in range(runs + 1):
-            synchronize(device)
-            start = time.perf_counter()
-            torch.mm(a, b)
-            synchronize(device)
-            if i:  # the first call is the warm-up
-                times.append(time.perf_counter() - start)
-        rates[f"{m}x{k}@{k}x{n}"] = 2 * m * k * n / statistics.median(times) / 1e9
-    return {"gflops_per_s": rates, "best_gflops_per_s": max(rates.values()),
-            "method": f"torch.mm, median of {runs} calls after one warm-up, {str(dtype).removeprefix('torch.')}"}
-
-
 def borrow_flops(entries: dict[str, dict], arms: list[Arm]) -> None:
     """torch's FLOP counter cannot see inside an exported or compiled graph: a runtime arm gets the FLOPs of the
     eager arm computing the same function (same attention, window, Nyström parameters, plan), ``flops_from``."""
@@ -274,15 +248,6 @@ def borrow_flops(entries: dict[str, dict], arms: list[Arm]) -> None:
         source = counted.get(function(arm))
         if arm.runtime != "torch" and not entry.get("flops") and source:
             entry["flops"], entry["flops_from"] = entries[source]["flops"], source
-
-
-def achieved_rates(entries: dict[str, dict], roofline: dict | None) -> None:
-    """Per arm with counted FLOPs and a median: GFLOP/s achieved and its fraction of the GEMM roofline."""
-    for entry in entries.values():
-        if entry.get("flops") and entry.get("median_s"):
-            entry["gflops_per_s"] = entry["flops"] / entry["median_s"] / 1e9
-            if roofline:
-                entry["roofline_fraction"] = entry["gflops_per_s"] / roofline["best_gflops_per_s"]
 
 
 def ratios(results: dict[str, dict], references: dict[str, str]) -> None:
@@ -337,7 +302,7 @@ def run_bench(settings: BenchSettings, log=print) -> dict:
     models, build_errors = _build_arm_models(base, arms, device, log)
     session = BenchSession(settings, source, device, dtype, arms, models, build_errors, references, log)
     report = _report_header(session, base, recipe)
-    report["roofline"] = session.roofline = gemm_roofline(device, dtype)
+    report["roofline"] = session.roofline = gemm_roofline(device, dtype, ROOFLINE_SHAPES)
     log(f"GEMM roofline: {report['roofline']['best_gflops_per_s']:.0f} GFLOP/s")
     for size in settings.sizes:
         report["results"].append(_measure_size(session, size))

@@ -6,7 +6,8 @@ size, every arm is built from the same weights and run interleaved: one untimed 
 there), one round measuring peak memory and output quality, then ``runs`` timed rounds with the arm order rotated
 each round (:func:`.timing.run_rounds`, the loop bench runs too); medians are reported. Quality is PSNR against our
 float32 exact output on the same input (outputs mapped to [0, 1] and clamped), plus the number of non-finite output
-values.
+values. How close each arm comes to the hardware: the exact float32 forward's FLOPs (:data:`FLOPS_BASIS`) over
+its median, against the matmul ceiling measured on the device for the arm's dtype (:func:`rooflines`).
 
 The arms (:func:`arms_for`) are the routes a GPU user can take: float32, bfloat16 and float16 autocast with the
 non-finite guard, spandrel cast to half precision (the official code path), fused SDPA, FlexAttention and
@@ -52,9 +53,12 @@ from nystra_hub.measure.arms import Arm, forward_fn, make_arm_model, paper_recip
 from nystra_hub.measure.metrics import psnr
 from nystra_hub.measure.timing import (
     ArmRecord,
+    achieved_rates,
     call_with_fallbacks,
     compare_outputs,
+    count_flops,
     error_text,
+    gemm_roofline,
     run_rounds,
     summarise,
     synchronize,
@@ -63,6 +67,14 @@ from nystra_hub.models import ARCHITECTURES, build_model
 
 SCHEMA = "nystra_hub.gpu_bench/1"
 REPORT_NAME = "gpu-bench.json"
+# The matmul ceilings the arms' rates are compared with, per compute dtype: a large square GEMM (the device's
+# attainable dense rate) and SwinIR-M's qkv projection at 512² (262 144 tokens x 180 channels -> 540: what this
+# model's largest matmuls can reach). The dry run uses small ones on the CPU.
+GPU_ROOFLINE_SHAPES = ((8192, 8192, 8192), (262144, 180, 540))
+DRY_ROOFLINE_SHAPES = ((256, 256, 256),)
+ROOFLINE_DTYPES = ("float32", "bfloat16", "float16")
+FLOPS_BASIS = ("torch.utils.flop_counter over one forward of the exact-fp32 arm, credited to every arm at that "
+               "input: gflops_per_s is an exact-equivalent rate (an approximation doing less work scores higher)")
 
 
 @dataclass(frozen=True)
@@ -223,9 +235,9 @@ def _row(record: ArmRecord, diff: dict | None) -> dict:
             "error": record.error, **summarise(record.times_s)}
 
 
-def run_case(case: dict, settings: GpuBenchSettings, deadline: float, log) -> dict:
+def run_case(case: dict, settings: GpuBenchSettings, deadline: float, log, roofline: dict | None = None) -> dict:
     """One model's entry of ``cases``: its arms built once, then measured at each of its sizes until the
-    ``deadline`` (a ``time.perf_counter`` value) has passed."""
+    ``deadline`` (a ``time.perf_counter`` value) has passed; rates against ``roofline`` ({dtype: ceiling})."""
     device = settings.device
     arch, recipe = case["arch"], paper_recipe(case["arch"], case["task"])
     torch.manual_seed(settings.seed)
@@ -244,7 +256,9 @@ def run_case(case: dict, settings: GpuBenchSettings, deadline: float, log) -> di
             log(f"  {case['name']} {size}: skipped (time budget)")
             continue
         sized = {n: f for n, f in fns.items() if _runs_at(case, by_name[n], size)}
-        out["results"].append(_measure_size(case, base, sized, errors, size, settings, log))
+        result = _measure_size(case, base, sized, errors, size, settings, log)
+        add_rates(result, fns.get("exact-fp32"), by_name, roofline, settings, log)
+        out["results"].append(result)
     del fns, base
     gc.collect()
     if device.type == "cuda":
@@ -294,6 +308,32 @@ def _measure_size(case: dict, base: nn.Module, fns: dict, errors: dict, size: in
     log_table(case["name"], size, table, log)
     return {"size": size, "input_shape": list(x.shape), "arms": table,
             "seconds": round(time.perf_counter() - started, 1)}
+
+
+def add_rates(result: dict, exact: Callable | None, arms: dict[str, Arm], roofline: dict | None,
+              settings: GpuBenchSettings, log) -> None:
+    """The result's ``flops`` (:data:`FLOPS_BASIS`) and, per timed arm, ``gflops_per_s`` and ``roofline_fraction``
+    against the ceiling of the arm's compute dtype."""
+    if exact is None:
+        return
+    try:
+        flops = count_flops(exact, make_input_like(result, settings))["flops"]
+    except Exception as err:  # noqa: BLE001 - the rates are extra: their absence is recorded, the run goes on
+        result["flops_error"] = error_text(err)
+        return
+    result.update(flops=flops, flops_basis=FLOPS_BASIS)
+    for name, row in result["arms"].items():
+        if row.get("median_s") and name in arms:
+            row["flops"] = flops
+            ceiling = (roofline or {}).get(arms[name].dtype or "float32")
+            achieved_rates({name: row}, ceiling)
+    log(f"    {flops / 1e12:.2f} TFLOP per forward; best "
+        f"{max((r.get('gflops_per_s', 0) for r in result['arms'].values()), default=0) / 1e3:.1f} TFLOP/s")
+
+
+def make_input_like(result: dict, settings: GpuBenchSettings) -> Tensor:
+    """A random input of the result's shape on the run's device (FLOPs do not depend on the values)."""
+    return torch.rand(*result["input_shape"], device=settings.device)
 
 
 def log_table(name: str, size: int, table: dict, log) -> None:
@@ -591,13 +631,15 @@ def run_gpu_bench(settings: GpuBenchSettings, out_dir: str | os.PathLike, log=pr
     if device.type == "cuda":
         sections = {"sdpa_kernels": lambda: sdpa_kernels(device), "flex_kernels": lambda: flex_kernels(device),
                     "host_syncs": lambda: host_syncs(settings, log), **sections}
+    sections["roofline"] = lambda: rooflines(settings, log)
     for name, section in sections.items():
         _guarded_section(report, name, section)
         atomic_write_json(path, report, indent=1)
     for case in CASES_DRY if settings.dry_run else cases_full():
         log(f"{case['name']}:")
         try:
-            report["cases"].append(run_case(case, settings, started + settings.budget_s, log))
+            report["cases"].append(run_case(case, settings, started + settings.budget_s, log,
+                                            report.get("roofline")))
         except Exception:  # noqa: BLE001 - one case failing must not end the run
             report["errors"].append({"case": case["name"], "traceback": traceback.format_exc()[-2000:]})
             log(report["errors"][-1]["traceback"])
@@ -607,6 +649,14 @@ def run_gpu_bench(settings: GpuBenchSettings, out_dir: str | os.PathLike, log=pr
     atomic_write_json(path, report, indent=1)
     log(f"wrote {path} in {report['seconds']} s")
     return report
+
+
+def rooflines(settings: GpuBenchSettings, log) -> dict:
+    """{dtype: :func:`.timing.gemm_roofline`} on the run's device, for each of :data:`ROOFLINE_DTYPES`."""
+    shapes = DRY_ROOFLINE_SHAPES if settings.dry_run else GPU_ROOFLINE_SHAPES
+    out = {name: gemm_roofline(settings.device, getattr(torch, name), shapes) for name in ROOFLINE_DTYPES}
+    log("GEMM roofline: " + ", ".join(f"{k} {v['best_gflops_per_s'] / 1e3:.1f} TFLOP/s" for k, v in out.items()))
+    return out
 
 
 def _guarded_section(report: dict, name: str, section: Callable[[], object]) -> None:

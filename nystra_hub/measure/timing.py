@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+from torch.utils.flop_counter import FlopCounterMode
 
 from nystra_hub.inference.precision import PrecisionFallbackWarning
 
@@ -204,3 +205,42 @@ def compare_outputs(records: dict[str, ArmRecord], reference: str | None, data_r
         out[name] = {"max_abs_diff": float(diff.abs().max()), "mean_abs_diff": float(diff.abs().mean()),
                      "psnr_db": 10 * math.log10(data_range**2 / mse) if mse > 0 else math.inf}
     return out
+
+
+# -- FLOPs and the matmul ceiling ------------------------------------------------------------------------------
+def count_flops(fn: Callable[[Tensor], Tensor], x: Tensor) -> dict:
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        fn(x)
+    by_op = {str(op): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
+    return {"flops": int(counter.get_total_flops()), "flops_by_op": by_op}
+
+
+def gemm_roofline(device: torch.device, dtype: torch.dtype, shapes: tuple[tuple[int, int, int], ...],
+                  runs: int = 5) -> dict:
+    """The matmul rate this device reaches (GFLOP/s, median of ``runs`` timed calls after one warm-up) on
+    ``shapes`` ((m, k, n) each; the best of them): the ceiling the arms' achieved GFLOP/s (``flops / median_s``)
+    are compared with."""
+    rates = {}
+    for m, k, n in shapes:
+        a = torch.randn(m, k, device=device, dtype=dtype)
+        b = torch.randn(k, n, device=device, dtype=dtype)
+        times = []
+        for i in range(runs + 1):
+            synchronize(device)
+            start = time.perf_counter()
+            torch.mm(a, b)
+            synchronize(device)
+            if i:  # the first call is the warm-up
+                times.append(time.perf_counter() - start)
+        rates[f"{m}x{k}@{k}x{n}"] = 2 * m * k * n / statistics.median(times) / 1e9
+    return {"gflops_per_s": rates, "best_gflops_per_s": max(rates.values()),
+            "method": f"torch.mm, median of {runs} calls after one warm-up, {str(dtype).removeprefix('torch.')}"}
+
+
+def achieved_rates(entries: dict[str, dict], roofline: dict | None) -> None:
+    """Per arm with counted FLOPs and a median: GFLOP/s achieved and its fraction of the GEMM roofline."""
+    for entry in entries.values():
+        if entry.get("flops") and entry.get("median_s"):
+            entry["gflops_per_s"] = entry["flops"] / entry["median_s"] / 1e9
+            if roofline:
+                entry["roofline_fraction"] = entry["gflops_per_s"] / roofline["best_gflops_per_s"]

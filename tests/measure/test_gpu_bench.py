@@ -40,6 +40,23 @@ def test_a_case_measures_its_arms_and_skips_what_needs_cuda():
     # the redo bounded (what "auto" runs on CUDA, and in a dry run) or counted: the same output
     assert rows["nystra-bf16"]["psnr_vs_exact_fp32"] == pytest.approx(rows["nystra-exact-count-bf16"][
         "psnr_vs_exact_fp32"], abs=0.01)
+    assert result["flops"] > 0 and "roofline_fraction" not in rows["exact-fp32"]  # no roofline given: rates only
+
+
+def test_rates_against_the_roofline_of_each_arms_dtype():
+    """The exact forward's FLOPs, credited to every arm, over its median; the fraction of the GEMM ceiling of the
+    arm's own compute dtype."""
+    settings = gpu.GpuBenchSettings(dry_run=True, arms=["exact-fp32", "sdpa-bf16"])
+    roofline = {"float32": {"best_gflops_per_s": 2.0}, "bfloat16": {"best_gflops_per_s": 4.0}}
+    case = gpu.run_case(TINY_SWINIR, settings, deadline=time.perf_counter() + 600, log=lambda message: None,
+                        roofline=roofline)
+    (result,) = case["results"]
+    model = gpu.build_model("swinir", **TINY_SWINIR["kwargs"]).eval()
+    assert result["flops"] == timing.count_flops(model, torch.rand(1, 3, 32, 32))["flops"] > 0
+    for name, dtype in (("exact-fp32", "float32"), ("sdpa-bf16", "bfloat16")):
+        row = result["arms"][name]
+        assert row["gflops_per_s"] == pytest.approx(result["flops"] / row["median_s"] / 1e9)
+        assert row["roofline_fraction"] == pytest.approx(row["gflops_per_s"] / roofline[dtype]["best_gflops_per_s"])
 
 
 def test_compiled_arms_are_built_only_where_a_case_compiles():
@@ -178,6 +195,10 @@ def test_gpu_sh_dry_run(tmp_path):
     assert "sdpa_kernels" not in report and "flex_kernels" not in report and "host_syncs" not in report  # CUDA
     profiled = report["profile"]
     assert profiled["exact-bf16"]["top"] and profiled["sdpa-bf16"]["wall_s"] > 0
+    assert set(report["roofline"]) == {"float32", "bfloat16", "float16"}
+    for case in report["cases"]:
+        (result,) = case["results"]
+        assert result["flops"] > 0 and all(row["roofline_fraction"] > 0 for row in result["arms"].values())
 
 
 @pytest.mark.skipif(not (TESTSETS / "Kodak24").is_dir(), reason="needs ../shared/testsets")

@@ -127,6 +127,12 @@ def _gpu_page(report: dict) -> str:
            "input and returns float32; ours keep float32 weights and run half precision under autocast (residual "
            "stream, norms and softmax in float32, a non-finite call redone in float32), spandrel's are cast whole. "
            "PSNR is against our float32 exact output on the same input."]
+    if report.get("roofline"):
+        ceilings = ", ".join(f"{dtype} {r['best_gflops_per_s'] / 1e3:.1f}" for dtype, r in report["roofline"].items())
+        out.append(f"Rates: the exact float32 forward's FLOPs (torch's FLOP counter) over each arm's median, an "
+                   f"exact-equivalent rate (an approximation doing less work scores higher), against the matmul "
+                   f"ceiling measured on this device for the arm's dtype (TFLOP/s: {ceilings}; "
+                   f"{next(iter(report['roofline'].values()))['method'].rsplit(',', 1)[0]}).")
     for case in report["cases"]:
         for result in case.get("results", []):
             if "arms" not in result:
@@ -153,18 +159,25 @@ def _gpu_page(report: dict) -> str:
 def _gpu_table(case: dict, arms: dict) -> str:
     ref = timed(arms.get("spandrel-fp32"))
     exact = timed(arms.get("exact-fp32"))
-    lines = ["| arm | dtype | median ms | vs spandrel fp32 | vs our exact fp32 | PSNR vs our fp32 (dB) | non-finite |",
-             "|---|---|---|---|---|---|---|"]
+    rates = any(row.get("gflops_per_s") for row in arms.values())  # runs since the roofline columns were added
+    header = "| arm | dtype | median ms | vs spandrel fp32 | vs our exact fp32 | PSNR vs our fp32 (dB) | non-finite |"
+    lines = [header + (" exact-equivalent TFLOP/s (% of the dtype's GEMM ceiling) |" if rates else ""),
+             "|---|---|---|---|---|---|---|" + ("---|" if rates else "")]
     for name, row in arms.items():
         dtype = case["arms"].get(name, {}).get("dtype") or GPU_ARM_DTYPES.get(name.rsplit("-", 1)[-1], "?")
         t = timed(row)
         if t is None:
-            lines.append(f"| {name} | {dtype} | {NOT_MEASURED} | | | | |")
+            lines.append(f"| {name} | {dtype} | {NOT_MEASURED} | | | | |" + (" |" if rates else ""))
             continue
         quality = row.get("psnr_vs_exact_fp32")
         quality = quality if isinstance(quality, str) else num(quality, ".1f")
-        lines.append(f"| {name} | {dtype} | {t * 1e3:.1f} | {fmt_ratio(ref / t if ref else None)} | "
-                     f"{fmt_ratio(exact / t if exact else None)} | {quality} | {row.get('nonfinite_values')} |")
+        line = (f"| {name} | {dtype} | {t * 1e3:.1f} | {fmt_ratio(ref / t if ref else None)} | "
+                f"{fmt_ratio(exact / t if exact else None)} | {quality} | {row.get('nonfinite_values')} |")
+        if rates:
+            fraction = row.get("roofline_fraction")
+            line += (f" {num(row.get('gflops_per_s', 0) / 1e3, '.1f')}"
+                     + (f" ({fraction * 100:.0f} %)" if fraction else "") + " |")
+        lines.append(line)
     return "\n".join(lines)
 
 
