@@ -9,6 +9,8 @@ time (about 2% of the operations; benchmarks/openvino-bf16-quality.json). Each a
 (:meth:`~nystra_hub.models.RestorationModel.float32_tail`); from that submodule's first operation on, every
 layer of the IR carries the runtime attribute the plugin reads as "keep this layer's precision". Python cannot
 create that attribute on a live ``openvino.Model``; the IR reader creates it from the XML, so it is written there.
+The reader does so from OpenVINO 2026.3 on (2025.1 to 2026.2 read the XML and drop the mark: measured, the output
+is then the all-bfloat16 one), hence the extra's lower bound.
 """
 
 from __future__ import annotations
