@@ -312,8 +312,10 @@ def softmax_attention(module: WindowAttentionBase, q: Tensor, k: Tensor, v: Tens
     attn = (q * module.scale) @ k.transpose(-2, -1)
     # Without autograd the logits are updated in place: on CPU every fresh (windows, heads, N, N) tensor costs
     # page faults that took longer than the additions themselves (softmax 24 -> 8 ms at 1024x2x64x64).
-    # Same operations, same order, same values.
-    in_place = not (attn.requires_grad or (bias is not None and bias.requires_grad))
+    # Same operations, same order, same values. A traced graph (export, compile) gets the out-of-place ones: the
+    # in-place updates of views leave reshapes between the additions and the softmax that keep OpenVINO from fusing
+    # them (SwinIR-M x2 at 128² in OpenVINO float32: 0.94x the official graph in place, 1.01x out of place).
+    in_place = not (attn.requires_grad or (bias is not None and bias.requires_grad) or torch.compiler.is_compiling())
     if bias is not None:
         attn = attn.add_(bias) if in_place else attn + bias.unsqueeze(0)
     if mask is not None:
