@@ -30,6 +30,7 @@ Behaviour:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import socket
@@ -50,10 +51,11 @@ from nystra_hub.inference.backends import (
     check_backend,
     choose_route,
     make_runner,
+    plan_cost,
     route_precision,
 )
 from nystra_hub.inference.precision import DTYPE_NAMES
-from nystra_hub.inference.restore import PROTOCOLS, forward_shapes, restore
+from nystra_hub.inference.restore import PROTOCOLS, forward_shapes, one_shape_tilings, restore
 from nystra_hub.io.checkpoints import load_original_checkpoint
 from nystra_hub.io.hub import resolve_nystra
 from nystra_hub.io.images import IMAGE_EXTENSIONS, format_for, read_image_size, read_image_with_meta, write_image
@@ -494,23 +496,43 @@ def _setup(args, procs: Processes) -> tuple[list[Item], object, str | None]:
 
 def _auto_runner(model, items: list[Item], args, device, procs: Processes):
     """``--backend auto``: the route :func:`choose_route` picks for the forward calls this run will make (the
-    images' sizes read from their headers, tiled as they will be), said in one line."""
+    images' sizes read from their headers, tiled as they will be), said in one line. With automatic tiling, the
+    run may tile every image with one tile side instead (:func:`_cheapest_tiling`), which sets ``args.tile``."""
     if device.type != "cpu" or auto_backend(device) != "openvino":
         route, runner = choose_route(device, calls={}, dtype=args.dtype, model=model), "torch"
     else:
-        sizes = [read_image_size(item.source) for item in items]
-        calls = forward_shapes(model, sizes, tile=args.tile, tile_overlap=args.tile_overlap,
-                               memory_budget_mb=args.memory_budget_mb, dtype=args.dtype, protocol=args.protocol,
-                               tile_batch=args.tile_batch)
-        runner = make_runner(model, "openvino", threads=args.threads, precision=route_precision(args.dtype, model),
-                             export_shapes=())
+        precision = route_precision(args.dtype, model)
+        runner = make_runner(model, "openvino", threads=args.threads, precision=precision, export_shapes=())
+        tile, calls = _cheapest_tiling(model, [read_image_size(item.source) for item in items], args, runner,
+                                       precision)
         route = choose_route(device, calls=calls, cached=[s for s in calls if runner.is_cached(s)], dtype=args.dtype,
                              model=model)
+        if tile is not None and route.backend == "openvino":
+            args.tile = tile
+            route = dataclasses.replace(route, reason=f"{route.reason}; every image in {tile}-px tiles, so that one "
+                                                      f"export serves them all")
         runner.export_shapes = set(route.export_shapes)
         runner = runner if route.backend == "openvino" else "torch"
     if procs.rank == 0:
         print(f"route: {route.reason}", file=sys.stderr)
     return runner
+
+
+def _cheapest_tiling(model, sizes: list[tuple[int, int]], args, runner, precision: str) -> tuple[int | None, dict]:
+    """(tile side or None for the tiling asked, its forward calls): the way of tiling the run that costs least
+    (:func:`plan_cost`) on the route it would take. Tiles of one side for every image (:func:`one_shape_tilings`)
+    compute more pixels than the default plan (each image whole, or in tiles as large as memory allows) but can
+    share one export: SwinIR-M x2 on 6 images around 300×200 ran 10 calls over 5 shapes, none repaying an export,
+    or 38 tiles of 136 px."""
+    options = dict(tile_overlap=args.tile_overlap, memory_budget_mb=args.memory_budget_mb, dtype=args.dtype,
+                   protocol=args.protocol, tile_batch=args.tile_batch)
+    plans = {None: forward_shapes(model, sizes, tile=args.tile, **options)}
+    if args.tile is None:
+        plans.update(one_shape_tilings(model, sizes, **options))
+    costs = {tile: plan_cost(calls, [s for s in calls if runner.is_cached(s)], precision)
+             for tile, calls in plans.items()}
+    tile = min(costs, key=lambda t: (costs[t], t is not None))  # a tie keeps the tiling asked
+    return tile, plans[tile]
 
 
 def _run(args, procs: Processes, started: float) -> int:

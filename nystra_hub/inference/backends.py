@@ -120,12 +120,32 @@ def cpu_has_native_bfloat16() -> bool:
 
 
 # How many forward calls of one input shape repay exporting that shape, by the runner's precision. Measured on this
-# project's 2-core CPU machines (benchmarks/folder_route.py -> folder-route-cpu.json): the first export and compile
-# of SwinIR-M x2 at 128² took 28.1 s and saved 1.28 s per call in float32 against eager torch (5.70 s), 3.38 s in
-# bfloat16: repaid after 22 and 8 calls; Uformer-B at 256²: 32.4 s, repaid after 55 and 26 calls (commit 29655b6).
-# An earlier run (commit 06873e4, another instance, a costlier export) gave 35 / 14 and 40 / 24. A run that calls
-# a shape fewer times runs it eagerly.
-EXPORT_REPAID_AFTER = {"float32": 40, "bfloat16": 24}
+# project's 2-core CPU machines (benchmarks/folder_route.py -> folder-route-cpu.json, commit 90d6488): the first
+# export and compile of SwinIR-M x2 at 128² took 14.8 s and saved 0.80 s per call in float32 against eager torch
+# (2.55 s), 1.77 s in bfloat16: repaid after 18.6 and 8.4 calls; Uformer-B at 256²: 18.5 s, repaid after 21.4 and
+# 14.0 calls. These are the larger of the two, rounded up (earlier, costlier exports needed 40 and 24). A run that
+# calls a shape fewer times runs it eagerly.
+EXPORT_REPAID_AFTER = {"float32": 24, "bfloat16": 16}
+
+# How many times faster the exported graph runs a call than eager torch float32, by precision: the smaller of the
+# two models' ratios in the same measurement (SwinIR-M x2 128²: 2552.5 ms eager, 1756.0 OpenVINO float32, 784.7
+# bfloat16; Uformer-B 256²: 1557.9, 693.0, 237.9).
+EXPORT_SPEEDUP = {"float32": 1.45, "bfloat16": 3.25}
+
+
+def plan_cost(calls: dict[tuple, int], cached: Collection[tuple], precision: str) -> float:
+    """What a run making ``calls`` (input shape → number of calls) costs on the route :func:`choose_route` takes,
+    in pixels run by eager torch: each shape eagerly, or exported (once, unless ``cached``) and run faster,
+    whichever is cheaper. ``n`` calls of ``p`` pixels cost ``n·p`` eagerly, ``n·p/s + R·p·(1 - 1/s)`` exported
+    (``s`` = :data:`EXPORT_SPEEDUP`, ``R`` = :data:`EXPORT_REPAID_AFTER`: the export costs what ``R`` calls save),
+    so the export wins exactly when ``n >= R``. Compares ways of tiling one run."""
+    speedup, repays = EXPORT_SPEEDUP[precision], EXPORT_REPAID_AFTER[precision]
+    total = 0.0
+    for shape, count in calls.items():
+        pixels = shape[-2] * shape[-1] * (shape[0] if len(shape) == 4 else 1)
+        export_cost = 0.0 if shape in cached else repays * pixels * (1 - 1 / speedup)
+        total += min(count * pixels, count * pixels / speedup + export_cost)
+    return total
 
 
 @dataclasses.dataclass(frozen=True)

@@ -547,6 +547,37 @@ def forward_shapes(model, sizes, *, tile: int | None = None, tile_overlap: int |
     return counter.calls
 
 
+def one_shape_tilings(model, sizes, *, tile_overlap: int | None = None, memory_budget_mb: float | None = None,
+                      dtype: str | torch.dtype | None = "auto", protocol: str = "minimal",
+                      tile_batch: int | None = None, most: int = 12) -> dict[int, Counter[tuple[int, ...]]]:
+    """Tile sides with which every image of ``sizes`` runs as tiles of one input shape, each with its forward calls
+    (:func:`forward_shapes`): what lets one export serve a folder of mixed sizes. Edge tiles are moved inward, as
+    in the official tile mode, so no tile reaches past an image and the output stays that of tiling (no extra
+    padding). Sides run from the architecture's smallest trustworthy tile to the smallest image side (padded,
+    where the tiles share the padding), in the architecture's multiple, at most ``most`` of them spread evenly,
+    within the memory budget; none for an architecture that does not tile or images below the smallest tile."""
+    model = unwrap_model(model)
+    if model.spec.tile_overlap is None or not sizes:
+        return {}
+    multiple, smallest = model.official_multiple, _smallest_tile(model)
+    covers = [model.official_size(h, w) if model.spec.tiles_share_padding else (h, w) for h, w in sizes]
+    largest = min(min(cover) for cover in covers) // multiple * multiple
+    sides = list(range(smallest, largest + 1, multiple))
+    if len(sides) > most:
+        sides = sorted({sides[round(i * (len(sides) - 1) / (most - 1))] for i in range(most)})
+    budget = _budget(memory_budget_mb, _model_device_dtype(model)[0])
+    dtype_bytes = torch.empty((), dtype=_compute_dtype(model, dtype)).element_size()
+    tilings = {}
+    for side in sides:
+        if _tile_mb(model, side, side, dtype_bytes, protocol) > budget:
+            break
+        calls = forward_shapes(model, sizes, tile=side, tile_overlap=tile_overlap, memory_budget_mb=memory_budget_mb,
+                               dtype=dtype, protocol=protocol, tile_batch=tile_batch)
+        if len(calls) == 1:
+            tilings[side] = calls
+    return tilings
+
+
 def _runner(model: RestorationModel, backend: str | Runner, cache_dir, compute_dtype: torch.dtype) -> Runner:
     """What runs the raw forward of every call (the image, each tile): ``backend`` by name
     (:func:`~nystra_hub.inference.backends.make_runner`), or a runner made once by the caller and reused across

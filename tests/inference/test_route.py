@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from collections import Counter
 
 import numpy as np
@@ -14,8 +15,15 @@ from conftest import REPO
 import nystra_hub
 from nystra_hub.cli import main
 from nystra_hub.inference import backends
-from nystra_hub.inference.backends import Runner, choose_route, make_runner
-from nystra_hub.inference.restore import forward_shapes, restore_tensor
+from nystra_hub.inference.backends import (
+    EXPORT_REPAID_AFTER,
+    EXPORT_SPEEDUP,
+    Runner,
+    choose_route,
+    make_runner,
+    plan_cost,
+)
+from nystra_hub.inference.restore import forward_shapes, one_shape_tilings, restore_tensor
 from nystra_hub.io.images import read_image, write_image
 from nystra_hub.models import ARCHITECTURES
 
@@ -40,7 +48,8 @@ def test_route_on_a_cpu(native_bf16):
     native_bf16(True)
     uformer = nystra_hub.load(REPO / "reference_models" / "uformer-ref-denoise25")
     one = choose_route("cpu", calls=ONE_IMAGE, model=uformer)
-    assert (one.backend, one.precision) == ("torch", "float32") and "none cached or called 40 times" in one.reason
+    assert (one.backend, one.precision) == ("torch", "float32")
+    assert f"none cached or called {EXPORT_REPAID_AFTER['float32']} times" in one.reason
     tiled = choose_route("cpu", calls=TILED, model=uformer)  # bfloat16 measured outside its budget: float32
     assert (tiled.backend, tiled.precision) == ("openvino", "float32") and "--dtype bfloat16" in tiled.reason
     assert tiled.export_shapes == {(1, 3, 96, 96)} and "OpenVINO float32 for 48 of 49 forward call(s)" in tiled.reason
@@ -50,7 +59,8 @@ def test_route_on_a_cpu(native_bf16):
     assert "1 input shape(s) exported before, 0 exported now" in cached.reason
     asked = choose_route("cpu", calls=ONE_IMAGE, dtype="bfloat16")  # OpenVINO's kernels, the one shape eager
     assert (asked.backend, asked.precision, asked.export_shapes) == ("openvino", "bfloat16", frozenset())
-    assert choose_route("cpu", calls={(1, 3, 96, 96): 24}, dtype="bfloat16").export_shapes == {(1, 3, 96, 96)}
+    repays = {(1, 3, 96, 96): EXPORT_REPAID_AFTER["bfloat16"]}
+    assert choose_route("cpu", calls=repays, dtype="bfloat16").export_shapes == {(1, 3, 96, 96)}
 
 
 @pytest.mark.skipif(not HAS_OPENVINO, reason="OpenVINO is not installed")
@@ -64,7 +74,8 @@ def test_bfloat16_by_default_where_the_architecture_was_measured_within_budget(n
     assert (tiled.backend, tiled.precision) == ("openvino", "bfloat16") and "--dtype bfloat16" not in tiled.reason
     assert tiled.export_shapes == {(1, 3, 96, 96)}
     one = choose_route("cpu", calls=ONE_IMAGE, model=swinir)
-    assert (one.backend, one.precision) == ("torch", "float32") and "none cached or called 24 times" in one.reason
+    assert (one.backend, one.precision) == ("torch", "float32")
+    assert f"none cached or called {EXPORT_REPAID_AFTER['bfloat16']} times" in one.reason
     assert choose_route("cpu", calls=TILED, dtype="float32", model=swinir).precision == "float32"
     native_bf16(False)
     assert choose_route("cpu", calls=TILED, model=swinir).precision == "float32"
@@ -172,3 +183,60 @@ def test_restore_on_openvino_takes_the_measured_precision_by_default(tmp_path, n
     assert torch.equal(auto, bf16) and not torch.equal(auto, f32) and (auto - f32).abs().max() < 0.02
     native_bf16(False)
     assert torch.equal(run(), f32)
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_plan_cost_exports_exactly_the_shapes_choose_route_exports(precision):
+    """A shape costs its eager pixels below the repay count and less from it on; a cached shape costs its pixels
+    divided by the export's speedup."""
+    shape, repays, pixels = (1, 3, 64, 80), EXPORT_REPAID_AFTER[precision], 64 * 80
+    below, at = plan_cost({shape: repays - 1}, (), precision), plan_cost({shape: repays}, (), precision)
+    assert below == (repays - 1) * pixels and at == pytest.approx(repays * pixels)  # the break-even point
+    assert plan_cost({shape: 2 * repays}, (), precision) < 2 * repays * pixels
+    assert plan_cost({shape: 3}, [shape], precision) == pytest.approx(3 * pixels / EXPORT_SPEEDUP[precision])
+    assert plan_cost({shape: 3, (1, 3, 8, 8): 1}, [shape], precision) == pytest.approx(
+        3 * pixels / EXPORT_SPEEDUP[precision] + 64)
+
+
+def test_one_shape_tilings_give_every_image_the_same_tile_shape():
+    """Each side runs a folder of mixed sizes in tiles of one shape, from the smallest trustworthy tile up to the
+    smallest (padded) image side, in the window's multiple; none for images below the smallest tile or for an
+    architecture that is never tiled."""
+    model = nystra_hub.load(X2)
+    sizes = [(100, 130), (120, 110), (97, 200)]
+    tilings = one_shape_tilings(model, sizes)
+    smallest = model.spec.min_tile_multiples * model.official_multiple
+    assert tilings and min(tilings) == smallest and max(tilings) <= 104  # 97 is padded to 104
+    for side, calls in tilings.items():
+        assert side % model.official_multiple == 0 and list(calls) == [(1, 3, side, side)]
+        assert calls == forward_shapes(model, sizes, tile=side)
+    assert one_shape_tilings(model, [(40, 48), (200, 200)]) == {}
+    dehaze = nystra_hub.load(REPO / "reference_models" / "dehazeformer-ref-t")
+    assert one_shape_tilings(dehaze, sizes) == {}
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason="OpenVINO is not installed")
+def test_a_folder_of_mixed_sizes_shares_one_export_when_that_is_cheaper(tmp_path, monkeypatch, capsys, native_bf16):
+    """Images of three sizes, each called once: no shape of their own repays an export, one tile side for all of
+    them does (the repay count lowered so that a few small images show it): one export, the route says so, and
+    the 8-bit outputs stay within 2 levels of eager float32."""
+    monkeypatch.delenv("NYSTRA_HUB_BACKEND", raising=False)
+    monkeypatch.setenv("NYSTRA_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(EXPORT_REPAID_AFTER, "bfloat16", 2)
+    native_bf16(True)
+    rng = np.random.default_rng(0)
+    for name, (height, width) in {"a.png": (100, 180), "b.png": (104, 170), "c.png": (98, 190)}.items():
+        write_image(tmp_path / "in" / name, rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+    common = ["restore", "--no-progress", "--model", str(X2), str(tmp_path / "in")]
+    assert main([*common, "--out", str(tmp_path / "eager"), "--backend", "torch", "--dtype", "float32"]) == 0
+    capsys.readouterr()
+    assert main([*common, "--out", str(tmp_path / "auto")]) == 0
+    err = capsys.readouterr().err
+    side = int(re.search(r"every image in (\d+)-px tiles, so that one export serves them all", err)[1])
+    calls = sum(forward_shapes(nystra_hub.load(X2), [(100, 180), (104, 170), (98, 190)], tile=side).values())
+    assert f"route: OpenVINO bfloat16 for {calls} of {calls} forward call(s): 0 input shape(s) exported before, " \
+        "1 exported now" in err and side in (96, 104)
+    assert err.count("exporting the graph") == 1
+    for name in ("a.png", "b.png", "c.png"):
+        difference = read_image(tmp_path / "auto" / name).astype(int) - read_image(tmp_path / "eager" / name)
+        assert np.abs(difference).max() <= 2
