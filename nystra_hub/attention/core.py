@@ -314,7 +314,8 @@ def softmax_attention(module: WindowAttentionBase, q: Tensor, k: Tensor, v: Tens
     # page faults that took longer than the additions themselves (softmax 24 -> 8 ms at 1024x2x64x64).
     # Same operations, same order, same values. A traced graph (export, compile) gets the out-of-place ones: the
     # in-place updates of views leave reshapes between the additions and the softmax that keep OpenVINO from fusing
-    # them (SwinIR-M x2 at 128² in OpenVINO float32: 0.94x the official graph in place, 1.01x out of place).
+    # them (SwinIR-M x2 at 128² in OpenVINO float32, against the official graph: 0.94x in place, 1.01x out of
+    # place; two runs of benchmarks' ov-default command on this project's 2-core machines).
     in_place = not (attn.requires_grad or (bias is not None and bias.requires_grad) or torch.compiler.is_compiling())
     if bias is not None:
         attn = attn.add_(bias) if in_place else attn + bias.unsqueeze(0)

@@ -123,8 +123,8 @@ def cpu_has_native_bfloat16() -> bool:
 # project's 2-core CPU machines (benchmarks/folder_route.py -> folder-route-cpu.json, commit 90d6488): the first
 # export and compile of SwinIR-M x2 at 128² took 14.8 s and saved 0.80 s per call in float32 against eager torch
 # (2.55 s), 1.77 s in bfloat16: repaid after 18.6 and 8.4 calls; Uformer-B at 256²: 18.5 s, repaid after 21.4 and
-# 14.0 calls. These are the larger of the two, rounded up (earlier, costlier exports needed 40 and 24). A run that
-# calls a shape fewer times runs it eagerly.
+# 14.0 calls. The thresholds are the larger of the two with a margin of about 1.1x (earlier, costlier exports
+# needed 40 and 24). A run that calls a shape fewer times runs it eagerly.
 EXPORT_REPAID_AFTER = {"float32": 24, "bfloat16": 16}
 
 # How many times faster the exported graph runs a call than eager torch float32, by precision: the smaller of the
