@@ -30,6 +30,7 @@ from nystra_hub.attention.nystrom import (
     pool_tokens,
     thresholded_exp,
 )
+from nystra_hub.attention.triton_window import TRITON_IMPL, triton_unavailable_reason, triton_window_attention
 from nystra_hub.attention.windows import (
     SHIFT_MASK_VALUE,
     WindowMask,
@@ -64,6 +65,9 @@ __all__ = [
     "FLEX_IMPL",
     "flex_unavailable_reason",
     "flex_window_attention",
+    "TRITON_IMPL",
+    "triton_unavailable_reason",
+    "triton_window_attention",
     "iterative_pinv",
     "landmark_grid",
     "log_relative_offsets",

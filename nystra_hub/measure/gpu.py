@@ -10,16 +10,16 @@ values. How close each arm comes to the hardware: the exact float32 forward's FL
 its median, against the matmul ceiling measured on the device for the arm's dtype (:func:`rooflines`).
 
 The arms (:func:`arms_for`) are the routes a GPU user can take: float32, bfloat16 and float16 autocast with the
-non-finite guard, spandrel cast to half precision (the official code path), fused SDPA, FlexAttention and
-PnP-Nystra (its redo of untrustworthy windows bounded, one host synchronisation per forward, or counted, one per
-layer) eager or ``torch.compile``-d per block, CUDA graphs, tiles batched into one forward, and the paper's
-enlarged windows. Besides the cases: which fused SDPA kernel serves window attention (:func:`sdpa_kernels`),
-compiled FlexAttention at the same shapes (:func:`flex_kernels`), the host synchronisations of a nystra forward
-(:func:`host_syncs`), a float16 overflow stress (:func:`fp16_stress`) and a profile of where the time goes
-(:func:`profile_arms`).
+non-finite guard, spandrel cast to half precision (the official code path), fused SDPA, FlexAttention, our Triton
+window-attention kernel and PnP-Nystra (its redo of untrustworthy windows bounded, one host synchronisation per
+forward, or counted, one per layer) eager or ``torch.compile``-d per block, CUDA graphs, tiles batched into one
+forward, and the paper's enlarged windows. Besides the cases: which fused SDPA kernel serves window attention
+(:func:`sdpa_kernels`), compiled FlexAttention and the Triton kernel at the same shapes (:func:`flex_kernels`,
+:func:`triton_kernels`), the host synchronisations of a nystra forward (:func:`host_syncs`), a float16 overflow
+stress (:func:`fp16_stress`) and a profile of where the time goes (:func:`profile_arms`).
 
 ``GpuBenchSettings(dry_run=True)`` runs every code path on the CPU with tiny models and sizes in seconds (CI and
-``tests/measure/test_gpu_bench.py`` run it), except what needs CUDA: the CUDA-graph arms (listed in
+``tests/measure/test_gpu_bench.py`` run it), except what needs CUDA: the CUDA-graph and Triton arms (listed in
 ``skipped_arms``), peak memory (null), the kernel surveys and the synchronisation count (absent).
 """
 
@@ -32,6 +32,7 @@ import math
 import os
 import time
 import traceback
+import types
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from nystra_hub.attention.core import fused_attention
 from nystra_hub.attention.flex import flex_attention, flex_head_dim, window_score_mod
+from nystra_hub.attention.triton_window import TRITON_IMPL, triton_window_attention
 from nystra_hub.inference.export import as_restoration_model
 from nystra_hub.inference.precision import run_guarded
 from nystra_hub.io.images import atomic_write_json
@@ -120,6 +122,7 @@ def arm_config(arm: Arm) -> dict:
 
 
 CUDA_ONLY_RUNNERS = ("cudagraphs",)
+CUDA_ONLY_ATTENTION = (TRITON_IMPL,)  # its CPU run is Triton's interpreter: tests, not timings
 
 
 def arms_for(arch: str, recipe: dict, tile: int | None = None) -> list[Arm]:
@@ -152,6 +155,9 @@ def arms_for(arch: str, recipe: dict, tile: int | None = None) -> list[Arm]:
         gpu_arm("flex-compile-bf16", "ours, FlexAttention (bias and shift mask in score_mod, head dim padded to a "
                 "power of two >= 16), torch.compile per transformer block, bf16 autocast", attn_impl="flex",
                 dtype="bfloat16", compile_blocks=True),
+        gpu_arm("triton-bf16", "ours, exact window attention in one Triton kernel (bias and shift mask read in the "
+                "kernel, scores on chip, head dim padded inside the kernel), bf16 autocast", attn_impl="triton",
+                dtype="bfloat16"),
         gpu_arm("nystra-bf16", "ours, PnP-Nystra at the trained window (bias pooled, cut windows exact; kernel and "
                 "pseudo-inverse fp32), bf16 autocast elsewhere; a bounded redo of untrustworthy windows, checked "
                 "once per forward", attn_impl="nystra", dtype="bfloat16"),
@@ -166,6 +172,8 @@ def arms_for(arch: str, recipe: dict, tile: int | None = None) -> list[Arm]:
                 runtime="cudagraphs"),
         gpu_arm("graph-sdpa-bf16", "ours, exact fused SDPA, bf16 autocast, CUDA graph", attn_impl="sdpa",
                 dtype="bfloat16", runtime="cudagraphs"),
+        gpu_arm("graph-triton-bf16", "ours, the Triton window-attention kernel, bf16 autocast, CUDA graph",
+                attn_impl="triton", dtype="bfloat16", runtime="cudagraphs"),
     ]
     if tile:
         arms += [
@@ -289,6 +297,9 @@ def _build_case_arms(base: nn.Module, arms: list[Arm], device: torch.device, til
         if arm.runtime in CUDA_ONLY_RUNNERS and device.type != "cuda":
             skipped[arm.name] = f"the {arm.runtime} runner needs CUDA"
             continue
+        if arm.attn_impl in CUDA_ONLY_ATTENTION and device.type != "cuda":
+            skipped[arm.name] = f"attn_impl {arm.attn_impl!r} is timed on CUDA only"
+            continue
         try:
             fns[arm.name] = build_arm(base, arm, device, tile)
         except Exception as err:  # noqa: BLE001 - an arm that cannot be built is reported, not fatal
@@ -402,8 +413,7 @@ def flex_kernel_row(compiled_flex: Callable, device: torch.device, head_dim: int
     """Milliseconds per call of compiled flex and of our SDPA at ``head_dim``, flex's first call in seconds (its
     compilation: one per head dim, whose scale is a constant of the graph) and the largest difference between the
     two outputs."""
-    q, k, v = (torch.randn(windows, heads, 64, head_dim, device=device, dtype=torch.bfloat16) for _ in range(3))
-    bias = torch.randn(heads, 64, 64, device=device, dtype=torch.bfloat16)
+    q, k, v, bias = _kernel_inputs(device, head_dim, windows, heads)
     padded = flex_head_dim(head_dim, device.type)
     qp, kp, vp = (torch.nn.functional.pad(t, (0, padded - head_dim)) for t in (q, k, v))
     score_mod, scale = window_score_mod(bias, None), head_dim**-0.5
@@ -411,20 +421,54 @@ def flex_kernel_row(compiled_flex: Callable, device: torch.device, head_dim: int
     def flex() -> Tensor:
         return compiled_flex(qp, kp, vp, score_mod=score_mod, scale=scale)[..., :head_dim]
 
+    row = {"dtype": "bfloat16", "head_dim": head_dim, "flex_head_dim": padded, "windows": windows, "heads": heads}
+    return _against_sdpa(row, "flex", flex, q, k, v, bias, scale, device)
+
+
+def triton_kernels(device: torch.device, head_dims=(30, 32, 12, 16), windows: int = 4096,
+                   heads: int = 6) -> list[dict]:
+    """The Triton kernel (``attn_impl="triton"``'s call) against our fused SDPA on the windows of
+    :func:`sdpa_kernels`, bfloat16, one row per head dim: its first call in seconds (Triton compiles it per head
+    dim), milliseconds per call of both, the largest difference between them."""
+    return [triton_kernel_row(device, d, windows, heads) for d in head_dims]
+
+
+def triton_kernel_row(device: torch.device, head_dim: int, windows: int, heads: int) -> dict:
+    """One row of :func:`triton_kernels`."""
+    q, k, v, bias = _kernel_inputs(device, head_dim, windows, heads)
+    scale = head_dim**-0.5
+    module = types.SimpleNamespace(scale=scale, num_heads=heads)
+
+    def kernel() -> Tensor:
+        return triton_window_attention(module, q, k, v, bias, None, None)
+
+    row = {"dtype": "bfloat16", "head_dim": head_dim, "windows": windows, "heads": heads}
+    return _against_sdpa(row, "triton", kernel, q, k, v, bias, scale, device)
+
+
+def _kernel_inputs(device: torch.device, head_dim: int, windows: int, heads: int) -> tuple[Tensor, ...]:
+    """Random bfloat16 q, k, v of ``windows`` 8×8 windows and a (heads, 64, 64) bias."""
+    q, k, v = (torch.randn(windows, heads, 64, head_dim, device=device, dtype=torch.bfloat16) for _ in range(3))
+    return q, k, v, torch.randn(heads, 64, 64, device=device, dtype=torch.bfloat16)
+
+
+def _against_sdpa(row: dict, name: str, fn: Callable[[], Tensor], q, k, v, bias, scale: float,
+                  device: torch.device) -> dict:
+    """``row`` plus ``{name}_first_call_s``, ``{name}_ms``, ``sdpa_ms`` and the largest difference of ``fn``'s
+    output from our SDPA's (``max_abs_diff_vs_sdpa``), or ``error``."""
     def sdpa() -> Tensor:
         return fused_attention(q, k, v, bias, scale)
 
-    row = {"dtype": "bfloat16", "head_dim": head_dim, "flex_head_dim": padded, "windows": windows, "heads": heads}
     try:
         start = time.perf_counter()
         with torch.inference_mode():
-            flex_out = flex()
+            out = fn()
             synchronize(device)
-        row["flex_first_call_s"] = round(time.perf_counter() - start, 2)
-        row["flex_compiled_ms"] = timed_ms(flex, device)
+        row[f"{name}_first_call_s"] = round(time.perf_counter() - start, 2)
+        row[f"{name}_ms"] = timed_ms(fn, device)
         row["sdpa_ms"] = timed_ms(sdpa, device)
         with torch.inference_mode():
-            row["max_abs_diff_vs_sdpa"] = float((flex_out.float() - sdpa().float()).abs().max())
+            row["max_abs_diff_vs_sdpa"] = float((out.float() - sdpa().float()).abs().max())
     except Exception as err:  # noqa: BLE001 - "no kernel for these inputs" is the answer
         row["error"] = error_text(err)
     return row
@@ -515,7 +559,7 @@ def fp16_stress(settings: GpuBenchSettings, log) -> dict:
 # -- where the time goes -----------------------------------------------------------------------------------------------
 def profile_arms(settings: GpuBenchSettings, log, names=("exact-bf16", "sdpa-bf16")) -> dict:
     """torch.profiler over one forward of SwinIR-M x2 at 512² (dry run: the tiny model) per arm: the kernels (or CPU
-    ops) that take the time, top 20, with the forward's wall time."""
+    ops) that take the time, top 20, with the forward's wall time; on CUDA the Triton kernel's arm too."""
     device, dry_run = settings.device, settings.dry_run
     case = CASES_DRY[0] if dry_run else _variant_case("swinir-x2", [512])
     torch.manual_seed(settings.seed)
@@ -524,6 +568,8 @@ def profile_arms(settings: GpuBenchSettings, log, names=("exact-bf16", "sdpa-bf1
     arms = {a.name: a for a in arms_for(case["arch"], paper_recipe(case["arch"], case["task"]))}
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     out = {"model": case["name"], "size": case["sizes"][0]}
+    if device.type == "cuda":
+        names = (*names, "triton-bf16")  # on the CPU the kernel runs only in Triton's interpreter
     for name in names:
         fn = build_arm(base, arms[name], device)
         call_with_fallbacks(fn, x, device)  # warm-up
@@ -630,6 +676,7 @@ def run_gpu_bench(settings: GpuBenchSettings, out_dir: str | os.PathLike, log=pr
     sections = {"fp16_stress": lambda: fp16_stress(settings, log)}
     if device.type == "cuda":
         sections = {"sdpa_kernels": lambda: sdpa_kernels(device), "flex_kernels": lambda: flex_kernels(device),
+                    "triton_kernels": lambda: triton_kernels(device),
                     "host_syncs": lambda: host_syncs(settings, log), **sections}
     sections["roofline"] = lambda: rooflines(settings, log)
     for name, section in sections.items():

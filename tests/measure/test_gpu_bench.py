@@ -21,10 +21,12 @@ TINY_SWINIR = gpu.CASES_DRY[0]
 
 
 def test_a_case_measures_its_arms_and_skips_what_needs_cuda():
-    arms = ["exact-fp32", "sdpa-bf16", "nystra-bf16", "nystra-exact-count-bf16", "spandrel-fp32", "graph-exact-fp32"]
+    arms = ["exact-fp32", "sdpa-bf16", "nystra-bf16", "nystra-exact-count-bf16", "spandrel-fp32", "graph-exact-fp32",
+            "triton-bf16"]
     settings = gpu.GpuBenchSettings(dry_run=True, arms=arms)
     case = gpu.run_case(TINY_SWINIR, settings, deadline=time.perf_counter() + 600, log=lambda message: None)
-    assert case["skipped_arms"] == {"graph-exact-fp32": "the cudagraphs runner needs CUDA"}
+    assert case["skipped_arms"] == {"graph-exact-fp32": "the cudagraphs runner needs CUDA",
+                                    "triton-bf16": "attn_impl 'triton' is timed on CUDA only"}
     assert list(case["arms"]) == ["spandrel-fp32", "exact-fp32", "sdpa-bf16", "nystra-bf16",
                                   "nystra-exact-count-bf16"]
     assert case["arms"]["nystra-bf16"]["redo"] == "auto" and case["arms"]["exact-fp32"]["redo"] == "auto"
@@ -95,8 +97,13 @@ def test_compiled_flex_kernels_match_sdpa():
     """The GPU run's flex kernel survey, on the CPU (inductor's C++ flex template, ~6 s per head dim here)."""
     (row,) = gpu.flex_kernels(torch.device("cpu"), head_dims=(12,), windows=4, heads=2)
     assert (row["head_dim"], row["flex_head_dim"]) == (12, 16) and "error" not in row
-    assert row["flex_compiled_ms"] > 0 and row["sdpa_ms"] > 0 and row["flex_first_call_s"] > 0
+    assert row["flex_ms"] > 0 and row["sdpa_ms"] > 0 and row["flex_first_call_s"] > 0
     assert row["max_abs_diff_vs_sdpa"] < 0.05  # bfloat16 outputs of two exact kernels
+
+
+def test_the_triton_kernel_survey_says_why_it_cannot_run_on_the_cpu():
+    (row,) = gpu.triton_kernels(torch.device("cpu"), head_dims=(12,), windows=4, heads=2)
+    assert row["head_dim"] == 12 and "CUDA" in row["error"] and "TRITON_INTERPRET" in row["error"]
 
 
 def test_a_spent_budget_skips_the_remaining_sizes():
