@@ -58,6 +58,8 @@ from nystra_hub.measure.timing import (
     achieved_rates,
     call_with_fallbacks,
     compare_outputs,
+    copy_roofline,
+    count_bytes,
     count_flops,
     error_text,
     gemm_roofline,
@@ -557,30 +559,57 @@ def fp16_stress(settings: GpuBenchSettings, log) -> dict:
 
 
 # -- where the time goes -----------------------------------------------------------------------------------------------
+PROFILED_VARIANTS = ("swinir-x2", "uformer-b-sidd")  # the issue's two: SwinIR-M x2 and Uformer-B, at 512²
+
+
 def profile_arms(settings: GpuBenchSettings, log, names=("exact-bf16", "sdpa-bf16")) -> dict:
-    """torch.profiler over one forward of SwinIR-M x2 at 512² (dry run: the tiny model) per arm: the kernels (or CPU
-    ops) that take the time, top 20, with the forward's wall time; on CUDA the Triton kernel's arm too."""
-    device, dry_run = settings.device, settings.dry_run
-    case = CASES_DRY[0] if dry_run else _variant_case("swinir-x2", [512])
-    torch.manual_seed(settings.seed)
-    base = (build_model(case["arch"], **case["kwargs"]) if dry_run else build_variant("swinir-x2")).eval()
-    x = make_input(base, case["sizes"][0], device, settings.seed)
-    arms = {a.name: a for a in arms_for(case["arch"], paper_recipe(case["arch"], case["task"]))}
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    out = {"model": case["name"], "size": case["sizes"][0]}
+    """Where the time of one forward goes, per model (SwinIR-M x2 and Uformer-B at 512²; dry run: the tiny SwinIR
+    and Uformer) and arm (on CUDA the Triton kernel's arm too): :func:`profile_forward`'s table, with the copy
+    bandwidth the GB/s are compared with."""
+    device = settings.device
+    cases = CASES_DRY[:2] if settings.dry_run else [_variant_case(n, [512]) for n in PROFILED_VARIANTS]
     if device.type == "cuda":
         names = (*names, "triton-bf16")  # on the CPU the kernel runs only in Triton's interpreter
-    for name in names:
-        fn = build_arm(base, arms[name], device)
-        call_with_fallbacks(fn, x, device)  # warm-up
-        with profile(activities=activities) as prof:
-            _, seconds, _ = call_with_fallbacks(fn, x, device)
-        key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-        rows = sorted(prof.key_averages(), key=lambda e: getattr(e, key, 0), reverse=True)[:20]
-        out[name] = {"wall_s": seconds, "sort_key": key, "top": [
-            {"name": e.key[:160], "count": e.count, "self_us": round(float(getattr(e, key, 0)), 1)} for e in rows]}
-        log(f"  profile {name}: {seconds * 1e3:.1f} ms; top: {out[name]['top'][0]['name'][:80]}")
+    bandwidth = copy_roofline(device, megabytes=16 if settings.dry_run else 1024)
+    out = {"copy_roofline": bandwidth, "models": []}
+    for case in cases:
+        torch.manual_seed(settings.seed)
+        base = (build_variant(case["variant"]) if "variant" in case else build_model(case["arch"], **case["kwargs"]))
+        x = make_input(base.eval(), case["sizes"][0], device, settings.seed)
+        arms = {a.name: a for a in arms_for(case["arch"], paper_recipe(case["arch"], case["task"]))}
+        entry = {"model": case["name"], "size": case["sizes"][0]}
+        for name in names:
+            entry[name] = profile_forward(build_arm(base, arms[name], device), x, device, bandwidth["gb_per_s"])
+            log(f"  profile {case['name']} {name}: {entry[name]['wall_s'] * 1e3:.1f} ms, "
+                f"{entry[name]['launches']} launches, {entry[name]['tflops_per_s']:.2f} TFLOP/s, "
+                f"{entry[name]['gb_per_s']:.0f} GB/s; top: {entry[name]['top'][0]['name'][:60]}")
+        out["models"].append(entry)
     return out
+
+
+def profile_forward(fn: Callable[[Tensor], Tensor], x: Tensor, device: torch.device, peak_gb_per_s: float) -> dict:
+    """One profiled forward after a warm-up: its wall time, the top 20 kernels (CPU: operations) by self time with
+    their share of the total, kernel launches (CPU: operations) per forward, and the rates it reached: TFLOP/s
+    (:func:`.timing.count_flops` of this arm) and GB/s (:func:`.timing.count_bytes`, the bytes its operations read
+    and write as dispatched), the latter also as a fraction of the copy bandwidth."""
+    call_with_fallbacks(fn, x, device)  # warm-up
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        _, seconds, _ = call_with_fallbacks(fn, x, device)
+    on_device = device.type == "cuda"
+    key = "self_device_time_total" if on_device else "self_cpu_time_total"
+    events = [e for e in prof.key_averages() if getattr(e, key, 0) > 0]
+    if on_device:  # kernels, not the CPU-side operators that launched them
+        events = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+    total = sum(getattr(e, key) for e in events) or 1.0
+    rows = sorted(events, key=lambda e: getattr(e, key), reverse=True)[:20]
+    flops, moved = count_flops(fn, x)["flops"], count_bytes(fn, x)["op_bytes"]
+    return {"wall_s": seconds, "sort_key": key, "self_us_total": round(total, 1),
+            "launches": sum(e.count for e in events), "launches_counted": "CUDA kernels" if on_device else "CPU ops",
+            "flops": flops, "tflops_per_s": flops / seconds / 1e12, "op_bytes": moved,
+            "gb_per_s": moved / seconds / 1e9, "copy_bandwidth_fraction": moved / seconds / 1e9 / peak_gb_per_s,
+            "top": [{"name": e.key[:160], "count": e.count, "self_us": round(float(getattr(e, key)), 1),
+                     "share": round(getattr(e, key) / total, 4)} for e in rows]}
 
 
 # -- cases and the run ---------------------------------------------------------------------------------------------
@@ -597,8 +626,10 @@ def _variant_case(name: str, sizes: list[int], compile_sizes: tuple[int, ...] = 
 # 68.8 ms: slower than eager SDPA's 48.6). Estimated since, not measured: compiled arms on SwinIR-M only (two block
 # graphs each; flex, nystra and SDPA about a minute each to compile: +3 min), none on DehazeFormer-B (-2.6 min) or
 # Uformer-B; the eager nystra-exact-count arm (+10 s over the three); the flex kernel survey (four compiles, about
-# 1 min) and the synchronisation count (15 s). About 8.5 minutes in all: one device call (at most 10 minutes) in
-# the 15 minutes of device time a session is lent, the machine's start taking 1-3 of them.
+# 1 min) and the synchronisation count (15 s); the Triton arms and kernel survey (a few seconds of compilation per
+# head dim and shape: about 30 s) and the profile's second model, Uformer-B, with its byte and FLOP counts (about
+# 20 s; it runs before the cases). About 9 minutes in all: one device call (at most 10 minutes) in the 15 minutes
+# of device time a session is lent, the machine's start taking 1-3 of them.
 COMPILED_ARMS = ("compiled arms at 512² on SwinIR-M only: Uformer-B's nine stages and DehazeFormer-B's five take "
                  "minutes per arm to compile")
 
@@ -679,6 +710,7 @@ def run_gpu_bench(settings: GpuBenchSettings, out_dir: str | os.PathLike, log=pr
                     "triton_kernels": lambda: triton_kernels(device),
                     "host_syncs": lambda: host_syncs(settings, log), **sections}
     sections["roofline"] = lambda: rooflines(settings, log)
+    sections["profile"] = lambda: profile_arms(settings, log)  # first: it decides what to work on next
     for name, section in sections.items():
         _guarded_section(report, name, section)
         atomic_write_json(path, report, indent=1)
@@ -691,7 +723,6 @@ def run_gpu_bench(settings: GpuBenchSettings, out_dir: str | os.PathLike, log=pr
             report["errors"].append({"case": case["name"], "traceback": traceback.format_exc()[-2000:]})
             log(report["errors"][-1]["traceback"])
         atomic_write_json(path, report, indent=1)
-    _guarded_section(report, "profile", lambda: profile_arms(settings, log))
     report["seconds"] = round(time.perf_counter() - started, 1)
     atomic_write_json(path, report, indent=1)
     log(f"wrote {path} in {report['seconds']} s")

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+from torch.utils import _pytree as pytree
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from nystra_hub.inference.precision import PrecisionFallbackWarning
@@ -213,6 +215,49 @@ def count_flops(fn: Callable[[Tensor], Tensor], x: Tensor) -> dict:
         fn(x)
     by_op = {str(op): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
     return {"flops": int(counter.get_total_flops()), "flops_by_op": by_op}
+
+
+class _OpBytes(TorchDispatchMode):
+    """Sums the bytes every dispatched operation reads and writes: its tensor inputs and outputs, views excluded
+    (they move nothing). Eager traffic as executed: a fused kernel counts its inputs and output only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bytes = 0
+        self.ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if not func.is_view:
+            tensors = [t for t in pytree.tree_leaves((args, kwargs, out)) if isinstance(t, Tensor)]
+            self.bytes += sum(t.numel() * t.element_size() for t in tensors)
+            self.ops += 1
+        return out
+
+
+def count_bytes(fn: Callable[[Tensor], Tensor], x: Tensor) -> dict:
+    """Bytes read and written by the operations of one ``fn(x)`` as dispatched (:class:`_OpBytes`), and how many
+    operations moved them: over a forward's time, the memory bandwidth it achieved at least."""
+    with torch.inference_mode(), _OpBytes() as counter:
+        fn(x)
+    return {"op_bytes": counter.bytes, "ops": counter.ops}
+
+
+def copy_roofline(device: torch.device, megabytes: int = 1024, runs: int = 5) -> dict:
+    """The memory bandwidth this device reaches copying a ``megabytes`` buffer (GB/s read plus written, median of
+    ``runs`` timed copies after one warm-up): the ceiling of the arms' achieved GB/s."""
+    source = torch.empty(megabytes * 2**20, dtype=torch.uint8, device=device)
+    target = torch.empty_like(source)
+    times = []
+    for i in range(runs + 1):
+        synchronize(device)
+        start = time.perf_counter()
+        target.copy_(source)
+        synchronize(device)
+        if i:
+            times.append(time.perf_counter() - start)
+    return {"gb_per_s": 2 * source.numel() / statistics.median(times) / 1e9,
+            "method": f"Tensor.copy_ of {megabytes} MiB, read + written, median of {runs} after one warm-up"}
 
 
 def gemm_roofline(device: torch.device, dtype: torch.dtype, shapes: tuple[tuple[int, int, int], ...],

@@ -201,7 +201,13 @@ def test_gpu_sh_dry_run(tmp_path):
         assert swinir_arms[name]["psnr_vs_exact_fp32"] > 40, name
     assert "sdpa_kernels" not in report and "flex_kernels" not in report and "host_syncs" not in report  # CUDA
     profiled = report["profile"]
-    assert profiled["exact-bf16"]["top"] and profiled["sdpa-bf16"]["wall_s"] > 0
+    assert [m["model"] for m in profiled["models"]] == ["tiny-swinir-x2", "tiny-uformer"]
+    assert profiled["copy_roofline"]["gb_per_s"] > 0
+    for model in profiled["models"]:
+        for arm in ("exact-bf16", "sdpa-bf16"):
+            row = model[arm]
+            assert row["wall_s"] > 0 and row["launches"] > 0 and row["tflops_per_s"] > 0 and row["gb_per_s"] > 0
+            assert 0.99 < sum(r["share"] for r in row["top"]) <= 1.0001 or len(row["top"]) == 20
     assert set(report["roofline"]) == {"float32", "bfloat16", "float16"}
     for case in report["cases"]:
         (result,) = case["results"]
