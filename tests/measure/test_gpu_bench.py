@@ -215,8 +215,9 @@ def test_gpu_sh_dry_run(tmp_path):
 
 
 @pytest.mark.skipif(not (TESTSETS / "Kodak24").is_dir(), reason="needs ../shared/testsets")
-def test_gpu_session_trains_the_swinir_reference_in_pieces(tmp_path):
-    """benchmarks/gpu_session.sh's training half on the CPU: a piece stops early, the next resumes from its state."""
+def test_gpu_session_trains_the_dehazeformer_reference_further_in_pieces(tmp_path):
+    """benchmarks/gpu_session.sh's training half on the CPU: from the shipped DehazeFormer weights, a piece stops
+    early, the next resumes from its state."""
     first, second = tmp_path / "first", tmp_path / "second"
     env = {**os.environ, "PYTHON": sys.executable, "SKIP_BENCH": "1", "DEVICE": "cpu", "STEPS": "3",
            "TESTSETS": str(TESTSETS), "STATES": str(tmp_path / "none")}
@@ -226,7 +227,8 @@ def test_gpu_session_trains_the_swinir_reference_in_pieces(tmp_path):
         proc = subprocess.run(["bash", script, str(out)], env={**env, **extra}, capture_output=True, text=True,
                               timeout=600)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    saved = torch.load(second / "train" / "swinir-ref-x2.pt", map_location="cpu", weights_only=False)["run"]
-    assert saved["step"] == 3 and saved["settings"]["bias_init"] == "locality" and saved["settings"]["batch"] == 2
-    assert "resumed swinir-ref-x2 at step 1/3" in (second / "train" / "train.log").read_text()
+    saved = torch.load(second / "train" / "dehazeformer-ref-t.pt", map_location="cpu", weights_only=False)["run"]
+    assert saved["settings"]["recipe"] == "dehazeformer-ref-t" and saved["step"] == 3
+    assert saved["settings"]["batch"] == 2 and saved["settings"]["init_from_sha256"]  # from the shipped weights
+    assert "resumed dehazeformer-ref-t at step 1/3" in (second / "train" / "train.log").read_text()
     assert not (first / "bench").exists()
