@@ -12,8 +12,8 @@ existing() { for f in "$@"; do [ -f "$f" ] && echo "$f"; done; }
 ref() { echo "--fidelity $(existing "${@:2}") --reference reference_models/$1"; }
 cards swinir-x2 --bench $(existing $B/timing-swinir-x2-128-cpu.json $B/bench-swinir-x2-cpu.json $B/bench-swinir-x2-512-cpu.json \
         $B/bench-swinir-x2-enlarged-cpu.json $B/bench-swinir-x2-routes-cpu.json) \
-    $(ref swinir-ref-x2 $B/fidelity-swinir-ref-x2.json)
-cards swinir-x4 --bench $B/bench-swinir-x4-cpu.json $(ref swinir-ref-x2 $B/fidelity-swinir-ref-x2.json)
+    $(ref swinir-ref-denoise50 $B/fidelity-swinir-ref-denoise50.json)
+cards swinir-x4 --bench $B/bench-swinir-x4-cpu.json $(ref swinir-ref-denoise50 $B/fidelity-swinir-ref-denoise50.json)
 cards uformer-b-sidd --bench $(existing $B/bench-uformer-b-sidd-cpu.json $B/bench-uformer-b-sidd-512-cpu.json \
         $B/bench-uformer-b-sidd-routes-cpu.json) \
     $(ref uformer-ref-denoise25 $B/fidelity-uformer-ref-denoise25.json $B/fidelity-uformer-ref-denoise25-calibrated.json)
@@ -21,6 +21,8 @@ cards dehazeformer-b-indoor --bench $(existing $B/bench-dehazeformer-b-indoor-cp
         $B/bench-dehazeformer-b-indoor-512-cpu.json $B/bench-dehazeformer-b-indoor-routes-cpu.json) \
     $(ref dehazeformer-ref-t $B/fidelity-dehazeformer-ref-t.json)
 "$NYSTRA_HUB" cards --reference-model reference_models/swinir-ref-x2 --fidelity $B/fidelity-swinir-ref-x2.json
+"$NYSTRA_HUB" cards --reference-model reference_models/swinir-ref-denoise50 \
+    --fidelity $B/fidelity-swinir-ref-denoise50.json
 "$NYSTRA_HUB" cards --reference-model reference_models/uformer-ref-denoise25 \
     --fidelity $(existing $B/fidelity-uformer-ref-denoise25.json $B/fidelity-uformer-ref-denoise25-calibrated.json)
 "$NYSTRA_HUB" cards --reference-model reference_models/dehazeformer-ref-t --fidelity $B/fidelity-dehazeformer-ref-t.json

@@ -20,15 +20,16 @@ from matplotlib.colors import to_hex
 from nystra_hub.cli import main
 from nystra_hub.io.cards import MAX_CARD_LINES, PNP_NYSTRA_ARXIV, build_model_card, check_card, render_run_page
 from nystra_hub.io.plots import PALETTE, arm_colour, draw_bench, draw_fidelity, draw_gpu_bars, draw_route_bars
+from nystra_hub.io.variants import get_variant
 
 BENCH = REPO / "benchmarks"
 GPU = "benchmarks/gpu/gpu-bench-h200.json"
 # what benchmarks/make_cards.sh renders: variant -> (bench runs, fidelity runs, reference model)
 CARDS = {
     "swinir-x2": (["timing-swinir-x2-128-cpu", "bench-swinir-x2-cpu", "bench-swinir-x2-512-cpu",
-                   "bench-swinir-x2-enlarged-cpu", "bench-swinir-x2-routes-cpu"], ["fidelity-swinir-ref-x2"],
-                  "swinir-ref-x2"),
-    "swinir-x4": (["bench-swinir-x4-cpu"], ["fidelity-swinir-ref-x2"], "swinir-ref-x2"),
+                   "bench-swinir-x2-enlarged-cpu", "bench-swinir-x2-routes-cpu"], ["fidelity-swinir-ref-denoise50"],
+                  "swinir-ref-denoise50"),
+    "swinir-x4": (["bench-swinir-x4-cpu"], ["fidelity-swinir-ref-denoise50"], "swinir-ref-denoise50"),
     "uformer-b-sidd": (["bench-uformer-b-sidd-cpu", "bench-uformer-b-sidd-512-cpu", "bench-uformer-b-sidd-routes-cpu"],
                        ["fidelity-uformer-ref-denoise25", "fidelity-uformer-ref-denoise25-calibrated"],
                        "uformer-ref-denoise25"),
@@ -36,7 +37,7 @@ CARDS = {
                                "bench-dehazeformer-b-indoor-routes-cpu"], ["fidelity-dehazeformer-ref-t"],
                               "dehazeformer-ref-t"),
 }
-REFERENCES = {"swinir-ref-x2": ["fidelity-swinir-ref-x2"],
+REFERENCES = {"swinir-ref-x2": ["fidelity-swinir-ref-x2"], "swinir-ref-denoise50": ["fidelity-swinir-ref-denoise50"],
               "uformer-ref-denoise25": ["fidelity-uformer-ref-denoise25", "fidelity-uformer-ref-denoise25-calibrated"],
               "dehazeformer-ref-t": ["fidelity-dehazeformer-ref-t"]}
 # the summary's CPU run, its input side, our fastest exported route there, the GPU input side (None: no GPU case)
@@ -235,6 +236,12 @@ def test_quality_line_names_the_reference_model_and_its_caveat(variant):
     expected = {0: "fails both attention-matters checks", 1: "fails 1 of 2 attention-matters checks",
                 2: "attention matters by both checks"}[passed]
     assert expected in line
+    window_gain = info["ablations"]["window_x2"]["change_db"]
+    assert ("**Its window limits it:**" in line) == (window_gain > 0.3), window_gain
+    if window_gain > 0.3:
+        assert f"raises its held-out PSNR by {window_gain:.2f} dB" in line
+    if report["task"]["name"] != "sr" and get_variant(variant).scale > 1:  # a denoiser standing in for a super-resolver
+        assert "not a super-resolver" in line
 
 
 def test_spandrel_and_gpu_gaps_are_said_in_words():

@@ -181,6 +181,20 @@ def image_sets(names: Iterable[str]) -> str:
     return " + ".join(dict.fromkeys(str(n).split("/")[0] for n in names))
 
 
+UNDERTRAINED_DB = 0.3  # a larger window raising held-out PSNR by more than this: the model is not trained out
+
+
+def window_limits(ablations: dict | None) -> str:
+    """A sentence when exact attention at twice the window *raises* the reference model's held-out PSNR by more
+    than :data:`UNDERTRAINED_DB` (the model is limited by its window: not trained to convergence), else ''."""
+    entry = (ablations or {}).get("window_x2") or {}
+    if entry.get("change_db", 0.0) <= UNDERTRAINED_DB:
+        return ""
+    return (f" **Its window limits it:** exact attention at twice the window raises its held-out PSNR by "
+            f"{entry['change_db']:.2f} dB, so it is not trained to convergence and the costs are those of an "
+            "unfinished model.")
+
+
 def attention_verdict(ablations: dict | None) -> tuple[int, int, str]:
     """(checks passed, checks run, the checks in words) of a reference model's attention-matters ablations."""
     if not ablations:

@@ -32,6 +32,7 @@ from nystra_hub.io.cards.format import (
     run_timing,
     signed,
     timed,
+    window_limits,
 )
 from nystra_hub.io.plots import plot_fidelity, plot_gpu_bars, plot_route_bars
 from nystra_hub.io.variants import Variant, get_variant
@@ -299,9 +300,15 @@ def quality_line(v: Variant, m: dict) -> str:
     else:
         caveat = (f" **Caveat: that model fails {'both' if passed == 0 and run == 2 else f'{run - passed} of {run}'} "
                   f"attention-matters checks** ({checks}), so this says little about released weights.")
-    scale = model.get("scale", v.scale)
-    other = ("" if scale == v.scale else
-             f" The reference model is x{scale}: no x{v.scale} {arch_title(v.arch)} reference model exists.")
+    caveat += window_limits(_ablations(m, report))
+    task = report["task"]
+    other = ""
+    if task.get("name") != "sr" and v.scale > 1:
+        other = (f" The reference model is a {arch_title(v.arch)} for {task['description']}, not a super-resolver: "
+                 "the x2 super-resolution reference model's attention does not matter (it fails both checks).")
+    elif task.get("scale", v.scale) != v.scale:
+        other = (f" The reference model is x{task['scale']}: no x{v.scale} {arch_title(v.arch)} reference model "
+                 "exists.")
     return (f"**Quality:** PnP-Nystra (`attn_impl=\"nystra\"`) changes held-out PSNR {change}{vs_exact}, on the "
             f"reference model {_reference_link(m, model['name'])} ({model.get('parameters', '?')} parameters, "
             f"{report['task']['description']}; {len(report['images'])} held-out images of "

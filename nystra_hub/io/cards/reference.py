@@ -25,6 +25,7 @@ from nystra_hub.io.cards.format import (
     run_name,
     run_page_link,
     signed,
+    window_limits,
 )
 
 REFERENCE_LICENSE = "mit"  # the reference models are this repository's work, under its licence (pyproject.toml)
@@ -97,8 +98,8 @@ def _ablations_block(info: dict) -> str:
             f"{'passes' if e.get('matters') else 'fails'} |"
             for k, e in ((k, ablations.get(k)) for k in ("position_bias_dropped", "window_x2")) if e]
     trained = ablations.get("trained_psnr", info["heldout"]["psnr"])
-    return "\n".join([f"**Does its attention matter?** {verdict} Held-out PSNR when part of its attention is "
-                      f"changed ({trained:.3f} dB as trained):", "",
+    return "\n".join([f"**Does its attention matter?** {verdict}{window_limits(ablations)} Held-out PSNR when "
+                      f"part of its attention is changed ({trained:.3f} dB as trained):", "",
                       "| check | PSNR (dB) | change (dB) | size of change that passes (dB) | verdict |",
                       "|---|---|---|---|---|", *rows])
 
