@@ -12,6 +12,7 @@ import nystra_hub
 from nystra_hub.attention import (
     ATTENTION_REGISTRY,
     ATTN_IMPLS,
+    TRITON_IMPL,
     AttentionRegistry,
     NystraParams,
     TableBiasWindowAttention,
@@ -22,6 +23,7 @@ from nystra_hub.attention import (
     register_attn_impl,
     set_attn_impl,
     shifted_window_mask,
+    triton_unavailable_reason,
 )
 from nystra_hub.attention.core import sdpa_attention, softmax_attention
 
@@ -55,6 +57,8 @@ def test_every_implementation_runs_through_the_registry_with_one_signature(maske
     q, k, v = (torch.randn(8, HEADS, 64, D, generator=gen) for _ in range(3))
     mask = shifted_window_mask(16, 32, WINDOW, (4, 4)) if masked else None  # 8 windows, the last 4 cut
     for name in ATTENTION_REGISTRY.names():
+        if triton_unavailable_reason(q.device) is not None and name == TRITON_IMPL:
+            continue  # CUDA or Triton's interpreter only: tests/attention/test_triton_window.py runs it there
         module = ToyAttention(WINDOW, HEADS, D**-0.5, attn_impl=name, nystra=NystraParams(landmarks=16))
         with torch.no_grad():
             bias = module.position_bias(q.dtype, q.device)
@@ -105,7 +109,7 @@ def test_unknown_name_lists_the_valid_ones():
 def test_importing_baselines_registers_nothing():
     # A fresh interpreter: in this one the tests above have registered the baselines already.
     code = ("import nystra_hub.attention.baselines as b; from nystra_hub.attention import ATTENTION_REGISTRY as r; "
-            "assert r.names() == ('softmax', 'sdpa', 'nystra', 'flex'), r.names(); b.register_baselines(); "
+            "assert r.names() == ('softmax', 'sdpa', 'nystra', 'flex', 'triton'), r.names(); b.register_baselines(); "
             "assert set(b.BASELINE_FUNCTIONS) <= set(r.names())")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=120)
 

@@ -123,10 +123,12 @@ def test_a_shape_not_worth_exporting_runs_eagerly(tmp_path):
 
 def test_the_bfloat16_budget_rests_on_a_measurement():
     """Each architecture's bfloat16 verdict is benchmarks/openvino_bf16_quality.py's, for this budget, on the
-    reference models of this tree."""
+    reference models of this tree (but those listed as not measured yet)."""
     report = json.loads((REPO / backends.BFLOAT16_MEASUREMENT).read_text())
     assert report["budget"] == backends.BFLOAT16_BUDGET and report["native_bfloat16"]
-    assert {row["model"] for row in report["references"]} == {p.name for p in (REPO / "reference_models").iterdir()}
+    shipped = {p.name for p in (REPO / "reference_models").iterdir()}
+    assert {row["model"] for row in report["references"]} == shipped - set(backends.BFLOAT16_NOT_MEASURED)
+    assert set(backends.BFLOAT16_NOT_MEASURED) <= shipped  # a model measured since leaves the list
     verdicts = {arch: cls.spec.cpu_bfloat16_within_budget for arch, cls in ARCHITECTURES.items()}
     assert report["within_budget_by_arch"] == verdicts
 
