@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from nystra_hub.attention.core import WindowAttentionBase, register_attn_impl
+from nystra_hub.attention.flex import flex_head_dim
 
 try:
     import triton
@@ -113,8 +114,9 @@ def _interpreter_needs_float32(dtype: torch.dtype) -> bool:
 
 
 def _kernel_head_dim(head_dim: int) -> int:
-    """The head dim the kernel's tiles use: the next power of two, at least 16 (``tl.dot``'s minimum)."""
-    return max(16, 1 << (head_dim - 1).bit_length())
+    """The head dim the kernel's tiles use: the next power of two, at least 16 (``tl.dot``'s minimum), as flex's
+    Triton template on CUDA."""
+    return flex_head_dim(head_dim, "cuda")
 
 
 def triton_window_attention(

@@ -304,8 +304,7 @@ def quality_line(v: Variant, m: dict) -> str:
     task = report["task"]
     other = ""
     if task.get("name") != "sr" and v.scale > 1:
-        other = (f" The reference model is a {arch_title(v.arch)} for {task['description']}, not a super-resolver: "
-                 "the x2 super-resolution reference model's attention does not matter (it fails both checks).")
+        other = f" The reference model is a {arch_title(v.arch)} for {task['description']}, not a super-resolver."
     elif task.get("scale", v.scale) != v.scale:
         other = (f" The reference model is x{task['scale']}: no x{v.scale} {arch_title(v.arch)} reference model "
                  "exists.")
