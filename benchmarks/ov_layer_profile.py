@@ -1,7 +1,7 @@
 """Where OpenVINO spends the time of two IRs of the same network, layer type by layer type (issue 24: our graph
 against the official one in bfloat16).
 
-    python benchmarks/ov_layer_profile.py OURS_FOLDER OFFICIAL_FOLDER [--precision bfloat16] [--threads 2] \
+    python benchmarks/ov_layer_profile.py OURS_FOLDER OFFICIAL_FOLDER [--precision bf16] [--threads 2] \
         [--runs 5] [--out benchmarks/ov-layers-swinir-x2-128-cpu.json]
 
 Each folder is an export-cache folder (``model.xml`` + ``model.bin``, as ``nystra-hub bench`` leaves them under
@@ -48,7 +48,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("ours", type=Path)
     parser.add_argument("official", type=Path)
-    parser.add_argument("--precision", default="bfloat16", choices=["bfloat16", "f32"])
+    parser.add_argument("--precision", default="bf16", choices=["bf16", "f32"],
+                        help="OpenVINO's INFERENCE_PRECISION_HINT")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--out", type=Path)

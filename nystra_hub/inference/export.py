@@ -13,12 +13,13 @@ exports with dynamic height and width, correctly, but the symbolic trace took mi
 
 A folder holds the graph (``model.onnx``, or ``model.xml`` + ``model.bin``) and ``export.json``::
 
-    {schema: "nystra_hub.export/3", format: "onnx"|"openvino", files: {name: {bytes, sha256}},
+    {schema: "nystra_hub.export/4", format: "onnx"|"openvino", files: {name: {bytes, sha256}},
      model: {source: "nystra_hub"|"module", variant, arch, official_kwargs, attn_impl ("mixed" for a plan),
              nystra (parameters, null when no layer runs an approximation), nystra_plan (per-layer, or null),
              window_sizes, weights_sha256, [module]},
      opset, input: {name, shape, dtype, channels, range, dynamic: false}, output: {name, shape, channels, scale},
-     overflow_output: {name, what} or null, float32_tail: {from: submodule, layers: IR layers marked} or null,
+     overflow_output: {name, what} or null,
+     float32_layers: {tail_from: submodule or null, residual_stages: [submodule], layers: IR layers marked} or null,
      exporter, versions: {torch, nystra_hub, onnx, onnxscript, [openvino], [<module's package>]}, created}
 
 Folders are written atomically: everything goes to a temporary folder next to the target, renamed into place
@@ -62,7 +63,7 @@ from torch import Tensor, nn
 
 from nystra_hub._version import __version__
 from nystra_hub.attention import FLEX_IMPL, attention_modules, bounded_redo, redo_overflowed
-from nystra_hub.inference.float32_tail import keep_float32, tail_node_names
+from nystra_hub.inference.float32_layers import float32_node_names, float32_plan, keep_float32
 from nystra_hub.io.hub import attention_state, jsonable
 from nystra_hub.io.images import PARTIAL_SUFFIX
 from nystra_hub.models import RestorationModel
@@ -70,7 +71,8 @@ from nystra_hub.models.common import unwrap_model
 
 # 2: graphs with a nystra layer have a second output, OVERFLOW_NAME (the bounded redo of untrustworthy windows)
 # 3: OpenVINO IR keeps the architecture's float32 tail under bfloat16 (float32_tail); older folders export again
-SCHEMA = "nystra_hub.export/3"
+# 4: float32_layers: the tail's convolutions and matrix products run bfloat16; residual stages kept float32
+SCHEMA = "nystra_hub.export/4"
 METADATA_NAME = "export.json"
 FORMATS = ("onnx", "openvino")
 GRAPH_FILES = {"onnx": ("model.onnx",), "openvino": ("model.xml", "model.bin")}
@@ -354,8 +356,8 @@ def write_openvino(model: nn.Module, shape: tuple[int, ...], folder: Path, progr
                    ) -> tuple[list[int], dict | None]:
     """Trace ``model`` on an input of ``shape`` into OpenVINO IR (``model.xml`` + ``model.bin``) in ``folder``,
     weights in float32 (``save_model`` would halve them to float16 by default: not the same function), the
-    architecture's float32 tail marked (:mod:`~nystra_hub.inference.float32_tail`); returns (the output shape,
-    ``{"from": submodule, "layers": marked}`` or None)."""
+    architecture's float32 layers marked (:mod:`~nystra_hub.inference.float32_layers`); returns (the output shape,
+    its :func:`~nystra_hub.inference.float32_layers.float32_plan` with ``"layers"``: how many were marked, or None)."""
     ov = require("openvino", "exporting to OpenVINO")
     progress("tracing the forward (torch.export)")
     program, _ = traced_program(model, shape)
@@ -371,10 +373,10 @@ def write_openvino(model: nn.Module, shape: tuple[int, ...], folder: Path, progr
     xml_path = folder / GRAPH_FILES["openvino"][0]
     ov.save_model(ov_model, str(xml_path), compress_to_fp16=False)
     ours = as_restoration_model(model)
-    tail = ours.float32_tail() if ours is not None else None
-    marked = keep_float32(xml_path, tail_node_names(decoder.pt_module.graph, tail))
+    plan = float32_plan(ours)
+    marked = keep_float32(xml_path, float32_node_names(decoder.pt_module.graph, ours))
     return [int(d) for d in ov_model.outputs[0].get_partial_shape().to_shape()], (
-        {"from": tail, "layers": marked} if tail else None)
+        {**plan, "layers": marked} if plan else None)
 
 
 @contextmanager
@@ -479,11 +481,12 @@ def export(model: nn.Module, path: str | os.PathLike, format: str = "onnx", *, s
     stage = timed_stages(progress or _silent)
     with staged_folder(target, overwrite) as staging:
         if format == "openvino":
-            output_shape, float32_tail = write_openvino(model, shape, staging, stage)
+            output_shape, float32_layers = write_openvino(model, shape, staging, stage)
         else:
-            output_shape, float32_tail = write_onnx(model, shape, staging / GRAPH_FILES["onnx"][0], opset, stage), None
+            output_shape = write_onnx(model, shape, staging / GRAPH_FILES["onnx"][0], opset, stage)
+            float32_layers = None
         stage("writing export.json (file sizes and hashes)")
-        metadata = export_metadata(model, description, format, opset, shape, output_shape, staging, float32_tail)
+        metadata = export_metadata(model, description, format, opset, shape, output_shape, staging, float32_layers)
         write_metadata(staging, metadata)
     stage(f"done: {target}")
     return target
@@ -512,7 +515,7 @@ def write_metadata(folder: Path, metadata: dict) -> None:
 
 
 def export_metadata(model: nn.Module, description: dict, format: str, opset: int, shape: tuple[int, ...],
-                    output_shape: list[int], folder: Path, float32_tail: dict | None = None) -> dict:
+                    output_shape: list[int], folder: Path, float32_layers: dict | None = None) -> dict:
     """The content of ``export.json`` (module doc) for a graph just written to ``folder``."""
     ours = as_restoration_model(model)
     value_range = list(ours.spec.value_range) if ours is not None else None
@@ -528,7 +531,7 @@ def export_metadata(model: nn.Module, description: dict, format: str, opset: int
         "output": {"name": OUTPUT_NAME, "shape": output_shape, "channels": output_shape[1],
                    "scale": output_shape[-1] // shape[-1]},
         "overflow_output": {"name": OVERFLOW_NAME, "what": OVERFLOW_MEANING} if runs_nystra(model) else None,
-        "float32_tail": float32_tail,
+        "float32_layers": float32_layers,
         "exporter": EXPORTERS[format],
         "versions": export_versions(format, model),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

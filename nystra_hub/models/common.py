@@ -196,10 +196,11 @@ class ArchitectureSpec:
     metric_protocol: the name of the architecture's own evaluation protocol (a key of
         ``nystra_hub.measure.metrics.PROTOCOLS``) where its test script scores differently from its task's
         usual protocol; None otherwise.
-    cpu_bfloat16_within_budget: its reference model's OpenVINO bfloat16 output (float32 tail kept, see
-        :meth:`RestorationModel.float32_tail`) measured within ``nystra_hub.inference.backends.BFLOAT16_BUDGET``
-        of float32 (benchmarks/openvino-bf16-quality.json; a test reads it back): ``dtype="auto"`` then runs the
-        OpenVINO route in bfloat16 on a CPU that has it natively.
+    cpu_bfloat16_within_budget: its reference models' OpenVINO bfloat16 output (float32 layers kept, see
+        :meth:`RestorationModel.float32_tail` and :meth:`RestorationModel.float32_residual_stages`) measured
+        within ``nystra_hub.inference.backends.BFLOAT16_BUDGET`` of float32 (benchmarks/openvino-bf16-quality.json;
+        a test reads it back): ``dtype="auto"`` then runs the OpenVINO route in bfloat16 on a CPU that has it
+        natively.
     """
 
     title: str
@@ -323,8 +324,14 @@ class RestorationModel(nn.Module):
 
     def float32_tail(self) -> str | None:
         """The submodule from whose first operation on an exported graph stays float32 when OpenVINO runs it in
-        bfloat16 (the last layers' rounding reaches the output undamped), or None to run it all in bfloat16."""
+        bfloat16 (the last layers' rounding reaches the output undamped), or None. See
+        :mod:`nystra_hub.inference.float32_layers`."""
         return None
+
+    def float32_residual_stages(self) -> tuple[str, ...]:
+        """The submodules whose blocks (:attr:`block_types`) keep their own additions, the residual stream, in
+        float32 when OpenVINO runs the exported graph in bfloat16; () for none."""
+        return ()
 
     def activation_stages(self) -> list[tuple[int, int, int, int, float]]:
         """(downsampling level, width, heads, window, mlp_ratio) of the stages the memory estimate counts."""

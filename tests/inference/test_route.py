@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import re
@@ -43,10 +44,13 @@ TILED = {(1, 3, 96, 96): 48, (1, 3, 104, 136): 1}  # a tiled image, and one smal
 
 
 @pytest.mark.skipif(not HAS_OPENVINO, reason="OpenVINO is not installed")
-def test_route_on_a_cpu(native_bf16):
+def test_route_on_a_cpu(native_bf16, monkeypatch):
     """OpenVINO for the shapes whose export is cached or repaid by the run's calls; eager torch when none is."""
     native_bf16(True)
     uformer = nystra_hub.load(REPO / "reference_models" / "uformer-ref-denoise25")
+    # an architecture whose bfloat16 was measured outside its budget
+    outside = dataclasses.replace(type(uformer).spec, cpu_bfloat16_within_budget=False)
+    monkeypatch.setattr(type(uformer), "spec", outside)
     one = choose_route("cpu", calls=ONE_IMAGE, model=uformer)
     assert (one.backend, one.precision) == ("torch", "float32")
     assert f"none cached or called {EXPORT_REPAID_AFTER['float32']} times" in one.reason
@@ -65,11 +69,14 @@ def test_route_on_a_cpu(native_bf16):
 
 @pytest.mark.skipif(not HAS_OPENVINO, reason="OpenVINO is not installed")
 def test_bfloat16_by_default_where_the_architecture_was_measured_within_budget(native_bf16):
-    """SwinIR (its float32 tail kept) and DehazeFormer run OpenVINO in bfloat16 under dtype "auto" on a CPU with
-    native bfloat16; float32 when asked, on a CPU without it, or eager when no shape repays its export."""
+    """SwinIR (its float32 tail kept), Uformer (its full-resolution residual stream kept float32) and DehazeFormer
+    run OpenVINO in bfloat16 under dtype "auto" on a CPU with native bfloat16; float32 when asked, on a CPU without
+    it, or eager when no shape repays its export."""
     native_bf16(True)
     swinir = nystra_hub.load(X2)
     assert swinir.spec.cpu_bfloat16_within_budget
+    uformer = nystra_hub.load(REPO / "reference_models" / "uformer-ref-denoise25")
+    assert choose_route("cpu", calls=TILED, model=uformer).precision == "bfloat16"
     tiled = choose_route("cpu", calls={(1, 3, 96, 96): 24, (1, 3, 104, 136): 1}, model=swinir)
     assert (tiled.backend, tiled.precision) == ("openvino", "bfloat16") and "--dtype bfloat16" not in tiled.reason
     assert tiled.export_shapes == {(1, 3, 96, 96)}

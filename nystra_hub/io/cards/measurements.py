@@ -140,14 +140,17 @@ def _gpu_results(report: dict, variant: str) -> list[dict]:
             if r.get("arms")]
 
 
-def _our_exact_routes(report: dict, result: dict) -> list[str]:
-    """The arms of a bench run computing the model as trained in float32 through our code: eager, compiled or
-    exported (not the approximation, not the enlarged window, not spandrel's graph, not half precision)."""
+def _our_exact_routes(report: dict, result: dict, bfloat16_default: bool = False) -> list[str]:
+    """The arms of a bench run computing the model as trained through our code: eager, compiled or exported, in
+    float32, or OpenVINO in bfloat16 where that is the architecture's default on a CPU (``bfloat16_default``); not
+    the approximation, not the enlarged window, not spandrel's graph."""
     names = []
     for name, arm in report["arms"].items():
+        precision = arm.get("runtime_precision") or "float32"
         if (arm.get("attn_impl") in ("softmax", "sdpa", "flex") and arm.get("window") is None and not arm.get("plan")
                 and arm.get("backend", "nystra_hub") == "nystra_hub" and arm.get("dtype") in (None, "float32")
-                and arm.get("runtime_precision", "float32") in (None, "float32")
+                and (precision == "float32" or (bfloat16_default and precision == "bfloat16"
+                                                and arm.get("runtime") == "openvino"))
                 and timed(result["arms"].get(name))):
             names.append(name)
     return names
@@ -155,6 +158,8 @@ def _our_exact_routes(report: dict, result: dict) -> list[str]:
 
 def _how(name: str, arm: dict) -> str:
     runtime = arm.get("runtime") or "torch"
+    if runtime != "torch" and arm.get("runtime_precision") == "bfloat16":
+        return f'`backend="{runtime}"`, `dtype="bfloat16"` (the default on a CPU with native bfloat16)'
     if runtime != "torch":
         return f'`backend="{runtime}"`'
     if arm.get("attn_impl") in ("sdpa", "flex"):
@@ -199,15 +204,16 @@ def summary_rows(v: Variant, m: dict) -> list[dict]:
     else:
         refs = cpu["references"]
         result = next(res for res in cpu["results"] if res["size"] == cpu_size)
-        device = f"CPU, {cpu['environment'].get('cpu_model')}, {cpu['settings']['threads']} threads, float32"
+        device = f"CPU, {cpu['environment'].get('cpu_model')}, {cpu['settings']['threads']} threads"
 
         def cpu_row(route: str, name: str, how: str) -> dict:
-            entry = result["arms"][name]
-            return dict(route=route, how=how, device=device, input=f"{cpu_size}²", time_s=entry["median_s"],
+            entry, precision = result["arms"][name], cpu["arms"][name].get("runtime_precision") or "float32"
+            return dict(route=route, how=how, device=f"{device}, {precision}", input=f"{cpu_size}²",
+                        time_s=entry["median_s"],
                         vs_spandrel=entry.get("speedup", {}).get(f"f:{refs['f']}") if refs.get("f") else None,
                         vs_exact=entry.get("speedup", {}).get(f"a:{refs['a']}"), run=cpu)
         rows.append(cpu_row("our exact, eager", refs["a"], "default"))
-        routes = [n for n in _our_exact_routes(cpu, result) if n != refs["a"]]
+        routes = [n for n in _our_exact_routes(cpu, result, spec.cpu_bfloat16_within_budget) if n != refs["a"]]
         fastest = min(routes, key=lambda n: result["arms"][n]["median_s"], default=None)
         if fastest is not None and result["arms"][fastest]["median_s"] < result["arms"][refs["a"]]["median_s"]:
             rows.append(cpu_row(f"our fastest CPU route: `{fastest}`", fastest, _how(fastest, cpu["arms"][fastest])))

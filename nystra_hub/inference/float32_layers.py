@@ -1,0 +1,119 @@
+"""``nystra_hub.inference.float32_layers``: the layers of an OpenVINO IR kept in float32 when it runs in bfloat16.
+
+OpenVINO's CPU plugin in bfloat16 rounds every tensor between two layers to 8 significant bits, except those after
+the graph's last convolution or matrix product. Where that rounding reaches the output almost undamped, a few cheap
+layers are kept in float32, each architecture naming them (benchmarks/openvino-bf16-quality.json):
+
+- a tail (:meth:`~nystra_hub.models.RestorationModel.float32_tail`): every layer from that submodule's first
+  operation on. SwinIR: from the last residual group's convolution on (its residual add, the final norm,
+  ``conv_after_body``, the long skip, the upsampler). Its convolutions carry the gain and the cost: without them
+  (bfloat16 convolutions reading the float32 tensors) the x2 reference model's output moved 0.4 dB closer to
+  float32 instead of 1.9 dB, and SwinIR-M x2 128² took 744 ms instead of 825 (761 with no tail).
+- residual stages (:meth:`~nystra_hub.models.RestorationModel.float32_residual_stages`): inside them, the additions
+  a transformer block makes itself (its residual adds, Uformer's modulator), so the residual stream stays float32
+  there. Uformer: its two full-resolution stages, whose stream reaches the output through the last skip connection
+  (a tail did not help: its rounding is spread through the graph); the stream in every stage cost 27% more time.
+
+Each chosen layer carries the runtime attribute the plugin reads as "keep this layer's precision". Python cannot
+create that attribute on a live ``openvino.Model``; the IR reader creates it from the XML, so it is written there.
+The reader does so from OpenVINO 2026.3 on (2025.1 to 2026.2 read the XML and drop the mark: measured, the output
+is then the all-bfloat16 one), hence the extra's lower bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from xml.etree import ElementTree
+
+import torch
+from torch import nn
+
+from nystra_hub.models import RestorationModel
+
+# OpenVINO's DisablePrecisionConversion runtime attribute, "from any type to any type": the CPU plugin then keeps the
+# layer in the precision of the graph (float32) under a bfloat16 inference precision; a float32 run is unaffected.
+KEEP_PRECISION_ATTRIBUTE = {"name": "DisablePrecisionConversion", "version": "0", "value": "dynamic:dynamic"}
+UNMARKED_LAYER_TYPES = ("Parameter", "Result", "Const")  # inputs, outputs and weights: no computation to keep
+ADDITIONS = (torch.ops.aten.add, torch.ops.aten.add_)
+
+
+def in_module(path: str, module: str) -> bool:
+    """Whether the submodule ``path`` (dotted, maybe under a wrapper's prefix: ``model.layers.3.conv.0``) is
+    ``module`` or inside it."""
+    return f".{module}." in f".{path}."
+
+
+def tail_node_names(graph: torch.fx.Graph, module: str | None) -> set[str]:
+    """The names of ``graph``'s operations from the first one inside ``module`` on, in graph order (empty when
+    ``module`` is None or runs nothing)."""
+    names: set[str] = set()
+    if module is None:
+        return names
+    for node in graph.nodes:
+        if node.op != "call_function":
+            continue
+        stack = node.meta.get("nn_module_stack", {}).values()
+        if names or any(in_module(path, module) for path, _ in stack):
+            names.add(node.name)
+    return names
+
+
+def qualified_name(module_type: type | str) -> str:
+    """``package.module.Class`` of a class, or the string torch.export records in its place."""
+    if isinstance(module_type, str):
+        return module_type
+    return f"{module_type.__module__}.{module_type.__qualname__}"
+
+
+def block_addition_names(graph: torch.fx.Graph, stages: Iterable[str],
+                         block_types: tuple[type[nn.Module], ...]) -> set[str]:
+    """The names of ``graph``'s additions made directly in the forward of a block (one of ``block_types``) inside
+    one of the submodules ``stages``: the block's residual adds, not those of its attention or MLP."""
+    stages, blocks = tuple(stages), {qualified_name(t) for t in block_types}
+    names: set[str] = set()
+    for node in graph.nodes:
+        if node.op != "call_function" or getattr(node.target, "overloadpacket", None) not in ADDITIONS:
+            continue
+        stack = list(node.meta.get("nn_module_stack", {}).values())
+        if not stack:
+            continue
+        path, module_type = stack[-1]
+        if qualified_name(module_type) in blocks and any(in_module(path, stage) for stage in stages):
+            names.add(node.name)
+    return names
+
+
+def float32_plan(model: RestorationModel | None) -> dict | None:
+    """What ``model`` keeps in float32 under bfloat16 (``{"tail_from", "residual_stages"}``), None for nothing."""
+    if model is None or (model.float32_tail() is None and not model.float32_residual_stages()):
+        return None
+    return {"tail_from": model.float32_tail(), "residual_stages": list(model.float32_residual_stages())}
+
+
+def float32_node_names(graph: torch.fx.Graph, model: RestorationModel | None) -> set[str]:
+    """The FX operations of ``model``'s exported ``graph`` its :func:`float32_plan` keeps in float32."""
+    plan = float32_plan(model)
+    if plan is None:
+        return set()
+    return (tail_node_names(graph, plan["tail_from"])
+            | block_addition_names(graph, plan["residual_stages"], model.block_types))
+
+
+def keep_float32(xml_path: Path, node_names: set[str]) -> int:
+    """Mark the layers of the IR ``xml_path`` converted from the FX operations ``node_names`` to keep float32
+    (OpenVINO names each layer ``<fx node>/<aten op>/<layer type>``); returns how many layers were marked."""
+    if not node_names:
+        return 0
+    tree = ElementTree.parse(xml_path)
+    marked = 0
+    for layer in tree.getroot().iter("layer"):
+        if layer.get("type") in UNMARKED_LAYER_TYPES or layer.get("name", "").split("/")[0] not in node_names:
+            continue
+        rt_info = layer.find("rt_info")
+        if rt_info is None:
+            rt_info = ElementTree.SubElement(layer, "rt_info")
+        ElementTree.SubElement(rt_info, "attribute", KEEP_PRECISION_ATTRIBUTE)
+        marked += 1
+    tree.write(xml_path, encoding="utf-8", xml_declaration=True)
+    return marked
