@@ -159,7 +159,7 @@ def _our_exact_routes(report: dict, result: dict, bfloat16_default: bool = False
 def _how(name: str, arm: dict) -> str:
     runtime = arm.get("runtime") or "torch"
     if runtime != "torch" and arm.get("runtime_precision") == "bfloat16":
-        return f'`backend="{runtime}"`, `dtype="bfloat16"` (the default on a CPU with native bfloat16)'
+        return f'`backend="{runtime}"`, `dtype="bfloat16"` (what `dtype="auto"` picks on a CPU with native bfloat16)'
     if runtime != "torch":
         return f'`backend="{runtime}"`'
     if arm.get("attn_impl") in ("sdpa", "flex"):
