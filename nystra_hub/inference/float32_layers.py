@@ -1,7 +1,7 @@
 """``nystra_hub.inference.float32_layers``: the layers of an OpenVINO IR kept in float32 when it runs in bfloat16.
 
 OpenVINO's CPU plugin in bfloat16 rounds every tensor between two layers to 8 significant bits, except those after
-the graph's last convolution or matrix product. Where that rounding reaches the output almost undamped, a few cheap
+the graph's last convolution or matrix product. Where that rounding reaches the output almost undamped, a few
 layers are kept in float32, each architecture naming them (benchmarks/openvino-bf16-quality.json):
 
 - a tail (:meth:`~nystra_hub.models.RestorationModel.float32_tail`): every layer from that submodule's first
@@ -17,7 +17,8 @@ layers are kept in float32, each architecture naming them (benchmarks/openvino-b
 Each chosen layer carries the runtime attribute the plugin reads as "keep this layer's precision". Python cannot
 create that attribute on a live ``openvino.Model``; the IR reader creates it from the XML, so it is written there.
 The reader does so from OpenVINO 2026.3 on (2025.1 to 2026.2 read the XML and drop the mark: measured, the output
-is then the all-bfloat16 one), hence the extra's lower bound.
+is then the all-bfloat16 one), and 2026.3 still computes the marked residual additions in bfloat16 (measured: the
+same output with and without the marks; 2026.4.0 keeps them), hence the extra's lower bound, 2026.4.
 """
 
 from __future__ import annotations
