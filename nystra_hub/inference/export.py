@@ -71,7 +71,7 @@ from nystra_hub.models.common import unwrap_model
 
 # 2: graphs with a nystra layer have a second output, OVERFLOW_NAME (the bounded redo of untrustworthy windows)
 # 3: OpenVINO IR keeps the architecture's float32 tail under bfloat16 (float32_tail); older folders export again
-# 4: float32_layers: the tail's convolutions and matrix products run bfloat16; residual stages kept float32
+# 4: float32_layers: residual stages kept float32 as well as the tail (Uformer exports again)
 SCHEMA = "nystra_hub.export/4"
 METADATA_NAME = "export.json"
 FORMATS = ("onnx", "openvino")
