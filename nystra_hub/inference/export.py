@@ -72,7 +72,8 @@ from nystra_hub.models.common import unwrap_model
 # 2: graphs with a nystra layer have a second output, OVERFLOW_NAME (the bounded redo of untrustworthy windows)
 # 3: OpenVINO IR keeps the architecture's float32 tail under bfloat16 (float32_tail); older folders export again
 # 4: float32_layers: residual stages kept float32 as well as the tail (Uformer exports again)
-SCHEMA = "nystra_hub.export/4"
+# 5: the float32 layers' products (convolutions, matrix products) run bfloat16 (SwinIR exports again)
+SCHEMA = "nystra_hub.export/5"
 METADATA_NAME = "export.json"
 FORMATS = ("onnx", "openvino")
 GRAPH_FILES = {"onnx": ("model.onnx",), "openvino": ("model.xml", "model.bin")}

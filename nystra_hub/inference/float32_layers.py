@@ -5,10 +5,12 @@ the graph's last convolution or matrix product. Where that rounding reaches the 
 layers are kept in float32, each architecture naming them (benchmarks/openvino-bf16-quality.json):
 
 - a tail (:meth:`~nystra_hub.models.RestorationModel.float32_tail`): every layer from that submodule's first
-  operation on. SwinIR: from the last residual group's convolution on (its residual add, the final norm,
-  ``conv_after_body``, the long skip, the upsampler). Its convolutions carry the gain and the cost: without them
-  (bfloat16 convolutions reading the float32 tensors) the x2 reference model's output moved 0.4 dB closer to
-  float32 instead of 1.9 dB, and SwinIR-M x2 128² took 744 ms instead of 825 (761 with no tail).
+  operation on, except its products (:data:`PRODUCT_LAYER_TYPES`: convolutions, matrix products), which stay
+  bfloat16 reading the float32 tensors. SwinIR: from the last residual group's convolution on (its residual add,
+  the final norm, ``conv_after_body``, the long skip, the upsampler). The products are where the cost is: with them
+  in float32 SwinIR-M x2 128² took 825 ms, without them 744 (761 with no tail), and the held-out change of the x2
+  reference model was the same (-0.0080 and -0.0079 dB; all in bfloat16 -0.0123), its worst image 54.5 against
+  52.8 dB from float32, both inside the budget (benchmarks/float32-layer-options/).
 - residual stages (:meth:`~nystra_hub.models.RestorationModel.float32_residual_stages`): inside them, the additions
   a transformer block makes itself (its residual adds, Uformer's modulator), so the residual stream stays float32
   there. Uformer: its two full-resolution stages, whose stream reaches the output through the last skip connection
@@ -36,6 +38,9 @@ from nystra_hub.models import RestorationModel
 # layer in the precision of the graph (float32) under a bfloat16 inference precision; a float32 run is unaffected.
 KEEP_PRECISION_ATTRIBUTE = {"name": "DisablePrecisionConversion", "version": "0", "value": "dynamic:dynamic"}
 UNMARKED_LAYER_TYPES = ("Parameter", "Result", "Const")  # inputs, outputs and weights: no computation to keep
+# Products run bfloat16 even in a tail: the plugin's bfloat16 speed is theirs, and the rounding that reaches the
+# output is that of the tensors between layers, which the marked layers around them keep float32.
+PRODUCT_LAYER_TYPES = ("Convolution", "GroupConvolution", "MatMul")
 ADDITIONS = (torch.ops.aten.add, torch.ops.aten.add_)
 
 
@@ -86,10 +91,12 @@ def block_addition_names(graph: torch.fx.Graph, stages: Iterable[str],
 
 
 def float32_plan(model: RestorationModel | None) -> dict | None:
-    """What ``model`` keeps in float32 under bfloat16 (``{"tail_from", "residual_stages"}``), None for nothing."""
+    """What ``model`` keeps in float32 under bfloat16 (``{"tail_from", "residual_stages", "products"}``: the
+    products of those layers run bfloat16), None for nothing."""
     if model is None or (model.float32_tail() is None and not model.float32_residual_stages()):
         return None
-    return {"tail_from": model.float32_tail(), "residual_stages": list(model.float32_residual_stages())}
+    return {"tail_from": model.float32_tail(), "residual_stages": list(model.float32_residual_stages()),
+            "products": "bfloat16"}
 
 
 def float32_node_names(graph: torch.fx.Graph, model: RestorationModel | None) -> set[str]:
@@ -103,13 +110,15 @@ def float32_node_names(graph: torch.fx.Graph, model: RestorationModel | None) ->
 
 def keep_float32(xml_path: Path, node_names: set[str]) -> int:
     """Mark the layers of the IR ``xml_path`` converted from the FX operations ``node_names`` to keep float32
-    (OpenVINO names each layer ``<fx node>/<aten op>/<layer type>``); returns how many layers were marked."""
+    (OpenVINO names each layer ``<fx node>/<aten op>/<layer type>``), their products excepted; returns how many
+    layers were marked."""
     if not node_names:
         return 0
     tree = ElementTree.parse(xml_path)
     marked = 0
     for layer in tree.getroot().iter("layer"):
-        if layer.get("type") in UNMARKED_LAYER_TYPES or layer.get("name", "").split("/")[0] not in node_names:
+        if (layer.get("type") in UNMARKED_LAYER_TYPES + PRODUCT_LAYER_TYPES
+                or layer.get("name", "").split("/")[0] not in node_names):
             continue
         rt_info = layer.find("rt_info")
         if rt_info is None:

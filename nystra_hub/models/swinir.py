@@ -302,8 +302,8 @@ class SwinIR(RestorationModel):
             32, 16, 2, 5.0, "pnp-nystra.md: SwinIR classical SR (w32, m16, 2 iterations, tau 5)")},
         bias_resize="bias table resized (bicubic)",
         spandrel=True,
-        # OpenVINO bfloat16 with the float32 tail: held-out PSNR -0.008 dB (x2) and -0.004 dB (denoising), worst
-        # image 54.3 dB from float32 on the two reference models (benchmarks/openvino-bf16-quality.json)
+        # OpenVINO bfloat16 with the float32 tail: held-out PSNR -0.008 dB (x2) and -0.005 dB (denoising), worst
+        # image 52.8 dB from float32 on the two reference models (benchmarks/openvino-bf16-quality.json)
         cpu_bfloat16_within_budget=True,
     )
     block_types = (SwinTransformerBlock,)
@@ -442,9 +442,9 @@ class SwinIR(RestorationModel):
 
     def float32_tail(self) -> str:
         # From the last RSTB's convolution on (its residual add, the final norm, conv_after_body, the long skip, the
-        # upsampler): about 2% of the graph's operations, 8% slower in bfloat16 (SwinIR-M x2 128²: 825 against
-        # 761 ms), and the bfloat16 output 1.9 dB closer to float32 on the x2 reference model's held-out images
-        # (mean 52.8 -> 54.8 dB, held-out PSNR change -0.012 -> -0.008 dB; benchmarks/openvino-bf16-quality.json)
+        # upsampler), the convolutions themselves in bfloat16: about 2% of the graph's operations, no slower
+        # (SwinIR-M x2 128²: 744 against 761 ms without a tail; 825 with the convolutions in float32), held-out
+        # PSNR change of the x2 reference model -0.012 -> -0.008 dB (benchmarks/openvino-bf16-quality.json)
         return f"layers.{len(self.layers) - 1}.conv"
 
     @property

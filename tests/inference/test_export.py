@@ -387,27 +387,31 @@ def marked_types(xml_path) -> list[str]:
 
 @needs_openvino
 def test_swinir_exports_with_its_float32_tail_marked(tmp_path):
-    """From the last RSTB's convolution on, every computing layer of SwinIR's IR keeps float32 under bfloat16;
-    export.json says where the tail begins and how many layers it has; the float32 graph is unchanged."""
+    """From the last RSTB's convolution on, every computing layer of SwinIR's IR but the convolutions keeps float32
+    under bfloat16; export.json says where the tail begins and how many layers it has; the float32 graph is
+    unchanged."""
     model = golden()
     x = padded_input(model, load_golden("swinir_sr_x2_pixelshuffle")[1])
     folder = export(model, tmp_path / "ir", "openvino", size=tuple(x.shape[-2:]))
     plan = read_export(folder)["float32_layers"]
     marked = marked_layers(folder / "model.xml")
-    assert plan == {"tail_from": "layers.1.conv", "residual_stages": [], "layers": len(marked)}
+    assert plan == {"tail_from": "layers.1.conv", "residual_stages": [], "products": "bfloat16",
+                    "layers": len(marked)}
     assert model.float32_tail() == "layers.1.conv"
     assert marked[0].startswith("convolution_2/") and marked[-1].startswith("add_17/")  # RSTB conv .. long skip
     assert not any(name.startswith(("convolution/", "bmm")) for name in marked)  # conv_first, the attention
+    assert not set(marked_types(folder / "model.xml")) & {"Convolution", "GroupConvolution", "MatMul"}
     with torch.inference_mode():
         assert (make_runner(model, "openvino", exported=folder)(x) - model(x)).abs().max() <= TOLERANCE
 
 
 @needs_openvino
 @pytest.mark.skipif(not cpu_has_native_bfloat16(), reason="the CPU has no native bfloat16 (OpenVINO emulates none)")
-@pytest.mark.parametrize("case", ["swinir_sr_x2_pixelshuffle", "uformer-ref-denoise25"])
-def test_the_float32_layers_bring_bfloat16_closer_to_float32(tmp_path, case):
-    """SwinIR's tail on a golden model; Uformer's residual stream on its trained reference model (a noisy
-    synthetic image), where its rounding matters (on a random-weight golden model it hardly does)."""
+@pytest.mark.parametrize(("case", "margin"), [("swinir_sr_x2_pixelshuffle", 0.97), ("uformer-ref-denoise25", 0.8)])
+def test_the_float32_layers_bring_bfloat16_closer_to_float32(tmp_path, case, margin):
+    """SwinIR's tail on a golden model (its convolutions in bfloat16: here 8 % less squared error than all in
+    bfloat16, where float32 convolutions gave 45 %); Uformer's residual stream on its trained reference model (a
+    noisy synthetic image), where its rounding matters (on a random-weight golden model it hardly does)."""
     if case.startswith("uformer"):
         model = nystra_hub.load(REPO / "reference_models" / case)
         ramp = torch.linspace(0, 1, 128)
@@ -422,9 +426,8 @@ def test_the_float32_layers_bring_bfloat16_closer_to_float32(tmp_path, case):
     for name, precision, strip in (("f32", "f32", False), ("kept", "bf16", False), ("all", "bf16", True)):
         outputs[name] = torch.from_numpy(compiled(xml_path, precision, strip)(x.numpy())[0])
     error = {name: (outputs[name] - outputs["f32"]).pow(2).mean().item() for name in ("kept", "all")}
-    # here SwinIR 2.3e-5 against 4.2e-5 (45.7 -> 48.1 dB), Uformer 1.7e-6 against 2.7e-6; kernels differ across
-    # CPUs: a margin
-    assert 0 < error["kept"] < 0.8 * error["all"], error
+    # here SwinIR 3.9e-5 against 4.2e-5, Uformer 1.7e-6 against 2.7e-6; kernels differ across CPUs: a margin
+    assert 0 < error["kept"] < margin * error["all"], error
 
 
 @needs_openvino
@@ -435,7 +438,8 @@ def test_uformer_keeps_its_full_resolution_residual_stream_in_float32(tmp_path):
     x = padded_input(model, load_golden("uformer_tiny_modulator")[1])
     folder = export(model, tmp_path / "ir", "openvino", size=tuple(x.shape[-2:]))
     plan = read_export(folder)["float32_layers"]
-    assert plan == {"tail_from": None, "residual_stages": ["encoderlayer_0", "decoderlayer_3"], "layers": 5}
+    assert plan == {"tail_from": None, "residual_stages": ["encoderlayer_0", "decoderlayer_3"],
+                    "products": "bfloat16", "layers": 5}
     assert marked_types(folder / "model.xml") == ["Add"] * 5  # 2 per block, +1 for the decoder's modulator
 
 
