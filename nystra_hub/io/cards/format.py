@@ -184,14 +184,30 @@ def image_sets(names: Iterable[str]) -> str:
 UNDERTRAINED_DB = 0.3  # a larger window raising held-out PSNR by more than this: the model is not trained out
 
 
-def window_limits(ablations: dict | None) -> str:
+def training_extent(training: dict | None) -> str:
+    """How much training a reference model had, from its reference.json ``training``: "1200 steps of batch 16,
+    2.2 minutes on one NVIDIA H200" ('' when not recorded)."""
+    if not training or not training.get("steps"):
+        return ""
+    devices = {piece.get("device_name") if piece.get("device") == "cuda" else "CPU"
+               for piece in training.get("pieces", [])}
+    where = " and ".join(sorted(f"one {d}" if d != "CPU" else "a CPU" for d in devices))
+    batch = f" of batch {training['batch']}" if training.get("batch") else ""
+    minutes = f", {training['train_seconds'] / 60:.1f} minutes" if training.get("train_seconds") else ""
+    return f"{training['steps']} steps{batch}{minutes}" + (f" on {where}" if where else "")
+
+
+def window_limits(ablations: dict | None, training: dict | None = None) -> str:
     """A sentence when exact attention at twice the window *raises* the reference model's held-out PSNR by more
-    than :data:`UNDERTRAINED_DB` (the model is limited by its window: not trained to convergence), else ''."""
+    than :data:`UNDERTRAINED_DB` (the model is limited by its window: not trained to convergence), saying how
+    much training it had, else ''."""
     entry = (ablations or {}).get("window_x2") or {}
     if entry.get("change_db", 0.0) <= UNDERTRAINED_DB:
         return ""
+    extent = training_extent(training)
+    why = f" (all its training: {extent}; it has not been trained further yet)" if extent else ""
     return (f" **Its window limits it:** exact attention at twice the window raises its held-out PSNR by "
-            f"{entry['change_db']:.2f} dB, so it is not trained to convergence and the costs are those of an "
+            f"{entry['change_db']:.2f} dB, so it is not trained to convergence{why} and the costs are those of an "
             "unfinished model.")
 
 

@@ -283,6 +283,11 @@ def _ablations(m: dict, report: dict) -> dict | None:
     return (info or {}).get("ablations") or report.get("training", {}).get("ablations")
 
 
+def _training(m: dict, report: dict) -> dict | None:
+    info = (m.get("references") or {}).get(report["model"]["name"])
+    return (info or {}).get("training") or report.get("training")
+
+
 def _reference_link(m: dict, name: str) -> str:
     return (f"[`{name}`](../reference_models/{name}/README.md)" if name in (m.get("references") or {}) else
             f"`{name}`")
@@ -306,7 +311,7 @@ def quality_line(v: Variant, m: dict) -> str:
     else:
         caveat = (f" **Caveat: that model fails {'both' if passed == 0 and run == 2 else f'{run - passed} of {run}'} "
                   f"attention-matters checks** ({checks}), so this says little about released weights.")
-    caveat += window_limits(_ablations(m, report))
+    caveat += window_limits(_ablations(m, report), _training(m, report))
     task = report["task"]
     other = ""
     if task.get("name") != "sr" and v.scale > 1:

@@ -98,7 +98,8 @@ def _ablations_block(info: dict) -> str:
             f"{'passes' if e.get('matters') else 'fails'} |"
             for k, e in ((k, ablations.get(k)) for k in ("position_bias_dropped", "window_x2")) if e]
     trained = ablations.get("trained_psnr", info["heldout"]["psnr"])
-    return "\n".join([f"**Does its attention matter?** {verdict}{window_limits(ablations)} Held-out PSNR when "
+    limited = window_limits(ablations, info.get("training"))
+    return "\n".join([f"**Does its attention matter?** {verdict}{limited} Held-out PSNR when "
                       f"part of its attention is changed ({trained:.3f} dB as trained):", "",
                       "| check | PSNR (dB) | change (dB) | size of change that passes (dB) | verdict |",
                       "|---|---|---|---|---|", *rows])
