@@ -28,22 +28,23 @@ GPU = "benchmarks/gpu/gpu-bench-h200.json"
 # what benchmarks/make_cards.sh renders: variant -> (bench runs, fidelity runs, reference model)
 CARDS = {
     "swinir-x2": (["timing-swinir-x2-128-cpu", "bench-swinir-x2-cpu", "bench-swinir-x2-512-cpu",
-                   "bench-swinir-x2-enlarged-cpu", "bench-swinir-x2-routes-cpu", "bench-swinir-x2-default-route-cpu"],
-                  ["fidelity-swinir-ref-denoise50"], "swinir-ref-denoise50"),
+                   "bench-swinir-x2-default-route-cpu"],
+                  ["fidelity-swinir-ref-denoise50", "fidelity-swinir-ref-denoise50-calibrated"],
+                  "swinir-ref-denoise50"),
     "swinir-x4": (["bench-swinir-x4-cpu", "bench-swinir-x4-default-route-cpu"],
-                  ["fidelity-swinir-ref-denoise50"], "swinir-ref-denoise50"),
-    "uformer-b-sidd": (["bench-uformer-b-sidd-cpu", "bench-uformer-b-sidd-512-cpu", "bench-uformer-b-sidd-routes-cpu",
+                  ["fidelity-swinir-ref-denoise50", "fidelity-swinir-ref-denoise50-calibrated"],
+                  "swinir-ref-denoise50"),
+    "uformer-b-sidd": (["bench-uformer-b-sidd-cpu", "bench-uformer-b-sidd-512-cpu",
                         "bench-uformer-b-sidd-default-route-cpu"],
                        ["fidelity-uformer-ref-denoise25", "fidelity-uformer-ref-denoise25-calibrated"],
                        "uformer-ref-denoise25"),
     "dehazeformer-b-indoor": (["bench-dehazeformer-b-indoor-cpu", "bench-dehazeformer-b-indoor-512-cpu",
-                               "bench-dehazeformer-b-indoor-routes-cpu",
                                "bench-dehazeformer-b-indoor-default-route-cpu"],
                               ["fidelity-dehazeformer-ref-t"],
                               "dehazeformer-ref-t"),
 }
 REFERENCES = {"swinir-ref-x2": ["fidelity-swinir-ref-x2"],
-              "swinir-ref-denoise50": ["fidelity-swinir-ref-denoise50"],  # calibration not re-run on it yet
+              "swinir-ref-denoise50": ["fidelity-swinir-ref-denoise50", "fidelity-swinir-ref-denoise50-calibrated"],
               "uformer-ref-denoise25": ["fidelity-uformer-ref-denoise25", "fidelity-uformer-ref-denoise25-calibrated"],
               "dehazeformer-ref-t": ["fidelity-dehazeformer-ref-t"]}
 # the summary's CPU run, its input side, our fastest exported route there, the GPU input side (None: no GPU case)
@@ -260,6 +261,11 @@ def test_spandrel_and_gpu_gaps_are_said_in_words():
     run = _json("bench-swinir-x4-cpu")
     rows = summary_rows(get_variant("swinir-x4"), {"bench": [run]})
     assert "no compiled or exported route was run for this variant" in rows[1]["device"]
+    # a newer run without exported arms does not push the run that has them out of the summary
+    routes = _json("bench-swinir-x4-default-route-cpu")
+    newer = {**run, "created": max(run["created"], routes["created"]) + "Z"}
+    rows = summary_rows(get_variant("swinir-x4"), {"bench": [newer, routes]})
+    assert rows[1]["run"] is routes and rows[1]["route"] == "our fastest CPU route: `openvino-bf16`"
 
 
 def test_unmeasured_card_says_so_first():
@@ -317,7 +323,7 @@ def test_gpu_plot_shows_one_variant_of_one_run():
 README_TABLE = {"SwinIR-M x2, 128²": "timing-swinir-x2-128-cpu", "SwinIR-M x2, 256²": "bench-swinir-x2-cpu",
                 "SwinIR-M x2, 512² (3 runs, no warm-up)": "bench-swinir-x2-512-cpu",
                 "Uformer-T, 256²": "timing-uformer-t-256-cpu", "Uformer-B, 256²": "bench-uformer-b-sidd-cpu",
-                "Uformer-B, 512² (3 runs, no warm-up)": "bench-uformer-b-sidd-512-cpu",
+                "Uformer-B, 512²": "bench-uformer-b-sidd-512-cpu",
                 "DehazeFormer-t, 256²": "timing-dehazeformer-t-256-cpu",
                 "DehazeFormer-B, 256²": "bench-dehazeformer-b-indoor-cpu",
                 "DehazeFormer-B, 512²": "bench-dehazeformer-b-indoor-512-cpu"}

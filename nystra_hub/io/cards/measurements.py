@@ -167,12 +167,17 @@ def _how(name: str, arm: dict) -> str:
     return "default"
 
 
+def _has_exported_route(run: dict) -> bool:
+    return any((arm.get("runtime") or "torch") != "torch" for arm in run["arms"].values())
+
+
 def primary_cpu_run(m: dict) -> dict | None:
-    """The newest CPU bench run that timed both our exact path and ``nystra``: the summary's CPU rows."""
+    """The summary's CPU rows: among the CPU bench runs that timed both our exact path and ``nystra``, the newest
+    that also timed an exported route (the route a user is steered to), else the newest."""
     runs = [r for r in m.get("bench") or [] if not is_gpu(r) and r.get("references", {}).get("a")
             and any(timed(res["arms"].get(r["references"]["a"])) and timed(res["arms"].get("nystra"))
                     for res in r["results"])]
-    return max(runs, key=lambda r: r.get("created", "")) if runs else None
+    return max(runs, key=lambda r: (_has_exported_route(r), r.get("created", ""))) if runs else None
 
 
 def primary_gpu_run(v: Variant, m: dict) -> dict | None:
