@@ -248,6 +248,13 @@ def test_quality_line_names_the_reference_model_and_its_caveat(variant):
     if window_gain > 0.3:  # and says plainly why: how much training it had
         assert f"raises its held-out PSNR by {window_gain:.2f} dB" in line
         assert f"(all its training: {info['training']['steps']} steps of batch {info['training']['batch']}," in line
+        cost_file = REPO / "reference_models" / reference / "training-cost.json"
+        if cost_file.is_file():  # and why it has not had more: what more would cost where it could run
+            cost = json.loads(cost_file.read_text())
+            assert (f"the {cost['planned_steps']} further steps planned (`benchmarks/gpu_session.sh`) would take "
+                    f"{cost['cpu']['planned_hours']:.0f} hours on this project's 2-core CPU "
+                    f"({cost['cpu']['seconds_per_step']:.1f} s a step of batch {cost['cpu']['batch']}") in line
+            assert cost["recipe"] == reference and cost["kind"] == "training_cost"
     if report["task"]["name"] != "sr" and get_variant(variant).scale > 1:  # a denoiser standing in for a super-resolver
         assert "not a super-resolver" in line
 

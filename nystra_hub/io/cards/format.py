@@ -197,6 +197,19 @@ def training_extent(training: dict | None) -> str:
     return f"{training['steps']} steps{batch}{minutes}" + (f" on {where}" if where else "")
 
 
+def further_cost(training: dict | None) -> str:
+    """Why the further training has not run, from the measured CPU step time that ``read_reference`` attached
+    (``training-cost.json``, written by ``benchmarks/reference_step_time.py``): '' when not measured."""
+    cost = (training or {}).get("further")
+    if not cost:
+        return ""
+    cpu = cost["cpu"]
+    return (f": the {cost['planned_steps']} further steps planned (`{cost['planned_by']}`) would take "
+            f"{cpu['planned_hours']:.0f} hours on this project's {cost['environment']['cpu_count']}-core CPU "
+            f"({cpu['seconds_per_step']:.1f} s a step of batch {cpu['batch']}, measured {cost['created'][:10]}), "
+            "so they wait for a GPU")
+
+
 def window_limits(ablations: dict | None, training: dict | None = None) -> str:
     """A sentence when exact attention at twice the window *raises* the reference model's held-out PSNR by more
     than :data:`UNDERTRAINED_DB` (the model is limited by its window: not trained to convergence), saying how
@@ -205,7 +218,8 @@ def window_limits(ablations: dict | None, training: dict | None = None) -> str:
     if entry.get("change_db", 0.0) <= UNDERTRAINED_DB:
         return ""
     extent = training_extent(training)
-    why = f" (all its training: {extent}; it has not been trained further yet)" if extent else ""
+    why = f" (all its training: {extent}; it has not been trained further yet{further_cost(training)})" \
+        if extent else ""
     return (f" **Its window limits it:** exact attention at twice the window raises its held-out PSNR by "
             f"{entry['change_db']:.2f} dB, so it is not trained to convergence{why} and the costs are those of an "
             "unfinished model.")
@@ -252,5 +266,14 @@ def read_report(path: Path, kind: str) -> dict:
     return report
 
 
+TRAINING_COST = "training-cost.json"  # optional, next to reference.json: what training it further would cost
+
+
 def read_reference(folder: str | Path) -> dict:
-    return json.loads((Path(folder) / "reference.json").read_text())
+    """A reference model's ``reference.json``, with the measured cost of training it further (``TRAINING_COST``,
+    where the folder has one) as ``training["further"]``."""
+    info = json.loads((Path(folder) / "reference.json").read_text())
+    cost = Path(folder) / TRAINING_COST
+    if cost.is_file() and info.get("training"):
+        info["training"]["further"] = json.loads(cost.read_text())
+    return info
