@@ -64,6 +64,7 @@ from torch import Tensor, nn
 from nystra_hub._version import __version__
 from nystra_hub.attention import FLEX_IMPL, attention_modules, bounded_redo, redo_overflowed
 from nystra_hub.inference.float32_layers import float32_node_names, float32_plan, keep_float32
+from nystra_hub.inference.openvino_masks import masks_computed_per_layer
 from nystra_hub.io.hub import attention_state, jsonable
 from nystra_hub.io.images import PARTIAL_SUFFIX
 from nystra_hub.models import RestorationModel
@@ -73,7 +74,8 @@ from nystra_hub.models.common import unwrap_model
 # 3: OpenVINO IR keeps the architecture's float32 tail under bfloat16 (float32_tail); older folders export again
 # 4: float32_layers: residual stages kept float32 as well as the tail (Uformer exports again)
 # 5: the float32 layers' products (convolutions, matrix products) run bfloat16 (SwinIR exports again)
-SCHEMA = "nystra_hub.export/5"
+# 6: OpenVINO IR computes the shift masks per layer (openvino_masks): the plugin fuses their additions
+SCHEMA = "nystra_hub.export/6"
 METADATA_NAME = "export.json"
 FORMATS = ("onnx", "openvino")
 GRAPH_FILES = {"onnx": ("model.onnx",), "openvino": ("model.xml", "model.bin")}
@@ -368,6 +370,7 @@ def write_openvino(model: nn.Module, shape: tuple[int, ...], folder: Path, progr
         decoder = importlib.import_module(OPENVINO_FX_DECODER).TorchFXPythonDecoder.from_exported_program(program)
         ov_model = ov.convert_model(decoder)
     ov_model.reshape(list(shape))  # the program's shape, static as in the ONNX graphs (converted with some dims open)
+    masks_computed_per_layer(ov, ov_model)
     ov_model.inputs[0].get_tensor().set_names({INPUT_NAME})
     for output, name in zip(ov_model.outputs, (OUTPUT_NAME, OVERFLOW_NAME)):
         output.get_tensor().set_names({name})
