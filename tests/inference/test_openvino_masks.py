@@ -36,6 +36,7 @@ def test_a_mask_of_another_form_is_left_alone():
     other[-1, i, j] = 0.0  # not symmetric: no labelling gives it
     assert region_labels(other) is None
     assert region_labels(np.where(mask == 0, np.float32(-5), mask)) is None  # no zeros at all
+    assert region_labels(np.zeros_like(mask)) is None  # nothing masked: nothing to rebuild
 
 
 def _two_masked_additions(ov, mask: np.ndarray):
@@ -61,7 +62,7 @@ def test_each_addition_gets_its_own_mask_with_the_same_values():
     x = np.random.default_rng(0).standard_normal([1, 4, 2, 16, 16]).astype(np.float32)
     core = ov.Core()
     outputs = [core.compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x)[0] for m in (before, after)]
-    assert np.array_equal(outputs[0], outputs[1])
+    assert np.abs(outputs[0] - outputs[1]).max() <= 1e-6  # two graphs: fused or not, the plugin's choice
 
 
 @needs_openvino
