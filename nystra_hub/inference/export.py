@@ -63,7 +63,13 @@ from torch import Tensor, nn
 
 from nystra_hub._version import __version__
 from nystra_hub.attention import FLEX_IMPL, attention_modules, bounded_redo, redo_overflowed
-from nystra_hub.inference.float32_layers import float32_node_names, float32_plan, keep_float32
+from nystra_hub.inference.float32_layers import (
+    additions_on_rows,
+    float32_node_names,
+    float32_plan,
+    keep_float32,
+    residual_addition_names,
+)
 from nystra_hub.inference.openvino_masks import masks_computed_per_layer
 from nystra_hub.io.hub import attention_state, jsonable
 from nystra_hub.io.images import PARTIAL_SUFFIX
@@ -75,7 +81,8 @@ from nystra_hub.models.common import unwrap_model
 # 4: float32_layers: residual stages kept float32 as well as the tail (Uformer exports again)
 # 5: the float32 layers' products (convolutions, matrix products) run bfloat16 (SwinIR exports again)
 # 6: OpenVINO IR computes the shift masks per layer (openvino_masks): the plugin fuses their additions
-SCHEMA = "nystra_hub.export/6"
+# 7: Uformer keeps only its first stage's residual stream float32, its additions on (rows, channels) views
+SCHEMA = "nystra_hub.export/7"
 METADATA_NAME = "export.json"
 FORMATS = ("onnx", "openvino")
 GRAPH_FILES = {"onnx": ("model.onnx",), "openvino": ("model.xml", "model.bin")}
@@ -370,13 +377,14 @@ def write_openvino(model: nn.Module, shape: tuple[int, ...], folder: Path, progr
         decoder = importlib.import_module(OPENVINO_FX_DECODER).TorchFXPythonDecoder.from_exported_program(program)
         ov_model = ov.convert_model(decoder)
     ov_model.reshape(list(shape))  # the program's shape, static as in the ONNX graphs (converted with some dims open)
+    ours = as_restoration_model(model)
     masks_computed_per_layer(ov, ov_model)
+    additions_on_rows(ov, ov_model, residual_addition_names(decoder.pt_module.graph, ours))
     ov_model.inputs[0].get_tensor().set_names({INPUT_NAME})
     for output, name in zip(ov_model.outputs, (OUTPUT_NAME, OVERFLOW_NAME)):
         output.get_tensor().set_names({name})
     xml_path = folder / GRAPH_FILES["openvino"][0]
     ov.save_model(ov_model, str(xml_path), compress_to_fp16=False)
-    ours = as_restoration_model(model)
     plan = float32_plan(ours)
     marked = keep_float32(xml_path, float32_node_names(decoder.pt_module.graph, ours))
     return [int(d) for d in ov_model.outputs[0].get_partial_shape().to_shape()], (

@@ -13,8 +13,10 @@ layers are kept in float32, each architecture naming them (benchmarks/openvino-b
   52.8 dB from float32, both inside the budget (benchmarks/float32-layer-options/).
 - residual stages (:meth:`~nystra_hub.models.RestorationModel.float32_residual_stages`): inside them, the additions
   a transformer block makes itself (its residual adds, Uformer's modulator), so the residual stream stays float32
-  there. Uformer: its two full-resolution stages, whose stream reaches the output through the last skip connection
-  (a tail did not help: its rounding is spread through the graph); the stream in every stage cost 27% more time.
+  there, each addition on (rows, channels) views kept with it (:func:`additions_on_rows`: the plugin lays a
+  rank-3 float32 addition out channels-last and reorders around it). Uformer: its first stage, whose stream reaches
+  the output through the last skip connection (a tail did not help: its rounding is spread through the graph); the
+  last decoder stage as well gained nothing; the stream in every stage cost 27% more time.
 
 Each chosen layer carries the runtime attribute the plugin reads as "keep this layer's precision". Python cannot
 create that attribute on a live ``openvino.Model``; the IR reader creates it from the XML, so it is written there.
@@ -29,6 +31,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from xml.etree import ElementTree
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -106,6 +109,49 @@ def float32_node_names(graph: torch.fx.Graph, model: RestorationModel | None) ->
         return set()
     return (tail_node_names(graph, plan["tail_from"])
             | block_addition_names(graph, plan["residual_stages"], model.block_types))
+
+
+def residual_addition_names(graph: torch.fx.Graph, model: RestorationModel | None) -> set[str]:
+    """The FX additions of ``model``'s exported ``graph`` that keep its residual stages' stream in float32."""
+    plan = float32_plan(model)
+    if plan is None:
+        return set()
+    return block_addition_names(graph, plan["residual_stages"], model.block_types)
+
+
+def additions_on_rows(ov, ov_model, node_names: set[str]) -> int:
+    """Make each addition of ``ov_model`` (an ``openvino.Model``, changed in place) converted from the FX
+    operations ``node_names`` add two (rows, channels) views of its (batch, tokens, channels) operands; returns how
+    many. The CPU plugin lays a float32 rank-3 addition out channels-last, reading the tokens axis as channels, so
+    each kept addition cost two reorders of the whole stream and handed that layout down the graph (reorders in
+    the last decoder stage too: Uformer-B 256², 10 ms around its first stage's 2 kept additions, 5 ms on rows); a rank-2
+    addition has one layout. Views of the same values: the output is unchanged."""
+    ops = ov.opset13
+    changed = 0
+    for node in ov_model.get_ordered_ops():
+        if node.get_type_name() != "Add" or node.get_friendly_name().split("/")[0] not in node_names:
+            continue
+        shape = node.get_output_partial_shape(0)
+        operands = [port.get_source_output().get_partial_shape() for port in node.inputs()]
+        if shape.is_dynamic or len(shape) < 3 or any(operand != shape for operand in operands):
+            continue  # a broadcast or an open shape: no view of both operands
+        dims = [int(d) for d in shape.to_shape()]
+        consumers = list(node.output(0).get_target_inputs())
+        rows = ops.constant(np.array([-1, dims[-1]], dtype=np.int64))
+        # the views are named after the addition so that keep_float32 marks them with it: an unmarked view would
+        # round the stream to bfloat16 between two kept additions
+        name = node.get_friendly_name().split("/")[0]
+        for i, port in enumerate(node.inputs()):
+            view = ops.reshape(port.get_source_output(), rows, special_zero=False)
+            view.set_friendly_name(f"{name}/rows_{i}/Reshape")
+            port.replace_source_output(view.output(0))
+        node.validate_and_infer_types()
+        back = ops.reshape(node.output(0), ops.constant(np.array(dims, dtype=np.int64)), special_zero=False)
+        back.set_friendly_name(f"{name}/tokens/Reshape")
+        for consumer in consumers:
+            consumer.replace_source_output(back.output(0))
+        changed += 1
+    return changed
 
 
 def keep_float32(xml_path: Path, node_names: set[str]) -> int:

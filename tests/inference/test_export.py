@@ -31,6 +31,7 @@ from nystra_hub.inference.export import (
 )
 from nystra_hub.inference.float32_layers import (
     KEEP_PRECISION_ATTRIBUTE,
+    additions_on_rows,
     block_addition_names,
     in_module,
     tail_node_names,
@@ -431,16 +432,47 @@ def test_the_float32_layers_bring_bfloat16_closer_to_float32(tmp_path, case, mar
 
 
 @needs_openvino
-def test_uformer_keeps_its_full_resolution_residual_stream_in_float32(tmp_path):
-    """The additions of Uformer's blocks in its first and last stage (residual adds, the decoder's modulator),
-    nothing else: not the attention's or the MLP's own, not the other stages'."""
+def test_uformer_keeps_its_first_stage_residual_stream_in_float32(tmp_path):
+    """The residual additions of the blocks of Uformer's first stage, each on (rows, channels) views that are kept
+    with it, nothing else: not the attention's or the MLP's own, not the other stages'; the graph still matches
+    the eager forward."""
     model = golden("uformer_tiny_modulator")
     x = padded_input(model, load_golden("uformer_tiny_modulator")[1])
     folder = export(model, tmp_path / "ir", "openvino", size=tuple(x.shape[-2:]))
     plan = read_export(folder)["float32_layers"]
-    assert plan == {"tail_from": None, "residual_stages": ["encoderlayer_0", "decoderlayer_3"],
-                    "products": "bfloat16", "layers": 5}
-    assert marked_types(folder / "model.xml") == ["Add"] * 5  # 2 per block, +1 for the decoder's modulator
+    blocks = len(model.encoderlayer_0.blocks)
+    assert plan == {"tail_from": None, "residual_stages": ["encoderlayer_0"], "products": "bfloat16",
+                    "layers": 8 * blocks}
+    # per block: 2 additions, each with its operands' two row views and its result's token view
+    assert sorted(marked_types(folder / "model.xml")) == ["Add"] * 2 * blocks + ["Reshape"] * 6 * blocks
+    adds = {name.split("/")[0] for name in marked_layers(folder / "model.xml")}
+    assert len(adds) == 2 * blocks
+    with torch.inference_mode():
+        assert (make_runner(model, "openvino", exported=folder)(x) - model(x)).abs().max() <= TOLERANCE
+
+
+def test_additions_on_rows_view_same_shape_operands_only():
+    """Only the named additions of two same-shaped operands get (rows, channels) views, named after them; the
+    values are unchanged; a broadcast addition and an unnamed one are left as they are."""
+    ov = pytest.importorskip("openvino")
+    ops = ov.opset13
+    a, b = ops.parameter([2, 6, 4], np.float32), ops.parameter([2, 6, 4], np.float32)
+    kept, other = ops.add(a, b), ops.add(a, b)
+    broadcast = ops.add(kept, ops.constant(np.ones(4, np.float32)))
+    for node, name in ((kept, "add_1"), (other, "add_2"), (broadcast, "add_3")):
+        node.set_friendly_name(f"{name}/aten.add.Tensor/Add")
+    graph = ov.Model([ops.relu(broadcast), ops.relu(other)], [a, b])
+    x = [np.random.default_rng(i).standard_normal([2, 6, 4]).astype(np.float32) for i in range(2)]
+    before = ov.Core().compile_model(graph.clone(), "CPU")(x)
+    assert additions_on_rows(ov, graph, {"add_1", "add_3"}) == 1
+    ranks = {op.get_friendly_name().split("/")[0]: len(op.get_output_partial_shape(0))
+             for op in graph.get_ordered_ops() if op.get_type_name() == "Add"}
+    assert ranks == {"add_1": 2, "add_2": 3, "add_3": 3}
+    views = sorted(op.get_friendly_name() for op in graph.get_ordered_ops() if op.get_type_name() == "Reshape")
+    assert views == ["add_1/rows_0/Reshape", "add_1/rows_1/Reshape", "add_1/tokens/Reshape"]
+    after = ov.Core().compile_model(graph, "CPU")(x)
+    for i in range(2):
+        assert np.array_equal(before[i], after[i])
 
 
 def test_dehazeformer_and_onnx_graphs_keep_nothing_in_float32(onnx_exports):

@@ -12,7 +12,7 @@ import torch
 from conftest import load_golden
 
 from nystra_hub.attention import shifted_window_mask
-from nystra_hub.inference.export import export, read_export
+from nystra_hub.inference.export import SCHEMA, export, read_export
 from nystra_hub.inference.openvino_masks import MASK_RANK, masks_computed_per_layer, region_labels
 
 needs_openvino = pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
@@ -73,7 +73,7 @@ def test_swinir_ir_computes_its_masks_per_shifted_block(tmp_path):
     model = load_golden("swinir_sr_x2_pixelshuffle")[0]
     size = (16, 16)
     folder = export(model, tmp_path / "ir", "openvino", size=size)
-    assert read_export(folder)["schema"] == "nystra_hub.export/6"
+    assert read_export(folder)["schema"] == SCHEMA
     graph = ov.Core().read_model(str(folder / "model.xml"))
     ops = graph.get_ordered_ops()
     assert not any(op.get_type_name() == "Constant" and len(op.get_output_shape(0)) == MASK_RANK for op in ops)
