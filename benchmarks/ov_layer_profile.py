@@ -8,7 +8,8 @@ Each folder is an export-cache folder (``model.xml`` + ``model.bin``, as ``nystr
 ``~/.cache/nystra_hub/exports``). Both IRs are compiled with ``PERF_COUNT`` on, run alternately ``--runs`` times
 after one warm-up on the same random input (which one goes first alternates), and OpenVINO's per-layer profiling
 (``InferRequest.profiling_info``) is summed per (layer type, kernel) in each run, the median over the runs reported,
-with each request's wall time (median over the runs). Reports before 2026-12-07 14:50 ran the two in a fixed order
+with each request's wall time (median over the runs). The other ``ov-layers-*`` reports in benchmarks/ (all
+but ``ov-layers-uformer-b-256-cpu.json``) were written by its earlier version, which ran the two in a fixed order
 and summed the last run's profile only.
 """
 
@@ -72,7 +73,7 @@ def main() -> None:
     walls: dict[str, list[float]] = {name: [] for name in graphs}
     profiles: dict[str, list[dict]] = {name: [] for name in graphs}
     for run in range(args.runs + 1):
-        # the order alternates: the second request of a round ran up to 6 % faster than the first (Uformer-B 256²)
+        # the order alternates, so that neither graph always runs right after the other
         for name in rotated(list(requests), run):
             start = time.perf_counter()
             requests[name].infer({0: x})

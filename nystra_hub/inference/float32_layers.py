@@ -16,7 +16,7 @@ layers are kept in float32, each architecture naming them (benchmarks/openvino-b
   there, each addition on (rows, channels) views kept with it (:func:`additions_on_rows`: the plugin lays a
   rank-3 float32 addition out channels-last and reorders around it). Uformer: its first stage, whose stream reaches
   the output through the last skip connection (a tail did not help: its rounding is spread through the graph); the
-  last decoder stage as well gained 0.0005 dB for twice the cost; the stream in every stage cost 27% more time.
+  last decoder stage as well gained 0.0005 dB for 7 ms more at 256²; the stream in every stage cost 27% more time.
 
 Each chosen layer carries the runtime attribute the plugin reads as "keep this layer's precision". Python cannot
 create that attribute on a live ``openvino.Model``; the IR reader creates it from the XML, so it is written there.

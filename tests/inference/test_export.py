@@ -453,7 +453,7 @@ def test_uformer_keeps_its_first_stage_residual_stream_in_float32(tmp_path):
 
 def test_additions_on_rows_view_same_shape_operands_only():
     """Only the named additions of two same-shaped operands get (rows, channels) views, named after them; the
-    values are unchanged; a broadcast addition and an unnamed one are left as they are."""
+    values are the same; a broadcast addition and an unnamed one are left as they are."""
     ov = pytest.importorskip("openvino")
     ops = ov.opset13
     a, b = ops.parameter([2, 6, 4], np.float32), ops.parameter([2, 6, 4], np.float32)
@@ -471,8 +471,8 @@ def test_additions_on_rows_view_same_shape_operands_only():
     views = sorted(op.get_friendly_name() for op in graph.get_ordered_ops() if op.get_type_name() == "Reshape")
     assert views == ["add_1/rows_0/Reshape", "add_1/rows_1/Reshape", "add_1/tokens/Reshape"]
     after = ov.Core().compile_model(graph, "CPU")(x)
-    for i in range(2):
-        assert np.array_equal(before[i], after[i])
+    for i in range(2):  # two graphs: the plugin may fuse them differently
+        assert np.abs(before[i] - after[i]).max() <= 1e-6
 
 
 def test_dehazeformer_and_onnx_graphs_keep_nothing_in_float32(onnx_exports):
